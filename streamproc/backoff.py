@@ -1,0 +1,62 @@
+"""Reconnect backoff and test failpoints: the two small helpers of the loop."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+from collections.abc import Callable, Mapping
+from typing import ClassVar
+
+
+class Backoff:
+    """Exponential backoff with full jitter. Tests may patch the class constants."""
+
+    INITIAL_S: ClassVar[float] = 0.1
+    MAX_S: ClassVar[float] = 5.0
+    FACTOR: ClassVar[float] = 2.0
+
+    def __init__(self, sleep: Callable[[float], None] = time.sleep) -> None:
+        self._sleep = sleep
+        self.attempts = 0
+
+    def next_delay(self) -> float:
+        ceiling = min(self.MAX_S, self.INITIAL_S * self.FACTOR**self.attempts)
+        self.attempts += 1
+        return random.uniform(ceiling / 2, ceiling)
+
+    def wait(self) -> float:
+        delay = self.next_delay()
+        self._sleep(delay)
+        return delay
+
+    def reset(self) -> None:
+        self.attempts = 0
+
+
+class Failpoints:
+    """Crash the process at a named point, for fault tests only.
+
+    ``STREAMPROC_FAILPOINTS=after_commit@3`` SIGKILLs the daemon the third
+    time it passes ``after_commit``; several points are comma-separated.
+    Read once when the worker starts; empty in production.
+    """
+
+    def __init__(self, spec: str = "") -> None:
+        self._at: dict[str, int] = {}
+        self._hits: dict[str, int] = {}
+        for item in filter(None, (p.strip() for p in spec.split(","))):
+            name, _, nth = item.partition("@")
+            self._at[name] = int(nth or 1)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> Failpoints:
+        return cls(environ.get("STREAMPROC_FAILPOINTS", ""))
+
+    def hit(self, name: str) -> None:
+        if name not in self._at:
+            return
+        self._hits[name] = self._hits.get(name, 0) + 1
+        if self._hits[name] == self._at[name]:
+            os.kill(os.getpid(), signal.SIGKILL)

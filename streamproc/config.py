@@ -1,0 +1,192 @@
+"""Settings: one frozen object, built once, passed explicitly.
+
+Precedence, highest first: command-line flags, ``STREAMPROC_*`` environment
+variables, the TOML file (``--config`` / ``STREAMPROC_CONFIG``), defaults.
+Secrets may also come from systemd credentials (``$CREDENTIALS_DIRECTORY``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Final
+from urllib.parse import urlsplit, urlunsplit
+
+import msgspec
+
+from streamproc.errors import ConfigError
+
+ENV_PREFIX: Final = "STREAMPROC_"
+SECRET_FIELDS: Final = ("visitor_secret",)
+
+
+def default_consumer() -> str:
+    return socket.gethostname() or "streamproc"
+
+
+class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Every knob of the daemon. Units are in the names."""
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    database_url: str = "postgresql://127.0.0.1:5432/streamproc"
+    db_schema: Annotated[str, msgspec.Meta(pattern=r"^[a-z_][a-z0-9_]{0,62}$")] = "streamproc"
+    streams: Annotated[tuple[str, ...], msgspec.Meta(min_length=1)] = ("events",)
+    group: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] = "streamproc"
+    consumer: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] = msgspec.field(
+        default_factory=default_consumer
+    )
+    batch_size: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 1000
+    block_ms: Annotated[int, msgspec.Meta(ge=1, le=60_000)] = 2000
+    min_idle_ms: Annotated[int, msgspec.Meta(ge=1)] = 60_000
+    reclaim_interval_ms: Annotated[int, msgspec.Meta(ge=1)] = 5_000
+    max_deliveries: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 5
+    drain_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+    max_entry_bytes: Annotated[int, msgspec.Meta(ge=256)] = 64 * 1024
+    ledger_retention_s: Annotated[int, msgspec.Meta(ge=3600)] = 7 * 86_400
+    group_start_id: str = "0"
+    visitor_secret: str | None = None
+    log_level: Annotated[str, msgspec.Meta(pattern=r"^(debug|info|warning|error)$")] = "info"
+
+    @property
+    def socket_timeout_s(self) -> float:
+        """Client socket timeout: always longer than the longest BLOCK."""
+        return self.block_ms / 1000 + 10.0
+
+    def require_secret(self) -> bytes:
+        if not self.visitor_secret:
+            raise ConfigError(
+                "STREAMPROC_VISITOR_SECRET is not set: it keys the visitor/session hashes."
+                " Generate one with `openssl rand -hex 32` and keep it stable."
+            )
+        if len(self.visitor_secret) < 16:
+            raise ConfigError("STREAMPROC_VISITOR_SECRET must be at least 16 characters long")
+        return self.visitor_secret.encode()[:64]
+
+    def redacted(self) -> dict[str, Any]:
+        """Settings safe to log or print: passwords and secrets masked."""
+        out = msgspec.structs.asdict(self)
+        out["redis_url"] = mask_url(self.redis_url)
+        out["database_url"] = mask_url(self.database_url)
+        for name in SECRET_FIELDS:
+            if out[name]:
+                out[name] = "***"
+        out["streams"] = list(self.streams)
+        return out
+
+
+FIELDS: Final = tuple(f.name for f in msgspec.structs.fields(Settings))
+
+
+def env_name(field: str) -> str:
+    names = {"database_url": "DATABASE_URL", "redis_url": "REDIS_URL"}
+    return ENV_PREFIX + names.get(field, field.upper())
+
+
+def mask_url(url: str) -> str:
+    """``redis://user:secret@host`` -> ``redis://user:***@host``."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable url>"
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+_RANGE = re.compile(r"\{(\d+)\.\.(\d+)\}")
+
+
+def expand_streams(spec: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """``"events:{0..3},audit"`` -> events:{0}, events:{1}, events:{2}, events:{3}, audit."""
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    out: list[str] = []
+    for raw in items:
+        item = raw.strip()
+        if not item:
+            continue
+        m = _RANGE.search(item)
+        if m is None:
+            out.append(item)
+            continue
+        lo, hi = int(m.group(1)), int(m.group(2))
+        if hi < lo or hi - lo > 4096:
+            raise ConfigError(f"invalid stream range {item!r}: expected {{LOW..HIGH}} with LOW <= HIGH")
+        out.extend(f"{item[: m.start()]}{{{i}}}{item[m.end():]}" for i in range(lo, hi + 1))
+    if len(set(out)) != len(out):
+        raise ConfigError(f"stream list names a stream twice: {', '.join(out)}")
+    return tuple(out)
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    config_file: Path | None = None,
+) -> Settings:
+    """Build the settings from flags (``overrides``), environment and TOML file."""
+    env = os.environ if environ is None else environ
+    merged: dict[str, Any] = {}
+    path = config_file or (Path(env[ENV_PREFIX + "CONFIG"]) if env.get(ENV_PREFIX + "CONFIG") else None)
+    if path is not None:
+        merged.update(_read_toml(path))
+    merged.update(_read_credentials(env))
+    for name in FIELDS:
+        value = env.get(env_name(name))
+        if value is not None and value != "":
+            merged[name] = value
+    for name, value in (overrides or {}).items():
+        if value is not None:
+            merged[name] = value
+    if "streams" in merged:
+        merged["streams"] = expand_streams(merged["streams"])
+    try:
+        return msgspec.convert(merged, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(_explain(exc)) from None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    section = data.get("streamproc", data)
+    if not isinstance(section, dict):
+        raise ConfigError(f"config file {path}: [streamproc] must be a table")
+    unknown = sorted(set(section) - set(FIELDS))
+    if unknown:
+        raise ConfigError(f"config file {path}: unknown setting(s) {', '.join(unknown)}")
+    return dict(section)
+
+
+def _read_credentials(env: Mapping[str, str]) -> dict[str, str]:
+    """Secrets handed over by systemd ``LoadCredential=`` (one file per setting)."""
+    directory = env.get("CREDENTIALS_DIRECTORY")
+    if not directory:
+        return {}
+    out = {}
+    for name in (*SECRET_FIELDS, "redis_url", "database_url"):
+        path = Path(directory) / name
+        if path.is_file():
+            out[name] = path.read_text().strip()
+    return out
+
+
+def _explain(exc: msgspec.ValidationError) -> str:
+    text = str(exc)
+    m = re.search(r"at `\$\.(\w+)", text)
+    if m is None:
+        return f"invalid settings: {text}"
+    field = m.group(1)
+    flag = "--" + field.replace("_", "-")
+    detail = text.split(" - at ")[0]
+    return f"invalid {field} ({env_name(field)} / {flag}): {detail}"

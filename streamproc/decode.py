@@ -1,0 +1,149 @@
+"""Turn raw stream entries into validated events, or into a reason they are bad.
+
+Pure functions: bytes in, structs out. Nothing here raises for bad input; a
+bad entry becomes a :class:`Rejected` carrying a sentence a person can act on,
+and the worker sends it to the dead-letter stream.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import time
+from collections.abc import Iterable, Mapping
+from typing import Final, NamedTuple
+
+import msgspec
+
+from streamproc.events import Conversion, Event
+
+DAY_MS: Final = 86_400_000
+MAX_FUTURE_MS: Final = DAY_MS
+DEFAULT_MAX_ENTRY_BYTES: Final = 64 * 1024
+REVENUE_LIMIT: Final = decimal.Decimal(10) ** 12
+REVENUE_MAX_PLACES: Final = 6
+
+_json_decoder: Final = msgspec.json.Decoder(Event)
+
+
+class Accepted(NamedTuple):
+    """A valid event and its timestamp in milliseconds since the epoch (UTC)."""
+
+    entry_id: bytes
+    event: Event
+    ts_ms: int
+
+
+class Rejected(NamedTuple):
+    """A bad entry: its original fields and why it cannot be counted."""
+
+    entry_id: bytes
+    fields: Mapping[bytes, bytes]
+    reason: str
+
+
+class Decoded(NamedTuple):
+    accepted: list[Accepted]
+    rejected: list[Rejected]
+
+
+def decode_entry(
+    entry_id: bytes,
+    fields: Mapping[bytes, bytes] | None,
+    now_ms: int,
+    max_entry_bytes: int = DEFAULT_MAX_ENTRY_BYTES,
+) -> Accepted | Rejected:
+    """Validate one stream entry. Never raises on bad input."""
+    if not fields:
+        return Rejected(entry_id, fields or {}, "entry has no fields")
+    size = sum(len(k) + len(v) for k, v in fields.items())
+    if size > max_entry_bytes:
+        return Rejected(
+            entry_id, fields, f"entry is {size} bytes, over the {max_entry_bytes}-byte limit"
+        )
+    raw = fields.get(b"event")
+    if raw is not None:
+        result = _decode_json(raw)
+    elif b"type" in fields:
+        result = _decode_flat(fields)
+    else:
+        result = "entry has neither an `event` field (JSON form) nor a `type` field (flat form)"
+    if isinstance(result, str):
+        return Rejected(entry_id, fields, result)
+    ts_ms = _timestamp_ms(result.ts)
+    problem = _check_semantics(result, ts_ms, now_ms)
+    if problem is not None:
+        return Rejected(entry_id, fields, problem)
+    return Accepted(entry_id, result, ts_ms)
+
+
+def decode_batch(
+    entries: Iterable[tuple[bytes, Mapping[bytes, bytes] | None]],
+    now_ms: int | None = None,
+    max_entry_bytes: int = DEFAULT_MAX_ENTRY_BYTES,
+) -> Decoded:
+    """Split a batch of ``(id, fields)`` entries into accepted and rejected."""
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    out = Decoded([], [])
+    for entry_id, fields in entries:
+        item = decode_entry(entry_id, fields, now, max_entry_bytes)
+        if isinstance(item, Accepted):
+            out.accepted.append(item)
+        else:
+            out.rejected.append(item)
+    return out
+
+
+def _decode_json(raw: bytes) -> Event | str:
+    try:
+        return _json_decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        return f"invalid event: {exc}"
+    except msgspec.DecodeError as exc:
+        return f"`event` field is not valid JSON: {exc}"
+
+
+def _decode_flat(fields: Mapping[bytes, bytes]) -> Event | str:
+    try:
+        attrs = {k.decode(): v.decode() for k, v in fields.items()}
+    except UnicodeDecodeError as exc:
+        return f"flat entry is not valid UTF-8: {exc}"
+    try:
+        return msgspec.convert(attrs, type=Event, strict=False)  # type: ignore[arg-type]  # union types are accepted at runtime
+    except msgspec.ValidationError as exc:
+        return f"invalid event: {exc}"
+
+
+def _timestamp_ms(ts: int | dt.datetime) -> int:
+    if isinstance(ts, int):
+        return ts
+    if ts.tzinfo is None:
+        return -1  # flagged by _check_semantics
+    return int(ts.timestamp() * 1000)
+
+
+def _check_semantics(event: Event, ts_ms: int, now_ms: int) -> str | None:
+    if ts_ms < 0:
+        if isinstance(event.ts, dt.datetime) and event.ts.tzinfo is None:
+            return "invalid event: `ts` date-time has no UTC offset (RFC 3339 needs one) - at `$.ts`"
+        return "invalid event: `ts` is before 1970-01-01 - at `$.ts`"
+    if ts_ms > now_ms + MAX_FUTURE_MS:
+        ahead_h = (ts_ms - now_ms) / 3_600_000
+        return f"invalid event: `ts` is {ahead_h:.1f} h in the future (limit 24 h) - at `$.ts`"
+    if isinstance(event, Conversion) and event.revenue is not None:
+        return _check_revenue(event.revenue)
+    return None
+
+
+def _check_revenue(revenue: decimal.Decimal) -> str | None:
+    if not revenue.is_finite():
+        return "invalid event: `revenue` must be a finite decimal - at `$.revenue`"
+    if abs(revenue) >= REVENUE_LIMIT:
+        return "invalid event: `revenue` magnitude must be below 10^12 - at `$.revenue`"
+    exponent = revenue.normalize().as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -REVENUE_MAX_PLACES:
+        return (
+            f"invalid event: `revenue` has more than {REVENUE_MAX_PLACES} decimal places"
+            " - at `$.revenue`"
+        )
+    return None

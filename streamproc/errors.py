@@ -1,0 +1,43 @@
+"""streamproc's own error tree; library errors are translated at the edges."""
+
+from __future__ import annotations
+
+
+class StreamprocError(Exception):
+    """Base of every error streamproc raises on purpose."""
+
+    exit_code = 1
+
+
+class ConfigError(StreamprocError):
+    """Settings are missing or invalid. The message names the setting."""
+
+    exit_code = 2
+
+
+class SourceError(StreamprocError):
+    """Redis side."""
+
+
+class SourceUnavailable(SourceError):
+    """Redis cannot be reached (after retries, where the caller retries)."""
+
+
+class GroupMissing(SourceError):
+    """The consumer group vanished (Redis restarted empty?) and may not be recreated."""
+
+
+class SinkError(StreamprocError):
+    """Postgres side."""
+
+
+class SinkUnavailable(SinkError):
+    """Postgres cannot be reached or the transaction could not be committed."""
+
+
+class SchemaNotReady(SinkError):
+    """The database lacks streamproc's tables: run `streamproc migrate`."""
+
+
+class ShutdownTimeout(StreamprocError):
+    """The batch in hand could not be finished within the drain deadline."""

@@ -1,0 +1,107 @@
+"""Versioned, idempotent SQL migrations from ``sql/NNN_name.sql``.
+
+Each file runs once, in its own transaction, recorded in
+``schema_migrations`` with a checksum. An advisory lock makes concurrent
+``streamproc migrate`` runs (several hosts deploying at once) safe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import psycopg
+from psycopg import sql
+
+from streamproc.errors import SchemaNotReady, SinkError, SinkUnavailable
+from streamproc.sink import connect
+
+_NAME: Final = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
+_LOCK_KEY: Final = 0x5354_5250  # "STRP"
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+def migrations_dir() -> Path:
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "sql", here.parent / "sql"):
+        if candidate.is_dir():
+            return candidate
+    raise SinkError("cannot find streamproc's sql/ migrations directory")
+
+
+def load_migrations(directory: Path | None = None) -> list[Migration]:
+    out = []
+    for path in sorted((directory or migrations_dir()).glob("*.sql")):
+        m = _NAME.match(path.name)
+        if m is None:
+            raise SinkError(f"migration file {path.name} is not named NNN_name.sql")
+        out.append(Migration(int(m.group(1)), m.group(2), path.read_text()))
+    return out
+
+
+def migrate(database_url: str, schema: str) -> list[Migration]:
+    """Apply pending migrations; returns those applied by this call."""
+    applied: list[Migration] = []
+    conn = connect(database_url, schema, application_name="streamproc-migrate")
+    try:
+        conn.autocommit = True
+        conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version int PRIMARY KEY, name text NOT NULL, checksum text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = dict(conn.execute("SELECT version, checksum FROM schema_migrations").fetchall())
+        for mig in load_migrations():
+            if mig.version in done:
+                if done[mig.version] != mig.checksum:
+                    raise SinkError(
+                        f"migration {mig.version:03d}_{mig.name} changed after it was applied;"
+                        " add a new migration instead of editing an applied one"
+                    )
+                continue
+            with conn.transaction():
+                conn.execute(mig.sql.encode())
+                conn.execute(
+                    "INSERT INTO schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
+                    (mig.version, mig.name, mig.checksum),
+                )
+            applied.append(mig)
+    except psycopg.OperationalError as exc:
+        raise SinkUnavailable(f"migration failed, Postgres unreachable: {exc}") from exc
+    except psycopg.Error as exc:
+        raise SinkError(f"migration failed: {str(exc).strip()}") from exc
+    finally:
+        conn.close()
+    return applied
+
+
+def check_migrated(conn: psycopg.Connection[object]) -> None:
+    """Fail early with a clear message when the schema lags behind the code."""
+    latest = max(m.version for m in load_migrations())
+    try:
+        row = conn.execute("SELECT max(version) FROM schema_migrations").fetchone()
+    except psycopg.errors.UndefinedTable:
+        conn.rollback()
+        raise SchemaNotReady("the database is not migrated: run `streamproc migrate`") from None
+    have = row[0] if row else None
+    conn.rollback()
+    if have is None or have < latest:
+        raise SchemaNotReady(
+            f"the database schema is at version {have or 0}, this streamproc needs {latest}:"
+            " run `streamproc migrate`"
+        )

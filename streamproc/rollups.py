@@ -1,0 +1,284 @@
+"""Rollups declared as data.
+
+A rollup is a target table, its key columns and its measures, each measure
+with a merge rule. A rollup without measures is a *set*: rows are inserted
+once and never updated (exact unique visitors, sessions). The in-memory
+accumulation (:class:`Shard`) and the upsert SQL are both derived from the
+declaration, so adding a rollup means adding one declaration, one migration
+and one line in :mod:`streamproc.fold`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from functools import lru_cache
+from typing import Any, Final
+
+_EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+
+@lru_cache(maxsize=65536)
+def hour_start(hour_index: int) -> dt.datetime:
+    """UTC start of hour number ``hour_index`` since the epoch."""
+    return _EPOCH + dt.timedelta(hours=hour_index)
+
+
+@lru_cache(maxsize=8192)
+def day_date(day_index: int) -> dt.date:
+    """UTC date of day number ``day_index`` since the epoch."""
+    return (_EPOCH + dt.timedelta(days=day_index)).date()
+
+
+def ms_timestamp(ms: int) -> dt.datetime:
+    return _EPOCH + dt.timedelta(milliseconds=ms)
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+class Kind(enum.Enum):
+    """Column kinds: the SQL type and how an in-memory value becomes a parameter."""
+
+    TEXT = ("text", _same)
+    SMALLINT = ("smallint", _same)
+    BIGINT = ("bigint", _same)
+    FLOAT = ("double precision", _same)
+    NUMERIC = ("numeric", _same)
+    HOUR = ("timestamptz", hour_start)  # kept in memory as hours since the epoch
+    DAY = ("date", day_date)  # kept in memory as days since the epoch
+    TIME_MS = ("timestamptz", ms_timestamp)  # kept in memory as ms since the epoch
+
+    def __init__(self, sql_type: str, to_param: Callable[[Any], Any]) -> None:
+        self.sql_type = sql_type
+        self.to_param = to_param
+
+
+class Merge(enum.Enum):
+    SUM = "sum"
+    MIN = "min"
+    MAX = "max"
+
+
+@dataclass(frozen=True)
+class Col:
+    name: str
+    kind: Kind
+
+
+@dataclass(frozen=True)
+class Measure:
+    name: str
+    kind: Kind
+    merge: Merge = Merge.SUM
+
+
+@dataclass(frozen=True)
+class Rollup:
+    table: str
+    keys: tuple[Col, ...]
+    measures: tuple[Measure, ...] = ()
+    doc: str = ""
+
+    @property
+    def is_set(self) -> bool:
+        return not self.measures
+
+    @property
+    def columns(self) -> tuple[Col | Measure, ...]:
+        return (*self.keys, *self.measures)
+
+    def upsert_sql(self) -> str:
+        """One multi-row upsert fed by arrays, applied in key order.
+
+        Every writer applies rows in the same (key) order, so two workers that
+        touch overlapping keys wait on each other instead of deadlocking.
+        """
+        names = ", ".join(c.name for c in self.columns)
+        arrays = ", ".join(f"%s::{c.kind.sql_type}[]" for c in self.columns)
+        keys = ", ".join(c.name for c in self.keys)
+        head = (
+            f"INSERT INTO {self.table} ({names}) "
+            f"SELECT {names} FROM unnest({arrays}) AS t({names}) ORDER BY {keys} "
+            f"ON CONFLICT ({keys}) DO "
+        )
+        if self.is_set:
+            return head + "NOTHING"
+        sets = ", ".join(_merge_expr(self.table, m) for m in self.measures)
+        return head + f"UPDATE SET {sets}"
+
+    def parameters(self, rows: Iterable[tuple[Any, ...]]) -> list[list[Any]]:
+        """Column arrays for :meth:`upsert_sql` from in-memory rows."""
+        columns = list(zip(*rows, strict=True))
+        return [
+            [c.kind.to_param(v) for v in values] if c.kind.to_param is not _same else list(values)
+            for c, values in zip(self.columns, columns, strict=True)
+        ]
+
+
+def _merge_expr(table: str, m: Measure) -> str:
+    old, new = f"{table}.{m.name}", f"EXCLUDED.{m.name}"
+    if m.merge is Merge.SUM:
+        return f"{m.name} = {old} + {new}"
+    fn = "LEAST" if m.merge is Merge.MIN else "GREATEST"
+    return f"{m.name} = {fn}({old}, {new})"
+
+
+# --- the rollups -----------------------------------------------------------
+
+SITE = Col("site", Kind.TEXT)
+HOUR = Col("hour", Kind.HOUR)
+DAY = Col("day", Kind.DAY)
+PATH = Col("path", Kind.TEXT)
+VISITOR = Col("visitor", Kind.BIGINT)
+API_KEY = (SITE, HOUR, Col("method", Kind.TEXT), Col("route", Kind.TEXT), Col("status_class", Kind.SMALLINT))
+
+PAGEVIEWS_HOURLY = Rollup(
+    "pageviews_hourly", (SITE, HOUR, PATH), (Measure("views", Kind.BIGINT),),
+    "Page views per site, path and UTC hour.",
+)
+PAGEVIEWS_DAILY = Rollup(
+    "pageviews_daily", (SITE, DAY, PATH), (Measure("views", Kind.BIGINT),),
+    "Page views per site, path and UTC day.",
+)
+PATH_VISITORS = Rollup(
+    "path_visitors_daily", (SITE, DAY, PATH, VISITOR), (),
+    "Set: hashed visitors that viewed a path on a UTC day (exact uniques).",
+)
+SITE_VISITORS = Rollup(
+    "visitors_daily", (SITE, DAY, VISITOR), (),
+    "Set: hashed visitors with at least one page view on a UTC day.",
+)
+SITE_SESSIONS = Rollup(
+    "sessions_daily", (SITE, DAY, Col("session", Kind.BIGINT)), (),
+    "Set: hashed sessions with at least one page view on a UTC day.",
+)
+DIMENSIONS = Rollup(
+    "dimensions_daily",
+    (SITE, DAY, Col("dimension", Kind.TEXT), Col("value", Kind.TEXT)),
+    (Measure("views", Kind.BIGINT),),
+    "Page views per site, UTC day and dimension value (referrer host, device, ...).",
+)
+DIMENSION_VISITORS = Rollup(
+    "dimension_visitors_daily",
+    (SITE, DAY, Col("dimension", Kind.TEXT), Col("value", Kind.TEXT), VISITOR), (),
+    "Set: hashed visitors per site, UTC day and dimension value.",
+)
+CLICK_GRID = Rollup(
+    "clicks_grid_daily",
+    (SITE, DAY, PATH, Col("cell_x", Kind.SMALLINT), Col("cell_y", Kind.SMALLINT)),
+    (Measure("clicks", Kind.BIGINT),),
+    "Clicks per site, UTC day, path and heatmap grid cell.",
+)
+CLICK_SELECTORS = Rollup(
+    "clicks_selector_daily",
+    (SITE, DAY, PATH, Col("selector", Kind.TEXT)),
+    (Measure("clicks", Kind.BIGINT),),
+    "Clicks per site, UTC day, path and CSS selector.",
+)
+API_REQUESTS = Rollup(
+    "api_hourly", API_KEY,
+    (
+        Measure("requests", Kind.BIGINT),
+        Measure("errors", Kind.BIGINT),
+        Measure("duration_sum_ms", Kind.FLOAT),
+        Measure("duration_min_ms", Kind.FLOAT, Merge.MIN),
+        Measure("duration_max_ms", Kind.FLOAT, Merge.MAX),
+    ),
+    "API requests per site, UTC hour, method, route and status class.",
+)
+API_LATENCY = Rollup(
+    "api_latency_hourly", (*API_KEY, Col("bucket", Kind.SMALLINT)),
+    (Measure("requests", Kind.BIGINT),),
+    "Mergeable latency histogram: requests per log-spaced duration bucket.",
+)
+CONVERSIONS = Rollup(
+    "conversions_hourly",
+    (SITE, HOUR, Col("name", Kind.TEXT), Col("currency", Kind.TEXT)),
+    (Measure("conversions", Kind.BIGINT), Measure("revenue", Kind.NUMERIC)),
+    "Conversions and exact revenue per site, UTC hour, name and currency.",
+)
+SESSIONS = Rollup(
+    "sessions",
+    (SITE, Col("session", Kind.BIGINT)),
+    (
+        Measure("first_seen", Kind.TIME_MS, Merge.MIN),
+        Measure("last_seen", Kind.TIME_MS, Merge.MAX),
+        Measure("pageviews", Kind.BIGINT),
+        Measure("events", Kind.BIGINT),
+    ),
+    "Per session: first and last event time, page views and events.",
+)
+EVENTS = Rollup(
+    "events_hourly",
+    (SITE, HOUR, Col("type", Kind.TEXT), Col("name", Kind.TEXT)),
+    (Measure("events", Kind.BIGINT),),
+    "Events per site, UTC hour, type and custom event name ('' when none).",
+)
+
+ALL: Final = (
+    PAGEVIEWS_HOURLY, PAGEVIEWS_DAILY, PATH_VISITORS, SITE_VISITORS, SITE_SESSIONS,
+    DIMENSIONS, DIMENSION_VISITORS, CLICK_GRID, CLICK_SELECTORS, API_REQUESTS,
+    API_LATENCY, CONVERSIONS, SESSIONS, EVENTS,
+)
+
+
+# --- in-memory accumulation --------------------------------------------------
+
+
+@dataclass
+class Shard:
+    """Pre-aggregated rows of one rollup for one batch.
+
+    Each key appears once, which a multi-row upsert requires (it may not touch
+    the same row twice).
+    """
+
+    rollup: Rollup
+    rows: dict[tuple[Any, ...], list[Any]] = field(default_factory=dict)
+    members: set[tuple[Any, ...]] = field(default_factory=set)
+
+    def count(self, key: tuple[Any, ...], n: int = 1) -> None:
+        """Add ``n`` to a rollup whose only measure is a sum."""
+        row = self.rows.get(key)
+        if row is None:
+            self.rows[key] = [n]
+        else:
+            row[0] += n
+
+    def merge(self, key: tuple[Any, ...], values: tuple[Any, ...]) -> None:
+        """Merge a full measure tuple into the row at ``key``."""
+        row = self.rows.get(key)
+        if row is None:
+            self.rows[key] = list(values)
+            return
+        for i, m in enumerate(self.rollup.measures):
+            if m.merge is Merge.SUM:
+                row[i] += values[i]
+            elif m.merge is Merge.MIN:
+                row[i] = min(row[i], values[i])
+            else:
+                row[i] = max(row[i], values[i])
+
+    def add(self, key: tuple[Any, ...]) -> None:
+        """Add a member to a set rollup."""
+        self.members.add(key)
+
+    def __len__(self) -> int:
+        return len(self.members) if self.rollup.is_set else len(self.rows)
+
+    def flat_rows(self) -> list[tuple[Any, ...]]:
+        if self.rollup.is_set:
+            return list(self.members)
+        return [(*k, *v) for k, v in self.rows.items()]
+
+
+def new_shards() -> dict[str, Shard]:
+    return {r.table: Shard(r) for r in ALL}
+
+
+ZERO = Decimal(0)

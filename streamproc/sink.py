@@ -1,0 +1,281 @@
+"""Postgres side: the exactly-once ledger and the rollup upserts.
+
+A batch is applied in one transaction, in a fixed global order (ledger, then
+producer ids, then each rollup table; rows sorted by key within each
+statement) so concurrent workers wait on each other instead of deadlocking:
+
+1. ``claim``: insert the batch's entry ids into ``applied_entries`` (and the
+   producer idempotency keys into ``producer_ids``); ``RETURNING`` tells
+   which entries are new. An entry another consumer already applied — a
+   redelivery after a crash between COMMIT and XACK, or a zombie consumer's
+   late batch — conflicts and is skipped.
+2. ``write``: upsert the rollup shards of the new entries only.
+3. COMMIT. Only after it returns does the worker XACK.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, Final
+
+import psycopg
+import psycopg.errors as pge
+from psycopg import sql
+
+from streamproc import rollups as R
+from streamproc.decode import Accepted
+from streamproc.errors import SchemaNotReady, SinkError, SinkUnavailable
+
+CONNECT_TIMEOUT_S: Final = 5
+STATEMENT_TIMEOUT_MS: Final = 30_000
+LOCK_TIMEOUT_MS: Final = 10_000
+IDLE_IN_TX_TIMEOUT_MS: Final = 60_000
+
+_CLAIM_ENTRIES: Final = (
+    "INSERT INTO applied_entries (stream_id, entry_ms, entry_seq) "
+    "SELECT s, m, q FROM unnest(%s::smallint[], %s::bigint[], %s::bigint[]) AS t(s, m, q) "
+    "ORDER BY s, m, q ON CONFLICT DO NOTHING RETURNING stream_id, entry_ms, entry_seq"
+)
+_CLAIM_PRODUCER_IDS: Final = (
+    "INSERT INTO producer_ids (site, event_id, entry_ms) "
+    "SELECT s, e, m FROM unnest(%s::text[], %s::text[], %s::bigint[]) AS t(s, e, m) "
+    "ORDER BY s, e ON CONFLICT DO NOTHING RETURNING site, event_id"
+)
+
+# Errors after which the same batch may simply be retried.
+RETRYABLE: Final = (
+    pge.LockNotAvailable,
+    pge.QueryCanceled,
+    pge.DeadlockDetected,
+    pge.SerializationFailure,
+    pge.AdminShutdown,
+    pge.CannotConnectNow,
+)
+
+
+def split_entry_id(entry_id: bytes) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition(b"-")
+    return int(ms), int(seq or 0)
+
+
+class Claim:
+    """The outcome of step 1: which accepted entries are counted."""
+
+    def __init__(self, counted: list[Accepted], duplicates: int) -> None:
+        self.counted = counted
+        self.duplicates = duplicates
+
+
+def connect(database_url: str, schema: str, application_name: str = "streamproc") -> psycopg.Connection[Any]:
+    """Open a session with streamproc's schema and timeouts set."""
+    options = (
+        f"-c search_path={schema} -c statement_timeout={STATEMENT_TIMEOUT_MS}"
+        f" -c lock_timeout={LOCK_TIMEOUT_MS}"
+        f" -c idle_in_transaction_session_timeout={IDLE_IN_TX_TIMEOUT_MS}"
+    )
+    try:
+        return psycopg.connect(
+            database_url,
+            options=options,
+            application_name=application_name,
+            connect_timeout=CONNECT_TIMEOUT_S,
+        )
+    except psycopg.OperationalError as exc:
+        raise SinkUnavailable(f"cannot connect to Postgres: {_first_line(exc)}") from exc
+
+
+class PostgresSink:
+    def __init__(self, database_url: str, schema: str) -> None:
+        self._url = database_url
+        self._schema = schema
+        self._conn: psycopg.Connection[Any] | None = None
+        self._stream_ids: dict[str, int] = {}
+        self.reconnects = 0
+
+    # -- connection -----------------------------------------------------------
+
+    def open(self) -> None:
+        if self._conn is not None and not self._conn.closed:
+            return
+        if self._conn is not None:
+            self.reconnects += 1
+        self._conn = connect(self._url, self._schema)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    @property
+    def conn(self) -> psycopg.Connection[Any]:
+        self.open()
+        assert self._conn is not None
+        return self._conn
+
+    def register_streams(self, names: Sequence[str]) -> dict[str, int]:
+        """Give each stream a small id for the ledger (idempotent)."""
+        with self._errors(), self.conn.transaction():
+            self.conn.execute(
+                "INSERT INTO streams (name) SELECT unnest(%s::text[]) ORDER BY 1 ON CONFLICT DO NOTHING",
+                (sorted(names),),
+            )
+            rows = self.conn.execute(
+                "SELECT name, id FROM streams WHERE name = ANY(%s)", (list(names),)
+            ).fetchall()
+        self._stream_ids.update({name: sid for name, sid in rows})
+        return dict(self._stream_ids)
+
+    # -- applying a batch -----------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[BatchTransaction]:
+        """One batch, one transaction; commits on clean exit."""
+        with self._errors(), self.conn.transaction():
+            yield BatchTransaction(self.conn, self._stream_ids)
+
+    def prune_ledger(self, keep_from_ms: Mapping[str, int]) -> int:
+        """Forget ledger rows of entries older than ``keep_from_ms[stream]``.
+
+        The caller passes, per stream, the lower of the first entry still in
+        the stream and ``now - retention``: an entry can only come back while
+        it is in the stream (or in a snapshot younger than the retention).
+        """
+        removed = 0
+        with self._errors(), self.conn.transaction():
+            for stream, before_ms in sorted(keep_from_ms.items()):
+                sid = self._stream_ids.get(stream)
+                if sid is None:
+                    continue
+                cur = self.conn.execute(
+                    "DELETE FROM applied_entries WHERE stream_id = %s AND entry_ms < %s",
+                    (sid, before_ms),
+                )
+                removed += cur.rowcount
+            if keep_from_ms:
+                cur = self.conn.execute(
+                    "DELETE FROM producer_ids WHERE entry_ms < %s", (min(keep_from_ms.values()),)
+                )
+                removed += cur.rowcount
+        return removed
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """Translate psycopg errors into streamproc's at the edge."""
+        try:
+            yield
+        except (pge.UndefinedTable, pge.InvalidSchemaName) as exc:
+            raise SchemaNotReady(
+                f"Postgres schema {self._schema!r} is not migrated ({_first_line(exc)});"
+                " run `streamproc migrate` first"
+            ) from exc
+        except RETRYABLE as exc:
+            raise SinkUnavailable(f"transaction aborted, will retry: {_first_line(exc)}") from exc
+        except psycopg.OperationalError as exc:
+            self.close()
+            raise SinkUnavailable(f"Postgres connection lost: {_first_line(exc)}") from exc
+        except psycopg.Error as exc:
+            raise SinkError(f"Postgres error: {_first_line(exc)}") from exc
+
+
+class BatchTransaction:
+    """Steps 1 and 2 inside the open transaction."""
+
+    def __init__(self, conn: psycopg.Connection[Any], stream_ids: Mapping[str, int]) -> None:
+        self._conn = conn
+        self._stream_ids = stream_ids
+
+    def claim(self, accepted: Mapping[str, Sequence[Accepted]]) -> Claim:
+        sids: list[int] = []
+        mss: list[int] = []
+        seqs: list[int] = []
+        for stream, items in accepted.items():
+            sid = self._stream_ids[stream]
+            for item in items:
+                ms, seq = split_entry_id(item.entry_id)
+                sids.append(sid)
+                mss.append(ms)
+                seqs.append(seq)
+        if not sids:
+            return Claim([], 0)
+        new = {
+            (s, m, q) for s, m, q in self._conn.execute(_CLAIM_ENTRIES, (sids, mss, seqs)).fetchall()
+        }
+        fresh: list[Accepted] = []
+        for stream, items in accepted.items():
+            sid = self._stream_ids[stream]
+            fresh.extend(i for i in items if (sid, *split_entry_id(i.entry_id)) in new)
+        counted = self._claim_producer_ids(fresh)
+        total = len(sids)
+        return Claim(counted, total - len(counted))
+
+    def _claim_producer_ids(self, fresh: list[Accepted]) -> list[Accepted]:
+        """Drop entries whose producer id was already counted (here or before)."""
+        winners: dict[tuple[str, str], Accepted] = {}
+        for item in fresh:
+            ev = item.event
+            if ev.id is not None:
+                winners.setdefault((ev.site, ev.id), item)
+        if not winners:
+            return fresh
+        keys = list(winners)
+        rows = self._conn.execute(
+            _CLAIM_PRODUCER_IDS,
+            (
+                [k[0] for k in keys],
+                [k[1] for k in keys],
+                [split_entry_id(winners[k].entry_id)[0] for k in keys],
+            ),
+        ).fetchall()
+        new_keys = {(site, eid) for site, eid in rows}
+        return [
+            item
+            for item in fresh
+            if item.event.id is None
+            or (
+                (item.event.site, item.event.id) in new_keys
+                and winners[(item.event.site, item.event.id)] is item
+            )
+        ]
+
+    def write(self, shards: Mapping[str, R.Shard]) -> int:
+        """Upsert every non-empty shard; returns the number of rows sent."""
+        sent = 0
+        with self._conn.pipeline(), self._conn.cursor() as cur:
+            for rollup in R.ALL:
+                shard = shards[rollup.table]
+                if not len(shard):
+                    continue
+                rows = shard.flat_rows()
+                cur.execute(_sql(rollup), rollup.parameters(rows))
+                sent += len(rows)
+        return sent
+
+
+_SQL_CACHE: dict[str, sql.SQL] = {}
+
+
+def _sql(rollup: R.Rollup) -> sql.SQL:
+    text = _SQL_CACHE.get(rollup.table)
+    if text is None:
+        text = _SQL_CACHE[rollup.table] = sql.SQL(rollup.upsert_sql())  # type: ignore[arg-type]  # built from declarations, not input
+    return text
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def wait_for_postgres(database_url: str, timeout_s: float) -> None:
+    """Block until Postgres accepts connections (used by local servers and tests)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            psycopg.connect(database_url, connect_timeout=2).close()
+            return
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)

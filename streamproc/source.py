@@ -1,0 +1,271 @@
+"""Redis side: consumer group reads, reclaims, acks and dead letters."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import redis
+import redis.exceptions as rx
+
+from streamproc.errors import GroupMissing, SourceError, SourceUnavailable
+
+Fields = dict[bytes, bytes]
+Entry = tuple[bytes, Fields | None]
+
+# Ack a bad entry and append it to the dead-letter stream atomically, but only
+# if it was still pending: a zombie consumer acking the same entry later gets
+# XACK = 0 and adds no second dead letter.
+_DEAD_LETTER_LUA: Final = """
+local written = 0
+local i = 1
+while i < #ARGV do
+  local id, reason, nfields = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+  local acked = redis.call('XACK', KEYS[1], ARGV[#ARGV], id)
+  if acked == 1 then
+    local args = {KEYS[2], '*', '_dlq_source', KEYS[1], '_dlq_id', id, '_dlq_reason', reason}
+    for j = 1, nfields * 2 do
+      args[#args + 1] = ARGV[i + 2 + j]
+    end
+    redis.call('XADD', unpack(args))
+    written = written + 1
+  end
+  i = i + 3 + nfields * 2
+end
+return written
+"""
+
+
+def dlq_key(stream: str) -> str:
+    return f"{stream}:dlq"
+
+
+@dataclass
+class Batch:
+    """Entries read in one step, grouped by stream."""
+
+    entries: dict[str, list[Entry]] = field(default_factory=dict)
+    delivery_counts: dict[str, dict[bytes, int]] = field(default_factory=dict)
+    trimmed: dict[str, list[bytes]] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self.entries.values())
+
+    def is_empty(self) -> bool:
+        return not self.entries and not self.trimmed
+
+
+@dataclass(frozen=True)
+class GroupState:
+    stream: str
+    length: int
+    lag: int | None
+    pending: int
+    last_delivered_id: str
+    last_generated_id: str
+
+
+class RedisSource:
+    def __init__(
+        self,
+        url: str,
+        streams: Sequence[str],
+        group: str,
+        consumer: str,
+        socket_timeout_s: float,
+        client: redis.Redis | None = None,
+    ) -> None:
+        self.streams = list(streams)
+        self.group = group
+        self.consumer = consumer
+        self.client = client or redis.Redis.from_url(
+            url,
+            socket_timeout=socket_timeout_s,
+            socket_connect_timeout=5,
+            health_check_interval=30,
+            retry_on_timeout=False,
+        )
+        self._dead_letter = self.client.register_script(_DEAD_LETTER_LUA)
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except rx.ResponseError as exc:
+            if str(exc).startswith("NOGROUP"):
+                raise GroupMissing(
+                    f"consumer group {self.group!r} does not exist on a stream it reads"
+                    f" ({exc}); Redis may have restarted empty. Not recreating it, so no data"
+                    " is skipped unknowingly: run `streamproc setup` once you have checked."
+                ) from exc
+            raise SourceError(f"Redis error: {exc}") from exc
+        except (rx.ConnectionError, rx.TimeoutError) as exc:
+            raise SourceUnavailable(f"Redis unreachable: {exc}") from exc
+
+    def ping(self) -> None:
+        with self._errors():
+            self.client.ping()
+
+    def ensure_groups(self, start_id: str = "0") -> list[str]:
+        """Create the consumer group on each stream (MKSTREAM); returns those created."""
+        created = []
+        with self._errors():
+            for stream in self.streams:
+                try:
+                    self.client.xgroup_create(stream, self.group, id=start_id, mkstream=True)
+                    created.append(stream)
+                except rx.ResponseError as exc:
+                    if not str(exc).startswith("BUSYGROUP"):
+                        raise
+        return created
+
+    # -- reading ----------------------------------------------------------------
+
+    def read_new(self, count: int, block_ms: int) -> Batch:
+        with self._errors():
+            reply = self.client.xreadgroup(
+                self.group, self.consumer, {s: ">" for s in self.streams}, count=count, block=block_ms
+            )
+        return _batch_from_reply(reply)
+
+    def read_own_pending(self, count: int) -> Batch:
+        """This consumer's pending entries (after a restart), oldest first."""
+        with self._errors():
+            reply = self.client.xreadgroup(
+                self.group, self.consumer, {s: "0" for s in self.streams}, count=count
+            )
+        batch = _batch_from_reply(reply)
+        batch.delivery_counts = self._delivery_counts(batch)
+        return batch
+
+    def reclaim(self, min_idle_ms: int, count: int) -> Batch:
+        """XAUTOCLAIM idle entries of other consumers, walking the whole PEL."""
+        batch = Batch()
+        with self._errors():
+            for stream in self.streams:
+                cursor = b"0-0"
+                while len(batch) < count:
+                    nxt, claimed, deleted = self.client.xautoclaim(
+                        stream, self.group, self.consumer, min_idle_ms, cursor, count=count - len(batch)
+                    )
+                    if claimed:
+                        batch.entries.setdefault(stream, []).extend(
+                            (eid, fields) for eid, fields in claimed
+                        )
+                    if deleted:
+                        batch.trimmed.setdefault(stream, []).extend(deleted)
+                    cursor = nxt
+                    if cursor in (b"0-0", "0-0"):
+                        break
+        batch.delivery_counts = self._delivery_counts(batch)
+        return batch
+
+    def _delivery_counts(self, batch: Batch) -> dict[str, dict[bytes, int]]:
+        out: dict[str, dict[bytes, int]] = {}
+        for stream, entries in batch.entries.items():
+            ids = [eid for eid, _ in entries]
+            if not ids:
+                continue
+            rows = self.client.xpending_range(
+                stream, self.group, min=ids[0], max=ids[-1], count=len(ids) + 1000,
+                consumername=self.consumer,
+            )
+            out[stream] = {row["message_id"]: int(row["times_delivered"]) for row in rows}
+        return out
+
+    # -- acknowledging ------------------------------------------------------------
+
+    def ack(self, acks: Mapping[str, Sequence[bytes]], dead: Mapping[str, Sequence[tuple[bytes, Mapping[bytes, bytes], str]]]) -> int:
+        """Dead-letter bad entries and ack everything, in one round trip.
+
+        Returns the number of dead letters actually written.
+        """
+        with self._errors():
+            pipe = self.client.pipeline(transaction=False)
+            for stream, items in dead.items():
+                if items:
+                    args: list[Any] = []
+                    for eid, fields, reason in items:
+                        args.extend((eid, reason, len(fields)))
+                        for k, v in fields.items():
+                            args.extend((k, v))
+                    args.append(self.group)
+                    self._dead_letter(keys=[stream, dlq_key(stream)], args=args, client=pipe)
+            for stream, ids in acks.items():
+                if ids:
+                    pipe.xack(stream, self.group, *ids)
+            results = pipe.execute()
+        return sum(int(r) for r in results[: sum(1 for v in dead.values() if v)])
+
+    # -- state ---------------------------------------------------------------------
+
+    def group_states(self) -> list[GroupState]:
+        out = []
+        with self._errors():
+            for stream in self.streams:
+                info = self.client.xinfo_stream(stream)
+                groups = self.client.xinfo_groups(stream)
+                mine = next((g for g in groups if _s(g["name"]) == self.group), None)
+                if mine is None:
+                    raise GroupMissing(
+                        f"consumer group {self.group!r} is missing on stream {stream!r};"
+                        " run `streamproc setup` once you have checked why"
+                    )
+                out.append(
+                    GroupState(
+                        stream=stream,
+                        length=int(info["length"]),
+                        lag=None if mine.get("lag") is None else int(mine["lag"]),
+                        pending=int(mine["pending"]),
+                        last_delivered_id=_s(mine["last-delivered-id"]),
+                        last_generated_id=_s(info["last-generated-id"]),
+                    )
+                )
+        return out
+
+    def drained(self) -> bool:
+        """No undelivered and no pending entries on any stream this worker reads."""
+        for state in self.group_states():
+            if state.pending:
+                return False
+            if state.lag is not None:
+                if state.lag:
+                    return False
+            elif _id_tuple(state.last_delivered_id) < _id_tuple(state.last_generated_id):
+                return False
+        return True
+
+    def first_entry_ms(self) -> dict[str, int | None]:
+        out: dict[str, int | None] = {}
+        with self._errors():
+            for stream in self.streams:
+                first = self.client.xrange(stream, count=1)
+                out[stream] = _id_tuple(_s(first[0][0]))[0] if first else None
+        return out
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _batch_from_reply(reply: Any) -> Batch:
+    batch = Batch()
+    for stream, entries in reply or []:
+        name = _s(stream)
+        for eid, fields in entries:
+            if not fields:
+                # Since Redis 7 a pending entry deleted from the stream comes back empty.
+                batch.trimmed.setdefault(name, []).append(eid)
+            else:
+                batch.entries.setdefault(name, []).append((eid, fields))
+    return batch
+
+
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _id_tuple(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)

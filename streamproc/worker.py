@@ -1,0 +1,304 @@
+"""The daemon's main loop: read -> reclaim -> decode -> fold -> flush -> ack.
+
+Each step is a small method a test can call alone. The loop only decides
+which step comes next and when to stop.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any, Final
+
+import structlog
+
+from streamproc.backoff import Backoff, Failpoints
+from streamproc.config import Settings
+from streamproc.decode import Decoded, Rejected, decode_batch
+from streamproc.errors import ShutdownTimeout, SinkUnavailable, SourceUnavailable
+from streamproc.fold import Hasher, fold
+from streamproc.migrate import check_migrated
+from streamproc.sink import Claim, PostgresSink
+from streamproc.source import Batch, RedisSource
+
+log = structlog.get_logger("streamproc")
+
+PRUNE_INTERVAL_S: Final = 600.0
+DRAIN_BLOCK_MS: Final = 200
+
+
+@dataclass
+class Totals:
+    """What this process did; fed to the final report and the metrics."""
+
+    batches: int = 0
+    ok: int = 0
+    dead_lettered: int = 0
+    duplicates: int = 0
+    trimmed: int = 0
+    reclaimed: int = 0
+    by_stream: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def add(self, stream: str, outcome: str, n: int) -> None:
+        per = self.by_stream.setdefault(stream, {})
+        per[outcome] = per.get(outcome, 0) + n
+
+
+@dataclass
+class BatchResult:
+    entries: int
+    ok: int
+    dead_lettered: int
+    duplicates: int
+    trimmed: int
+    flush_s: float
+
+
+class Worker:
+    def __init__(
+        self,
+        settings: Settings,
+        source: RedisSource,
+        sink: PostgresSink,
+        *,
+        drain: bool = False,
+        failpoints: Failpoints | None = None,
+        on_batch: Callable[[BatchResult], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.source = source
+        self.sink = sink
+        self.drain = drain
+        self.hasher = Hasher(settings.require_secret())
+        self.failpoints = failpoints or Failpoints()
+        self.on_batch = on_batch
+        self.totals = Totals()
+        self.stopping = threading.Event()
+        self._stop_deadline: float | None = None
+        self._next_reclaim = 0.0
+        self._next_prune = 0.0
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def run(self) -> int:
+        """Run until drained (``drain``) or signalled; returns the exit code."""
+        self._install_signals()
+        self.start()
+        self.recover_own_pending()
+        while not self.stopping.is_set():
+            batch = self.next_batch()
+            if batch.is_empty():
+                if self.drain and self._drained():
+                    log.info("drained", **self._totals_view())
+                    break
+                continue
+            self.process(batch)
+            self.maybe_prune()
+        log.info("shutdown", **self._totals_view())
+        return 0
+
+    def start(self) -> None:
+        self._retry_source(self.source.ping)
+        created = self.source.ensure_groups(self.settings.group_start_id)
+        self._retry_sink(self.sink.open)
+        check_migrated(self.sink.conn)
+        self._retry_sink(lambda: self.sink.register_streams(self.source.streams))
+        log.info(
+            "ready", streams=self.source.streams, group=self.source.group,
+            consumer=self.source.consumer, groups_created=created, drain=self.drain,
+        )
+
+    def stop(self, reason: str = "requested") -> None:
+        if not self.stopping.is_set():
+            log.info("stopping", reason=reason, drain_timeout_s=self.settings.drain_timeout_s)
+            self._stop_deadline = time.monotonic() + self.settings.drain_timeout_s
+            self.stopping.set()
+
+    def _install_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def handler(signum: int, _frame: FrameType | None) -> None:
+            if self.stopping.is_set():
+                log.warning("second signal, exiting at once", signal=signal.Signals(signum).name)
+                raise SystemExit(1)
+            self.stop(signal.Signals(signum).name)
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    # -- steps -------------------------------------------------------------------
+
+    def recover_own_pending(self) -> None:
+        """After a restart, finish this consumer's own pending entries first."""
+        while not self.stopping.is_set():
+            batch = self._retry_source(lambda: self.source.read_own_pending(self.settings.batch_size))
+            if batch.is_empty():
+                return
+            log.info("recovering own pending entries", entries=len(batch))
+            self.process(batch)
+
+    def next_batch(self) -> Batch:
+        """Reclaim stalled entries when due, else read new ones."""
+        now = time.monotonic()
+        if now >= self._next_reclaim:
+            self._next_reclaim = now + self.settings.reclaim_interval_ms / 1000
+            batch = self._retry_source(
+                lambda: self.source.reclaim(self.settings.min_idle_ms, self.settings.batch_size)
+            )
+            if not batch.is_empty():
+                self.totals.reclaimed += len(batch)
+                log.info("reclaimed", entries=len(batch), trimmed=sum(map(len, batch.trimmed.values())))
+                return batch
+        block = min(self.settings.block_ms, DRAIN_BLOCK_MS) if self.drain else self.settings.block_ms
+        return self._retry_source(lambda: self.source.read_new(self.settings.batch_size, block))
+
+    def process(self, batch: Batch) -> BatchResult:
+        """decode -> fold -> flush (commit) -> ack, for one batch."""
+        decoded = self.decode(batch)
+        prefold = fold((a for items in decoded.values() for a in items.accepted), self.hasher)
+        started = time.perf_counter()
+        claim = self.flush(decoded, prefold)
+        flush_s = time.perf_counter() - started
+        written = self.ack(batch, decoded)
+        result = BatchResult(
+            entries=len(batch), ok=len(claim.counted),
+            dead_lettered=written, duplicates=claim.duplicates,
+            trimmed=sum(len(v) for v in batch.trimmed.values()), flush_s=flush_s,
+        )
+        self._account(batch, decoded, claim, result)
+        return result
+
+    def decode(self, batch: Batch) -> dict[str, Decoded]:
+        """Validate each entry; entries redelivered too often are not even decoded."""
+        now_ms = int(time.time() * 1000)
+        limit = self.settings.max_deliveries
+        out = {}
+        for stream, entries in batch.entries.items():
+            counts = batch.delivery_counts.get(stream, {})
+            poison = [(eid, f) for eid, f in entries if counts.get(eid, 1) > limit]
+            if poison:
+                entries = [(eid, f) for eid, f in entries if counts.get(eid, 1) <= limit]
+            decoded = decode_batch(entries, now_ms, self.settings.max_entry_bytes)
+            for eid, f in poison:
+                reason = (
+                    f"delivered {counts[eid]} times without being committed"
+                    f" (max_deliveries={limit}); it may crash or stall the worker"
+                )
+                decoded.rejected.append(Rejected(eid, f or {}, reason))
+            out[stream] = decoded
+        return out
+
+    def flush(self, decoded: Mapping[str, Decoded], prefold: Any) -> Claim:
+        """Apply the batch in one Postgres transaction; retried until it commits."""
+        accepted = {s: d.accepted for s, d in decoded.items() if d.accepted}
+        n = sum(len(v) for v in accepted.values())
+        if n == 0:
+            return Claim([], 0)
+        backoff = Backoff()
+        while True:
+            try:
+                with self.sink.transaction() as tx:
+                    claim = tx.claim(accepted)
+                    shards = prefold if len(claim.counted) == n else fold(claim.counted, self.hasher)
+                    self.failpoints.hit("before_commit")
+                    tx.write(shards)
+                self.failpoints.hit("after_commit")
+                return claim
+            except SinkUnavailable as exc:
+                self._check_deadline("flush", exc)
+                delay = backoff.wait()
+                log.warning("flush failed, retrying", error=str(exc), retry_in_s=round(delay, 2))
+
+    def ack(self, batch: Batch, decoded: Mapping[str, Decoded]) -> int:
+        """XACK the batch; dead-letter the rejected entries in the same round trip."""
+        acks: dict[str, list[bytes]] = {}
+        dead: dict[str, list[tuple[bytes, Mapping[bytes, bytes], str]]] = {}
+        for stream, d in decoded.items():
+            acks[stream] = [a.entry_id for a in d.accepted]
+            dead[stream] = [(r.entry_id, r.fields, r.reason) for r in d.rejected]
+        for stream, ids in batch.trimmed.items():
+            acks.setdefault(stream, []).extend(ids)
+        return self._retry_source(lambda: self.source.ack(acks, dead), "ack")
+
+    def maybe_prune(self) -> None:
+        now = time.monotonic()
+        if now < self._next_prune:
+            return
+        self._next_prune = now + PRUNE_INTERVAL_S
+        floor_ms = int(time.time() * 1000) - self.settings.ledger_retention_s * 1000
+        firsts = self._retry_source(self.source.first_entry_ms)
+        keep_from = {s: min(floor_ms, first if first is not None else floor_ms) for s, first in firsts.items()}
+        try:
+            removed = self.sink.prune_ledger(keep_from)
+        except SinkUnavailable as exc:
+            log.warning("ledger prune skipped", error=str(exc))
+            return
+        if removed:
+            log.info("ledger pruned", rows=removed)
+
+    # -- helpers -------------------------------------------------------------------
+
+    def _drained(self) -> bool:
+        drained: bool = self._retry_source(self.source.drained)
+        return drained
+
+    def _account(self, batch: Batch, decoded: Mapping[str, Decoded], claim: Claim, r: BatchResult) -> None:
+        t = self.totals
+        t.batches += 1
+        t.ok += r.ok
+        t.dead_lettered += r.dead_lettered
+        t.duplicates += r.duplicates
+        t.trimmed += r.trimmed
+        counted = {id(a) for a in claim.counted}
+        for stream, d in decoded.items():
+            ok = sum(1 for a in d.accepted if id(a) in counted)
+            t.add(stream, "ok", ok)
+            t.add(stream, "duplicate_skipped", len(d.accepted) - ok)
+            t.add(stream, "dead_lettered", len(d.rejected))
+        log.info(
+            "batch", entries=r.entries, ok=r.ok, dead_lettered=r.dead_lettered,
+            duplicates=r.duplicates, trimmed=r.trimmed, flush_ms=round(r.flush_s * 1000, 1),
+        )
+        if self.on_batch is not None:
+            self.on_batch(r)
+
+    def _totals_view(self) -> dict[str, int]:
+        t = self.totals
+        return {
+            "batches": t.batches, "ok": t.ok, "dead_lettered": t.dead_lettered,
+            "duplicates": t.duplicates, "trimmed": t.trimmed, "reclaimed": t.reclaimed,
+        }
+
+    def _check_deadline(self, step: str, exc: Exception) -> None:
+        if self._stop_deadline is not None and time.monotonic() > self._stop_deadline:
+            raise ShutdownTimeout(
+                f"could not finish the {step} of the batch in hand before the drain deadline"
+                f" ({self.settings.drain_timeout_s:g} s): {exc}. Its entries stay pending and"
+                " will be redelivered; nothing is lost."
+            ) from exc
+
+    def _retry_source(self, call: Callable[[], Any], step: str = "read") -> Any:
+        backoff = Backoff()
+        while True:
+            try:
+                return call()
+            except SourceUnavailable as exc:
+                self._check_deadline(step, exc)
+                delay = backoff.wait()
+                log.warning("redis unavailable, retrying", step=step, error=str(exc), retry_in_s=round(delay, 2))
+
+    def _retry_sink(self, call: Callable[[], Any]) -> Any:
+        backoff = Backoff()
+        while True:
+            try:
+                return call()
+            except SinkUnavailable as exc:
+                self._check_deadline("connect", exc)
+                delay = backoff.wait()
+                log.warning("postgres unavailable, retrying", error=str(exc), retry_in_s=round(delay, 2))
+

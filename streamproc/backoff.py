@@ -39,16 +39,19 @@ class Failpoints:
     """Crash the process at a named point, for fault tests only.
 
     ``STREAMPROC_FAILPOINTS=after_commit@3`` SIGKILLs the daemon the third
-    time it passes ``after_commit``; several points are comma-separated.
-    Read once when the worker starts; empty in production.
+    time it passes ``after_commit``; ``before_flush@2:stop`` SIGSTOPs it
+    instead (a zombie consumer). Several points are comma-separated. Read once
+    when the worker starts; empty in production.
     """
 
     def __init__(self, spec: str = "") -> None:
-        self._at: dict[str, int] = {}
+        self._at: dict[str, tuple[int, signal.Signals]] = {}
         self._hits: dict[str, int] = {}
         for item in filter(None, (p.strip() for p in spec.split(","))):
-            name, _, nth = item.partition("@")
-            self._at[name] = int(nth or 1)
+            point, _, action = item.partition(":")
+            name, _, nth = point.partition("@")
+            sig = signal.SIGSTOP if action == "stop" else signal.SIGKILL
+            self._at[name] = (int(nth or 1), sig)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Failpoints:
@@ -58,5 +61,6 @@ class Failpoints:
         if name not in self._at:
             return
         self._hits[name] = self._hits.get(name, 0) + 1
-        if self._hits[name] == self._at[name]:
-            os.kill(os.getpid(), signal.SIGKILL)
+        nth, sig = self._at[name]
+        if self._hits[name] == nth:
+            os.kill(os.getpid(), sig)

@@ -23,6 +23,8 @@ DEFAULT_MAX_ENTRY_BYTES: Final = 64 * 1024
 REVENUE_LIMIT: Final = decimal.Decimal(10) ** 12
 REVENUE_MAX_PLACES: Final = 6
 
+_EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_ONE_MS: Final = dt.timedelta(milliseconds=1)
 _json_decoder: Final = msgspec.json.Decoder(Event)
 
 
@@ -119,7 +121,7 @@ def _timestamp_ms(ts: int | dt.datetime) -> int:
         return ts
     if ts.tzinfo is None:
         return -1  # flagged by _check_semantics
-    return int(ts.timestamp() * 1000)
+    return (ts - _EPOCH) // _ONE_MS  # exact integer arithmetic, no float rounding
 
 
 def _check_semantics(event: Event, ts_ms: int, now_ms: int) -> str | None:

@@ -104,8 +104,8 @@ def start_redis(directory: Path | None = None, port: int | None = None, extra: S
         binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
         "--save", "", "--appendonly", "no", "--protected-mode", "yes", *extra,
     ]
-    log = open(directory / "redis.log", "ab")  # noqa: SIM115  # owned by the child process
-    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    with open(directory / "redis.log", "ab") as log:
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     server = RedisServer(port, directory, proc, tuple(extra))
     _wait_for_port(port, proc, directory / "redis.log")
     return server

@@ -199,6 +199,7 @@ class Worker:
         n = sum(len(v) for v in accepted.values())
         if n == 0:
             return Claim([], 0)
+        self.failpoints.hit("before_flush")
         backoff = Backoff()
         while True:
             try:

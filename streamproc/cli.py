@@ -1,0 +1,268 @@
+"""The ``streamproc`` command line.
+
+Exit codes: 0 success; 1 runtime failure (server unreachable, schema not
+migrated, consumer group missing, drain deadline passed); 2 bad usage or
+invalid configuration.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+
+from streamproc import __version__
+from streamproc.config import Settings, load_settings
+from streamproc.errors import ConfigError, StreamprocError
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+app = typer.Typer(
+    name="streamproc",
+    help="Redis Streams -> Postgres analytics rollups, counted exactly once.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+err = Console(stderr=True)
+out = Console()
+
+
+def friendly(fn: Callable[P, T]) -> Callable[P, T]:
+    """Turn streamproc errors into one clear line and the documented exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return fn(*args, **kwargs)
+        except StreamprocError as exc:
+            err.print(f"[bold red]streamproc: error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            err.print("streamproc: interrupted")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+# --- shared options ----------------------------------------------------------
+
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", help="TOML settings file [env: STREAMPROC_CONFIG].", show_default=False)
+]
+RedisOpt = Annotated[
+    str | None, typer.Option("--redis-url", help="Redis URL [env: STREAMPROC_REDIS_URL].", show_default=False)
+]
+DatabaseOpt = Annotated[
+    str | None,
+    typer.Option("--database-url", help="Postgres URL [env: STREAMPROC_DATABASE_URL].", show_default=False),
+]
+SchemaOpt = Annotated[
+    str | None,
+    typer.Option("--schema", help="Postgres schema for streamproc's tables [env: STREAMPROC_DB_SCHEMA]"
+                 " (default streamproc).", show_default=False),
+]
+LogLevelOpt = Annotated[
+    str | None, typer.Option("--log-level", help="debug, info, warning or error [env: STREAMPROC_LOG_LEVEL].",
+                             show_default=False),
+]
+
+
+def settings_from(config: Path | None, **flags: Any) -> Settings:
+    return load_settings(overrides=flags, config_file=config)
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        out.print(f"streamproc {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_callback(
+    version: Annotated[bool, typer.Option("--version", callback=version_callback, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Redis Streams -> Postgres analytics rollups, counted exactly once.
+
+    Start with `streamproc demo`; in production run `streamproc migrate`
+    once, then `streamproc run` under systemd.
+    """
+
+
+# --- commands ------------------------------------------------------------------
+
+
+@app.command()
+@friendly
+def run(
+    config: ConfigOpt = None,
+    redis_url: RedisOpt = None,
+    database_url: DatabaseOpt = None,
+    schema: SchemaOpt = None,
+    streams: Annotated[str | None, typer.Option(
+        "--streams", help="Comma-separated stream keys; `events:{0..7}` ranges expand"
+        " [env: STREAMPROC_STREAMS] (default events).", show_default=False)] = None,
+    group: Annotated[str | None, typer.Option(
+        "--group", help="Consumer group [env: STREAMPROC_GROUP] (default streamproc).", show_default=False)] = None,
+    consumer: Annotated[str | None, typer.Option(
+        "--consumer", help="Stable consumer name, unique per instance [env: STREAMPROC_CONSUMER]"
+        " (default: hostname).", show_default=False)] = None,
+    batch_size: Annotated[int | None, typer.Option(
+        "--batch-size", help="Entries per read [env: STREAMPROC_BATCH_SIZE] (default 1000).",
+        show_default=False)] = None,
+    block_ms: Annotated[int | None, typer.Option(
+        "--block-ms", help="XREADGROUP BLOCK in ms [env: STREAMPROC_BLOCK_MS] (default 2000).",
+        show_default=False)] = None,
+    min_idle_ms: Annotated[int | None, typer.Option(
+        "--min-idle-ms", help="Reclaim entries idle this long on other consumers"
+        " [env: STREAMPROC_MIN_IDLE_MS] (default 60000).", show_default=False)] = None,
+    max_deliveries: Annotated[int | None, typer.Option(
+        "--max-deliveries", help="Dead-letter an entry delivered more often than this"
+        " [env: STREAMPROC_MAX_DELIVERIES] (default 5).", show_default=False)] = None,
+    drain: Annotated[bool, typer.Option(
+        "--drain", help="Exit 0 once no stream has undelivered or pending entries (backfills, tests).")] = False,
+    log_level: LogLevelOpt = None,
+) -> None:
+    """Run the daemon: read, validate, fold, commit to Postgres, then XACK.
+
+    SIGTERM finishes the batch in hand (commit + ack) and exits 0; a second
+    signal exits at once. Visitor ids are hashed with STREAMPROC_VISITOR_SECRET
+    (required; also read from `$CREDENTIALS_DIRECTORY/visitor_secret`).
+
+    Examples:
+
+        STREAMPROC_VISITOR_SECRET=$(openssl rand -hex 32) streamproc run
+
+        streamproc run --streams 'events:{0..7}' --consumer "$(hostname)-1"
+
+        streamproc run --drain --batch-size 5000   # backfill, then exit
+    """
+    from streamproc.daemon import run_daemon
+
+    settings = settings_from(
+        config, redis_url=redis_url, database_url=database_url, db_schema=schema, streams=streams,
+        group=group, consumer=consumer, batch_size=batch_size, block_ms=block_ms,
+        min_idle_ms=min_idle_ms, max_deliveries=max_deliveries, log_level=log_level,
+    )
+    raise typer.Exit(run_daemon(settings, drain=drain))
+
+
+@app.command()
+@friendly
+def migrate(
+    config: ConfigOpt = None,
+    database_url: DatabaseOpt = None,
+    schema: SchemaOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Apply the SQL migrations in `sql/` (idempotent, versioned, safe to run concurrently).
+
+    Example: `streamproc migrate --database-url postgresql://owner@db/analytics`
+    """
+    from streamproc.migrate import migrate as apply
+
+    settings = settings_from(config, database_url=database_url, db_schema=schema)
+    applied = apply(settings.database_url, settings.db_schema)
+    names = [f"{m.version:03d}_{m.name}" for m in applied]
+    if as_json:
+        out.print_json(json.dumps({"schema": settings.db_schema, "applied": names}))
+    elif names:
+        out.print(f"applied {len(names)} migration(s) to schema {settings.db_schema}: {', '.join(names)}")
+    else:
+        out.print(f"schema {settings.db_schema} is up to date")
+
+
+def _parse_day(value: str, flag: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not a date like 2026-01-31", param_hint=flag) from None
+
+
+@app.command()
+@friendly
+def report(
+    site: Annotated[str, typer.Option("--site", help="Site to report on, as producers send it.")],
+    start: Annotated[str, typer.Option("--from", help="First UTC day, YYYY-MM-DD.")],
+    end: Annotated[str, typer.Option("--to", help="Last UTC day (inclusive), YYYY-MM-DD.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    config: ConfigOpt = None,
+    database_url: DatabaseOpt = None,
+    schema: SchemaOpt = None,
+) -> None:
+    """Traffic, sessions, conversions and API latency for one site over a range of UTC days.
+
+    Example: `streamproc report --site shop.example --from 2026-11-01 --to 2026-11-07 --json`
+    """
+    from streamproc.render import print_report
+    from streamproc.report import build_report
+    from streamproc.sink import connect
+
+    first, last = _parse_day(start, "--from"), _parse_day(end, "--to")
+    if last < first:
+        raise typer.BadParameter("--to is before --from", param_hint="--to")
+    settings = settings_from(config, database_url=database_url, db_schema=schema)
+    with connect(settings.database_url, settings.db_schema, "streamproc-report") as conn:
+        from streamproc.migrate import check_migrated
+
+        check_migrated(conn)
+        data = build_report(conn, site, first, last)
+    if as_json:
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+    else:
+        print_report(out, data)
+
+
+@app.command()
+def schema(
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.")] = None,
+) -> None:
+    """Print the JSON Schema of the event contract (generated from the msgspec types)."""
+    from streamproc.events import schema_text
+
+    text = schema_text()
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text)
+
+
+@app.command()
+@friendly
+def demo(
+    events: Annotated[int, typer.Option("--events", "-n", min=1, max=5_000_000,
+                                        help="How many synthetic events to produce.")] = 50_000,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the synthetic traffic.")] = 1,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the final summary as JSON.")] = False,
+) -> None:
+    """Produce synthetic traffic, process it, print a report.
+
+    Starts throwaway Redis and Postgres on free loopback ports unless both
+    STREAMPROC_REDIS_URL and STREAMPROC_DATABASE_URL are set (then it uses the
+    stream `streamproc-demo:events` and the schema `streamproc_demo` there).
+    """
+    from streamproc.demo import run_demo
+
+    external = bool(os.environ.get("STREAMPROC_REDIS_URL")) and bool(os.environ.get("STREAMPROC_DATABASE_URL"))
+    summary = run_demo(events, seed, external=external, console=out)
+    if as_json:
+        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+
+
+def main() -> None:
+    try:
+        app()
+    except ConfigError as exc:  # raised outside a command, e.g. while parsing
+        err.print(f"streamproc: error: {exc}")
+        sys.exit(2)

@@ -1,0 +1,170 @@
+"""Real servers for every test: throwaway local Redis and Postgres.
+
+Started once per session on free loopback ports (or taken from
+STREAMPROC_TEST_REDIS_URL / STREAMPROC_TEST_DATABASE_URL). Each test gets its
+own stream key and Postgres schema. A server that cannot start fails the run;
+nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import redis
+
+from streamproc.config import Settings, load_settings
+from streamproc.localservers import LocalServers, start_postgres, start_redis
+from streamproc.migrate import migrate
+
+SECRET = "test-visitor-secret-0123456789"
+
+
+@pytest.fixture(scope="session")
+def servers() -> Iterator[tuple[str, str, LocalServers | None]]:
+    redis_url = os.environ.get("STREAMPROC_TEST_REDIS_URL")
+    database_url = os.environ.get("STREAMPROC_TEST_DATABASE_URL")
+    if redis_url and database_url:
+        yield redis_url, database_url, None
+        return
+    r = start_redis()
+    try:
+        pg = start_postgres()
+    except BaseException:
+        r.stop()
+        raise
+    local = LocalServers(r, pg)
+    try:
+        yield r.url, pg.url, local
+    finally:
+        local.stop()
+
+
+@pytest.fixture
+def redis_url(servers: tuple[str, str, Any]) -> str:
+    return servers[0]
+
+
+@pytest.fixture
+def database_url(servers: tuple[str, str, Any]) -> str:
+    return servers[1]
+
+
+@pytest.fixture
+def ns() -> str:
+    """A fresh namespace: stream keys and the Postgres schema of one test."""
+    return "t_" + secrets.token_hex(5)
+
+
+@pytest.fixture
+def stream(ns: str) -> str:
+    return f"{ns}:events"
+
+
+@pytest.fixture
+def r(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def make_settings(redis_url: str, database_url: str, ns: str, stream: str) -> Callable[..., Settings]:
+    def make(**overrides: Any) -> Settings:
+        base: dict[str, Any] = {
+            "redis_url": redis_url, "database_url": database_url, "db_schema": ns,
+            "streams": stream, "group": "g", "consumer": "c1", "visitor_secret": SECRET,
+            "block_ms": 200, "min_idle_ms": 1000, "reclaim_interval_ms": 200,
+        }
+        base.update(overrides)
+        return load_settings(base, environ={})
+
+    return make
+
+
+@pytest.fixture
+def schema(database_url: str, ns: str) -> Iterator[str]:
+    """A migrated schema of this test's own, dropped afterwards."""
+    migrate(database_url, ns)
+    yield ns
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{ns}" CASCADE')
+
+
+@pytest.fixture
+def pg(database_url: str, schema: str) -> Iterator[psycopg.Connection[Any]]:
+    with psycopg.connect(database_url, options=f"-c search_path={schema}", autocommit=True) as conn:
+        yield conn
+
+
+def daemon_env(settings: Settings, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMPROC_")}
+    env.update({
+        "STREAMPROC_REDIS_URL": settings.redis_url,
+        "STREAMPROC_DATABASE_URL": settings.database_url,
+        "STREAMPROC_DB_SCHEMA": settings.db_schema,
+        "STREAMPROC_STREAMS": ",".join(settings.streams),
+        "STREAMPROC_GROUP": settings.group,
+        "STREAMPROC_CONSUMER": settings.consumer,
+        "STREAMPROC_BATCH_SIZE": str(settings.batch_size),
+        "STREAMPROC_BLOCK_MS": str(settings.block_ms),
+        "STREAMPROC_MIN_IDLE_MS": str(settings.min_idle_ms),
+        "STREAMPROC_RECLAIM_INTERVAL_MS": str(settings.reclaim_interval_ms),
+        "STREAMPROC_MAX_DELIVERIES": str(settings.max_deliveries),
+        "STREAMPROC_VISITOR_SECRET": settings.visitor_secret or "",
+        "STREAMPROC_LOG_LEVEL": "info",
+    })
+    env.update(extra)
+    return env
+
+
+class Daemons:
+    """Real ``streamproc run`` child processes; all killed at test end."""
+
+    def __init__(self, logdir: Path) -> None:
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.logdir = logdir
+
+    def start(self, settings: Settings, *args: str, **env: str) -> subprocess.Popen[bytes]:
+        with open(self.logdir / f"daemon-{len(self.procs)}.log", "wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "streamproc", "run", *args],
+                env=daemon_env(settings, **env), stdout=log, stderr=subprocess.STDOUT,
+            )
+        proc.logfile = log.name  # type: ignore[attr-defined]
+        self.procs.append(proc)
+        return proc
+
+    def logs(self) -> str:
+        return "".join(Path(p.logfile).read_text(errors="replace") for p in self.procs)  # type: ignore[attr-defined]
+
+    def stop_all(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGCONT)
+                p.kill()
+                p.wait()
+
+
+@pytest.fixture
+def daemons(tmp_path: Path) -> Iterator[Daemons]:
+    d = Daemons(tmp_path)
+    yield d
+    d.stop_all()
+
+
+def wait_for(predicate: Callable[[], bool], timeout_s: float = 60, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(0.05)

@@ -1,0 +1,142 @@
+"""Crashes and races against real daemon processes; totals must equal the truth exactly."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from streamproc.synth import Generator, SynthEntry, produce
+from tests.conftest import Daemons, wait_for
+from tests.test_e2e import report_json
+from tests.truth import assert_report_matches, day_of, expected_report, valid_events
+
+
+def assert_totals(settings: Any, entries: list[SynthEntry]) -> None:
+    """Per site over the whole range: every figure equals the truth."""
+    events = valid_events(entries)
+    days = sorted({day_of(e["ts"]) for e in events})
+    for site in sorted({e["site"] for e in events}):
+        got = report_json(settings, site, days[0].isoformat(), days[-1].isoformat())
+        assert_report_matches(got, expected_report(events, site, days[0], days[-1]))
+
+
+def log_lines(path: str, event: str) -> list[dict[str, Any]]:
+    out = []
+    for line in Path(path).read_text(errors="replace").splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if rec.get("event") == event:
+            out.append(rec)
+    return out
+
+
+def is_stopped(pid: int) -> bool:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat.rsplit(")", 1)[1].split()[0] == "T"
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_moments_under_load(make_settings, schema, r, stream, daemons: Daemons) -> None:
+    """SIGKILL the daemon again and again while a producer writes; restarts alternate between
+    two consumer names so some pending entries are resumed by their owner and others are
+    reclaimed from a dead consumer. Totals equal the truth exactly."""
+    rng = random.Random(11)
+    gen = Generator(seed=11, days=2, bad_ratio=0.005)
+    entries = list(gen.entries(40_000))
+    chunks = [entries[i : i + 2000] for i in range(0, len(entries), 2000)]
+
+    def producer() -> None:
+        for chunk in chunks:
+            produce(r, stream, chunk)
+            time.sleep(0.05)
+
+    feeder = threading.Thread(target=producer)
+    feeder.start()
+    kills = 0
+    for i in range(8):
+        settings = make_settings(consumer=f"c{i % 2}", batch_size=rng.choice((50, 300, 1000)))
+        proc = daemons.start(settings)
+        time.sleep(rng.uniform(0.3, 1.5))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        kills += 1
+    feeder.join()
+    final = make_settings(consumer="c0", min_idle_ms=500)
+    assert daemons.start(final, "--drain").wait(timeout=240) == 0, daemons.logs()[-3000:]
+    assert kills == 8
+    assert r.xpending(stream, "g")["pending"] == 0
+    assert_totals(final, entries)
+
+
+def test_crash_between_commit_and_ack_counts_once(make_settings, schema, r, stream, daemons: Daemons) -> None:
+    """A failpoint kills the daemon right after COMMIT, before XACK: the restarted daemon
+    gets the same entries again, the ledger recognises them, nothing is counted twice."""
+    entries = list(Generator(seed=5, days=1, bad_ratio=0).entries(5000))
+    produce(r, stream, entries)
+    settings = make_settings(batch_size=500)
+    # Producer retries (same event id) after the three committed batches are duplicates too.
+    retries = sum(1 for e in entries[1500:] if e.event and e.event.get("_duplicate"))
+    crashed = daemons.start(settings, STREAMPROC_FAILPOINTS="after_commit@3")
+    assert crashed.wait(timeout=60) == -signal.SIGKILL
+    assert r.xpending(stream, "g")["pending"] > 0, "the crash left the committed batch unacked"
+
+    survivor = daemons.start(settings, "--drain")
+    assert survivor.wait(timeout=120) == 0, daemons.logs()[-3000:]
+    drained = log_lines(survivor.logfile, "drained")  # type: ignore[attr-defined]
+    assert drained and drained[0]["duplicates"] == 500 + retries, drained
+    assert_totals(settings, entries)
+
+
+def test_crash_mid_transaction_counts_once(make_settings, schema, r, stream, daemons: Daemons) -> None:
+    """A kill inside the open transaction (ledger claimed, rollups not written) rolls back:
+    the entries are counted once, by the next run."""
+    entries = list(Generator(seed=6, days=1, bad_ratio=0).entries(3000))
+    produce(r, stream, entries)
+    settings = make_settings(batch_size=400)
+    assert daemons.start(settings, STREAMPROC_FAILPOINTS="before_commit@2").wait(timeout=60) == -signal.SIGKILL
+    assert daemons.start(settings, "--drain").wait(timeout=120) == 0, daemons.logs()[-3000:]
+    assert_totals(settings, entries)
+
+
+def test_zombie_consumer_late_commit_adds_nothing(make_settings, schema, r, stream, daemons: Daemons) -> None:
+    """Worker A freezes (SIGSTOP) holding a batch; B reclaims it after min-idle and commits;
+    A wakes up (SIGCONT) and commits the same batch late: the ledger makes it add nothing."""
+    entries = list(Generator(seed=8, days=1, bad_ratio=0).entries(4000))
+    produce(r, stream, entries)
+    a_settings = make_settings(consumer="a", batch_size=500, min_idle_ms=600_000)
+    a = daemons.start(a_settings, "--drain", STREAMPROC_FAILPOINTS="before_flush@3:stop")
+    wait_for(lambda: is_stopped(a.pid), 60, "worker A to freeze")
+
+    b_settings = make_settings(consumer="b", batch_size=500, min_idle_ms=500)
+    b = daemons.start(b_settings, "--drain")
+    assert b.wait(timeout=120) == 0, daemons.logs()[-3000:]
+    assert r.xpending(stream, "g")["pending"] == 0
+
+    a.send_signal(signal.SIGCONT)
+    assert a.wait(timeout=60) == 0, daemons.logs()[-3000:]
+    late = log_lines(a.logfile, "batch")  # type: ignore[attr-defined]
+    assert late[-1]["duplicates"] == 500 and late[-1]["ok"] == 0, late[-1]
+    assert_totals(b_settings, entries)
+
+
+def test_several_workers_share_the_group_without_deadlock(make_settings, schema, r, stream, daemons: Daemons) -> None:
+    """Three worker processes on one group, hot overlapping keys: exact totals, no deadlock."""
+    entries = list(Generator(seed=9, days=1, bad_ratio=0.005).entries(30_000))
+    produce(r, stream, entries)
+    procs = [daemons.start(make_settings(consumer=f"w{i}", batch_size=300), "--drain") for i in range(3)]
+    for p in procs:
+        assert p.wait(timeout=240) == 0, daemons.logs()[-3000:]
+    logs = daemons.logs()
+    assert "deadlock" not in logs.lower()
+    batches = [log_lines(p.logfile, "batch") for p in procs]  # type: ignore[attr-defined]
+    assert all(b for b in batches), "every worker took a share"
+    assert_totals(make_settings(), entries)

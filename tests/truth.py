@@ -1,0 +1,124 @@
+"""The expected report, computed straight from the events the producer meant.
+
+Independent of the daemon: no folding, no hashing, no SQL; plain Python over
+the synthetic events. Definitions follow the README's rollup table.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from decimal import Decimal
+from typing import Any
+
+DAY_MS = 86_400_000
+
+
+def valid_events(entries: Iterable[Any]) -> list[dict[str, Any]]:
+    """Events that must be counted once: no malformed entries, no producer retries."""
+    return [e.event for e in entries if e.event is not None and not e.event.get("_duplicate")]
+
+
+def malformed(entries: Iterable[Any]) -> list[dict[str, str]]:
+    return [e.fields for e in entries if e.event is None]
+
+
+def day_of(ts_ms: int) -> dt.date:
+    return (dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(milliseconds=ts_ms)).date()
+
+
+def nearest_rank(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[max(1, math.ceil(q * len(ordered))) - 1]
+
+
+def expected_report(events: list[dict[str, Any]], site: str, start: dt.date, end: dt.date) -> dict[str, Any]:
+    mine = [e for e in events if e["site"] == site]
+    in_range = [e for e in mine if start <= day_of(e["ts"]) <= end]
+    views = [e for e in in_range if e["type"] == "page_view"]
+
+    # Sessions: first/last seen and page views over all of a session's events.
+    sess_first: dict[str, int] = {}
+    sess_last: dict[str, int] = {}
+    sess_views: Counter[str] = Counter()
+    for e in mine:
+        s = e.get("session")
+        if s is None:
+            continue
+        sess_first[s] = min(sess_first.get(s, e["ts"]), e["ts"])
+        sess_last[s] = max(sess_last.get(s, e["ts"]), e["ts"])
+        if e["type"] == "page_view":
+            sess_views[s] += 1
+    engaged = [s for s in sess_views if start <= day_of(sess_first[s]) <= end]
+    bounced = sum(1 for s in engaged if sess_views[s] == 1)
+    durations = [(sess_last[s] - sess_first[s]) / 1000 for s in engaged]
+
+    path_views: Counter[str] = Counter(e["path"] for e in views)
+    path_visitors: dict[str, set[str]] = defaultdict(set)
+    for e in views:
+        if "visitor" in e:
+            path_visitors[e["path"]].add(e["visitor"])
+    top = sorted(path_views.items(), key=lambda kv: (-kv[1], kv[0]))[:10]
+
+    conv_count: Counter[str] = Counter()
+    conv_revenue: dict[str, Decimal] = defaultdict(Decimal)
+    api: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for e in in_range:
+        if e["type"] == "conversion":
+            conv_count[e["name"]] += 1
+            conv_revenue[e["name"]] += Decimal(e.get("revenue", "0"))
+        elif e["type"] == "api_request":
+            api[(e["method"].upper(), e["route"])].append(e)
+
+    return {
+        "site": site,
+        "from": start.isoformat(),
+        "to": end.isoformat(),
+        "pageviews": len(views),
+        "visitors": len({e["visitor"] for e in views if "visitor" in e}),
+        "sessions": len({e["session"] for e in views if "session" in e}),
+        "bounce_rate": bounced / len(engaged) if engaged else None,
+        "avg_session_seconds": sum(durations) / len(durations) if durations else None,
+        "events": dict(sorted(Counter(e["type"] for e in in_range).items())),
+        "revenue": sum(conv_revenue.values(), Decimal(0)),
+        "conversions": [
+            {"name": n, "count": conv_count[n], "revenue": conv_revenue[n]} for n in sorted(conv_count)
+        ],
+        "top_paths": [{"path": p, "views": v, "visitors": len(path_visitors[p])} for p, v in top],
+        "api": {
+            key: {
+                "count": len(reqs),
+                "errors": sum(1 for x in reqs if x["status"] >= 500),
+                "durations": [float(x["duration_ms"]) for x in reqs],
+            }
+            for key, reqs in api.items()
+        },
+    }
+
+
+def assert_report_matches(got: dict[str, Any], want: dict[str, Any]) -> None:
+    """Exact on counts and money; within the histogram's bound on latency quantiles."""
+    where = f"{want['site']} {want['from']}..{want['to']}"
+    for key in ("pageviews", "visitors", "sessions", "events", "top_paths"):
+        assert got[key] == want[key], f"{where}: {key} {got[key]!r} != {want[key]!r}"
+    for key in ("bounce_rate", "avg_session_seconds"):
+        if want[key] is None:
+            assert got[key] is None, f"{where}: {key}"
+        else:
+            assert got[key] is not None and math.isclose(got[key], want[key], abs_tol=1e-3), (
+                f"{where}: {key} {got[key]} != {want[key]}"
+            )
+    assert Decimal(got["revenue"]) == want["revenue"], f"{where}: revenue"
+    assert [(c["name"], c["count"], Decimal(c["revenue"])) for c in got["conversions"]] == [
+        (c["name"], c["count"], c["revenue"]) for c in want["conversions"]
+    ], f"{where}: conversions"
+    got_api = {(a["method"], a["route"]): a for a in got["api"]}
+    assert set(got_api) == set(want["api"]), f"{where}: api routes"
+    for key, w in want["api"].items():
+        g = got_api[key]
+        assert (g["count"], g["errors"]) == (w["count"], w["errors"]), f"{where}: api {key}"
+        for q, name in ((0.5, "p50_ms"), (0.95, "p95_ms"), (0.99, "p99_ms")):
+            true = nearest_rank(w["durations"], q)
+            assert abs(g[name] - true) <= 0.05 * true + 1e-3, f"{where}: api {key} {name} {g[name]} vs {true}"

@@ -20,7 +20,7 @@ from streamproc.events import Conversion, Event
 DAY_MS: Final = 86_400_000
 MAX_FUTURE_MS: Final = DAY_MS
 DEFAULT_MAX_ENTRY_BYTES: Final = 64 * 1024
-REVENUE_LIMIT: Final = decimal.Decimal(10) ** 12
+REVENUE_DIGITS: Final = 12  # |revenue| < 10**12
 REVENUE_MAX_PLACES: Final = 6
 
 _EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -56,6 +56,18 @@ def decode_entry(
     max_entry_bytes: int = DEFAULT_MAX_ENTRY_BYTES,
 ) -> Accepted | Rejected:
     """Validate one stream entry. Never raises on bad input."""
+    try:
+        return _decode_entry(entry_id, fields, now_ms, max_entry_bytes)
+    except Exception as exc:  # last line of defence: bad input must never stop the batch
+        return Rejected(entry_id, fields or {}, f"entry could not be decoded ({type(exc).__name__}: {exc})")
+
+
+def _decode_entry(
+    entry_id: bytes,
+    fields: Mapping[bytes, bytes] | None,
+    now_ms: int,
+    max_entry_bytes: int,
+) -> Accepted | Rejected:
     if not fields:
         return Rejected(entry_id, fields or {}, "entry has no fields")
     size = sum(len(k) + len(v) for k, v in fields.items())
@@ -98,11 +110,17 @@ def decode_batch(
 
 def _decode_json(raw: bytes) -> Event | str:
     try:
+        raw.decode("utf-8")  # msgspec skips unknown fields unchecked; check the whole field
+    except UnicodeDecodeError as exc:
+        return f"`event` field is not valid UTF-8: {exc}"
+    try:
         return _json_decoder.decode(raw)
     except msgspec.ValidationError as exc:
         return f"invalid event: {exc}"
     except msgspec.DecodeError as exc:
         return f"`event` field is not valid JSON: {exc}"
+    except RecursionError:
+        return "`event` field is nested too deeply"
 
 
 def _decode_flat(fields: Mapping[bytes, bytes]) -> Event | str:
@@ -138,12 +156,18 @@ def _check_semantics(event: Event, ts_ms: int, now_ms: int) -> str | None:
 
 
 def _check_revenue(revenue: decimal.Decimal) -> str | None:
+    # Only exact tuple arithmetic here: context operations round or trap on huge exponents.
     if not revenue.is_finite():
         return "invalid event: `revenue` must be a finite decimal - at `$.revenue`"
-    if abs(revenue) >= REVENUE_LIMIT:
+    _sign, digits, exponent = revenue.as_tuple()
+    assert isinstance(exponent, int)
+    significant = "".join(map(str, digits)).rstrip("0")
+    if not significant:
+        return None  # zero
+    if revenue.adjusted() >= REVENUE_DIGITS:
         return "invalid event: `revenue` magnitude must be below 10^12 - at `$.revenue`"
-    exponent = revenue.normalize().as_tuple().exponent
-    if isinstance(exponent, int) and exponent < -REVENUE_MAX_PLACES:
+    places = -(exponent + len(digits) - len(significant))
+    if places > REVENUE_MAX_PLACES:
         return (
             f"invalid event: `revenue` has more than {REVENUE_MAX_PLACES} decimal places"
             " - at `$.revenue`"

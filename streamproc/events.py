@@ -92,6 +92,7 @@ SCHEMA_ID: Final = "https://streamproc.dev/schemas/event.schema.json"
 def json_schema() -> dict[str, Any]:
     """Return the JSON Schema of one event, as checked in under ``schemas/``."""
     schema = msgspec.json.schema(Event)
+    _refine(schema["$defs"])
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": SCHEMA_ID,
@@ -103,6 +104,23 @@ def json_schema() -> dict[str, Any]:
         ),
         **schema,
     }
+
+
+def _refine(defs: dict[str, Any]) -> None:
+    """Say what msgspec's generic output cannot: ts formats, revenue as number or string."""
+    for struct in defs.values():
+        props = struct["properties"]
+        props["ts"]["anyOf"] = [
+            {"type": "integer", "minimum": 0},
+            {"type": "string", "format": "date-time"},
+        ]
+        if "revenue" in props:
+            props["revenue"]["anyOf"] = [
+                {"type": "number"},
+                {"type": "string", "format": "decimal"},
+                {"type": "null"},
+            ]
+            props["revenue"]["description"] = "Exact decimal; kept exact, never a float."
 
 
 def schema_text() -> str:

@@ -510,7 +510,7 @@ def test_future_limit_is_relative_to_now_ms() -> None:
     assert isinstance(decode_entry(EID, fields, NOW_MS - DAY_MS - 1), Rejected)
 
 
-# --------------------------------------------------------------------------- known bugs (xfail strict)
+# --------------------------------------------------------------------------- edge cases once found escaping
 
 _HUGE_REVENUE = [
     pytest.param(as_json(conversion(revenue="1E+1000000")), id="json-string"),
@@ -520,23 +520,12 @@ _HUGE_REVENUE = [
 ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ArithmeticError,
-    reason="BUG: _check_revenue calls abs() under the default decimal context; an exponent above "
-    "Emax (999999) raises decimal.Overflow out of decode_entry instead of giving Rejected",
-)
 @pytest.mark.parametrize("fields", _HUGE_REVENUE)
 def test_revenue_with_huge_exponent_rejected_not_raised(fields: dict[bytes, bytes]) -> None:
     """A revenue like 1E+1000000 is Rejected (over the magnitude limit), never raises."""
     assert "revenue" in reject(fields).reason
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _check_revenue uses Decimal.normalize(), which rounds to 28 significant digits, so a "
-    "revenue with >28 digits and >6 decimal places passes the 6-place check and is accepted unrounded",
-)
 @pytest.mark.parametrize(
     "revenue", ["0.1000000000000000000000000000001", "123456789012.0000000000000000000001"]
 )
@@ -564,23 +553,12 @@ _BAD_UTF8_IN_JSON_STRING = [
 ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=UnicodeDecodeError,
-    reason="BUG: msgspec raises UnicodeDecodeError (not DecodeError) for invalid UTF-8 inside a JSON "
-    "string it materialises; _decode_json does not catch it, so decode_entry raises",
-)
 @pytest.mark.parametrize("raw", _BAD_UTF8_IN_JSON_STRING)
 def test_json_invalid_utf8_in_string_rejected_not_raised(raw: bytes) -> None:
     """Invalid UTF-8 inside a JSON string value is Rejected, never raises."""
     reject({b"event": raw})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: msgspec skips unknown JSON attributes without validating their UTF-8, so a JSON "
-    "event with invalid UTF-8 in an ignored attribute is Accepted (the flat form rejects it)",
-)
 def test_json_invalid_utf8_in_unknown_attribute_rejected() -> None:
     """Invalid UTF-8 anywhere in the `event` JSON is Rejected, as in the flat form."""
     reject({b"event": b'{"type":"click","site":"s","ts":1,"path":"/","x":0.5,"y":0.5,"note":"\xff"}'})
@@ -598,14 +576,6 @@ def _nested_props_entry(depth: int, kind: str) -> dict[bytes, bytes]:
     return {b"event": b'{"type":"custom","site":"s","ts":1,"name":"n","props":' + props + b"}"}
 
 
-_RECURSION_BUG = pytest.mark.xfail(
-    strict=True,
-    raises=RecursionError,
-    reason="BUG: msgspec raises RecursionError for JSON nested ~1000 deep (which fits well inside the "
-    "64 KiB entry limit); _decode_json does not catch it, so decode_entry raises",
-)
-
-
 @pytest.mark.parametrize(
     ("depth", "kind"),
     [
@@ -613,8 +583,8 @@ _RECURSION_BUG = pytest.mark.xfail(
         (10, "array"),
         (200, "object"),
         (200, "array"),
-        pytest.param(10_000, "object", marks=_RECURSION_BUG),
-        pytest.param(10_000, "array", marks=_RECURSION_BUG),
+        (10_000, "object"),
+        (10_000, "array"),
     ],
 )
 def test_deeply_nested_props_never_raise(depth: int, kind: str) -> None:

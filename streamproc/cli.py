@@ -69,12 +69,15 @@ DatabaseOpt = Annotated[
 ]
 SchemaOpt = Annotated[
     str | None,
-    typer.Option("--schema", help="Postgres schema for streamproc's tables [env: STREAMPROC_DB_SCHEMA]"
-                 " (default streamproc).", show_default=False),
+    typer.Option(
+        "--schema",
+        help="Postgres schema for streamproc's tables [env: STREAMPROC_DB_SCHEMA] (default streamproc).",
+        show_default=False,
+    ),
 ]
 LogLevelOpt = Annotated[
-    str | None, typer.Option("--log-level", help="debug, info, warning or error [env: STREAMPROC_LOG_LEVEL].",
-                             show_default=False),
+    str | None,
+    typer.Option("--log-level", help="debug, info, warning or error [env: STREAMPROC_LOG_LEVEL].", show_default=False),
 ]
 
 
@@ -90,8 +93,9 @@ def version_callback(value: bool) -> None:
 
 @app.callback()
 def main_callback(
-    version: Annotated[bool, typer.Option("--version", callback=version_callback, is_eager=True,
-                                          help="Print the version and exit.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=version_callback, is_eager=True, help="Print the version and exit.")
+    ] = False,
 ) -> None:
     """Redis Streams -> Postgres analytics rollups, counted exactly once.
 
@@ -110,28 +114,61 @@ def run(
     redis_url: RedisOpt = None,
     database_url: DatabaseOpt = None,
     schema: SchemaOpt = None,
-    streams: Annotated[str | None, typer.Option(
-        "--streams", help="Comma-separated stream keys; `events:{0..7}` ranges expand"
-        " [env: STREAMPROC_STREAMS] (default events).", show_default=False)] = None,
-    group: Annotated[str | None, typer.Option(
-        "--group", help="Consumer group [env: STREAMPROC_GROUP] (default streamproc).", show_default=False)] = None,
-    consumer: Annotated[str | None, typer.Option(
-        "--consumer", help="Stable consumer name, unique per instance [env: STREAMPROC_CONSUMER]"
-        " (default: hostname).", show_default=False)] = None,
-    batch_size: Annotated[int | None, typer.Option(
-        "--batch-size", help="Entries per read [env: STREAMPROC_BATCH_SIZE] (default 1000).",
-        show_default=False)] = None,
-    block_ms: Annotated[int | None, typer.Option(
-        "--block-ms", help="XREADGROUP BLOCK in ms [env: STREAMPROC_BLOCK_MS] (default 2000).",
-        show_default=False)] = None,
-    min_idle_ms: Annotated[int | None, typer.Option(
-        "--min-idle-ms", help="Reclaim entries idle this long on other consumers"
-        " [env: STREAMPROC_MIN_IDLE_MS] (default 60000).", show_default=False)] = None,
-    max_deliveries: Annotated[int | None, typer.Option(
-        "--max-deliveries", help="Dead-letter an entry delivered more often than this"
-        " [env: STREAMPROC_MAX_DELIVERIES] (default 5).", show_default=False)] = None,
-    drain: Annotated[bool, typer.Option(
-        "--drain", help="Exit 0 once no stream has undelivered or pending entries (backfills, tests).")] = False,
+    streams: Annotated[
+        str | None,
+        typer.Option(
+            "--streams",
+            help="Comma-separated stream keys; `events:{0..7}` ranges expand"
+            " [env: STREAMPROC_STREAMS] (default events).",
+            show_default=False,
+        ),
+    ] = None,
+    group: Annotated[
+        str | None,
+        typer.Option(
+            "--group", help="Consumer group [env: STREAMPROC_GROUP] (default streamproc).", show_default=False
+        ),
+    ] = None,
+    consumer: Annotated[
+        str | None,
+        typer.Option(
+            "--consumer",
+            help="Stable consumer name, unique per instance [env: STREAMPROC_CONSUMER] (default: hostname).",
+            show_default=False,
+        ),
+    ] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            "--batch-size", help="Entries per read [env: STREAMPROC_BATCH_SIZE] (default 1000).", show_default=False
+        ),
+    ] = None,
+    block_ms: Annotated[
+        int | None,
+        typer.Option(
+            "--block-ms", help="XREADGROUP BLOCK in ms [env: STREAMPROC_BLOCK_MS] (default 2000).", show_default=False
+        ),
+    ] = None,
+    min_idle_ms: Annotated[
+        int | None,
+        typer.Option(
+            "--min-idle-ms",
+            help="Reclaim entries idle this long on other consumers [env: STREAMPROC_MIN_IDLE_MS] (default 60000).",
+            show_default=False,
+        ),
+    ] = None,
+    max_deliveries: Annotated[
+        int | None,
+        typer.Option(
+            "--max-deliveries",
+            help="Dead-letter an entry delivered more often than this [env: STREAMPROC_MAX_DELIVERIES] (default 5).",
+            show_default=False,
+        ),
+    ] = None,
+    drain: Annotated[
+        bool,
+        typer.Option("--drain", help="Exit 0 once no stream has undelivered or pending entries (backfills, tests)."),
+    ] = False,
     log_level: LogLevelOpt = None,
 ) -> None:
     """Run the daemon: read, validate, fold, commit to Postgres, then XACK.
@@ -151,9 +188,18 @@ def run(
     from streamproc.daemon import run_daemon
 
     settings = settings_from(
-        config, redis_url=redis_url, database_url=database_url, db_schema=schema, streams=streams,
-        group=group, consumer=consumer, batch_size=batch_size, block_ms=block_ms,
-        min_idle_ms=min_idle_ms, max_deliveries=max_deliveries, log_level=log_level,
+        config,
+        redis_url=redis_url,
+        database_url=database_url,
+        db_schema=schema,
+        streams=streams,
+        group=group,
+        consumer=consumer,
+        batch_size=batch_size,
+        block_ms=block_ms,
+        min_idle_ms=min_idle_ms,
+        max_deliveries=max_deliveries,
+        log_level=log_level,
     )
     raise typer.Exit(run_daemon(settings, drain=drain))
 
@@ -241,8 +287,9 @@ def schema(
 @app.command()
 @friendly
 def demo(
-    events: Annotated[int, typer.Option("--events", "-n", min=1, max=5_000_000,
-                                        help="How many synthetic events to produce.")] = 50_000,
+    events: Annotated[
+        int, typer.Option("--events", "-n", min=1, max=5_000_000, help="How many synthetic events to produce.")
+    ] = 50_000,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the synthetic traffic.")] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Print the final summary as JSON.")] = False,
 ) -> None:

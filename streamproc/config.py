@@ -119,7 +119,7 @@ def expand_streams(spec: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
         lo, hi = int(m.group(1)), int(m.group(2))
         if hi < lo or hi - lo > 4096:
             raise ConfigError(f"invalid stream range {item!r}: expected {{LOW..HIGH}} with LOW <= HIGH")
-        out.extend(f"{item[: m.start()]}{{{i}}}{item[m.end():]}" for i in range(lo, hi + 1))
+        out.extend(f"{item[: m.start()]}{{{i}}}{item[m.end() :]}" for i in range(lo, hi + 1))
     if len(set(out)) != len(out):
         raise ConfigError(f"stream list names a stream twice: {', '.join(out)}")
     return tuple(out)

@@ -72,9 +72,7 @@ def _decode_entry(
         return Rejected(entry_id, fields or {}, "entry has no fields")
     size = sum(len(k) + len(v) for k, v in fields.items())
     if size > max_entry_bytes:
-        return Rejected(
-            entry_id, fields, f"entry is {size} bytes, over the {max_entry_bytes}-byte limit"
-        )
+        return Rejected(entry_id, fields, f"entry is {size} bytes, over the {max_entry_bytes}-byte limit")
     raw = fields.get(b"event")
     if raw is not None:
         result = _decode_json(raw)
@@ -114,7 +112,8 @@ def _decode_json(raw: bytes) -> Event | str:
     except UnicodeDecodeError as exc:
         return f"`event` field is not valid UTF-8: {exc}"
     try:
-        return _json_decoder.decode(raw)
+        event: Event = _json_decoder.decode(raw)
+        return event
     except msgspec.ValidationError as exc:
         return f"invalid event: {exc}"
     except msgspec.DecodeError as exc:
@@ -129,7 +128,8 @@ def _decode_flat(fields: Mapping[bytes, bytes]) -> Event | str:
     except UnicodeDecodeError as exc:
         return f"flat entry is not valid UTF-8: {exc}"
     try:
-        return msgspec.convert(attrs, type=Event, strict=False)  # type: ignore[arg-type]  # union types are accepted at runtime
+        converted: Event = msgspec.convert(attrs, type=Event, strict=False)
+        return converted
     except msgspec.ValidationError as exc:
         return f"invalid event: {exc}"
 
@@ -168,8 +168,5 @@ def _check_revenue(revenue: decimal.Decimal) -> str | None:
         return "invalid event: `revenue` magnitude must be below 10^12 - at `$.revenue`"
     places = -(exponent + len(digits) - len(significant))
     if places > REVENUE_MAX_PLACES:
-        return (
-            f"invalid event: `revenue` has more than {REVENUE_MAX_PLACES} decimal places"
-            " - at `$.revenue`"
-        )
+        return f"invalid event: `revenue` has more than {REVENUE_MAX_PLACES} decimal places - at `$.revenue`"
     return None

@@ -44,19 +44,27 @@ def _servers(external: bool, console: Console) -> Iterator[tuple[str | None, str
 
 def _progress(console: Console) -> Progress:
     return Progress(
-        TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=console, transient=False,
+        TextColumn("{task.description:<10}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
     )
 
 
 def run_demo(n: int, seed: int, external: bool, console: Console) -> dict[str, Any]:
     configure("warning")
     with _servers(external, console) as (redis_url, database_url):
-        overrides: dict[str, Any] = {"streams": DEMO_STREAM, "db_schema": DEMO_SCHEMA, "consumer": "demo-1",
-                                     "min_idle_ms": 5000, "batch_size": 2000}
+        overrides: dict[str, Any] = {
+            "streams": DEMO_STREAM,
+            "db_schema": DEMO_SCHEMA,
+            "consumer": "demo-1",
+            "min_idle_ms": 5000,
+            "batch_size": 2000,
+        }
         if redis_url is not None:
-            overrides.update(redis_url=redis_url, database_url=database_url,
-                             visitor_secret=secrets.token_hex(16))
+            overrides.update(redis_url=redis_url, database_url=database_url, visitor_secret=secrets.token_hex(16))
         settings = load_settings(overrides)
         if settings.visitor_secret is None:
             settings = load_settings({**overrides, "visitor_secret": secrets.token_hex(16)})

@@ -30,9 +30,7 @@ Name = Annotated[str, msgspec.Meta(min_length=1, max_length=SHORT_MAX)]
 Unit = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
 Timestamp = Annotated[
     int | dt.datetime,
-    msgspec.Meta(
-        description="Milliseconds since the Unix epoch, or an RFC 3339 date-time with offset."
-    ),
+    msgspec.Meta(description="Milliseconds since the Unix epoch, or an RFC 3339 date-time with offset."),
 ]
 
 
@@ -46,7 +44,7 @@ class _Event(msgspec.Struct, frozen=True, tag_field="type", kw_only=True):
     visitor: Short | None = None
 
 
-class PageView(_Event, tag="page_view"):
+class PageView(_Event, tag="page_view", frozen=True):
     path: Path
     referrer: Text | None = None
     device: Short | None = None
@@ -58,27 +56,27 @@ class PageView(_Event, tag="page_view"):
     utm_campaign: Short | None = None
 
 
-class Click(_Event, tag="click"):
+class Click(_Event, tag="click", frozen=True):
     path: Path
     x: Unit
     y: Unit
     selector: Text | None = None
 
 
-class ApiRequest(_Event, tag="api_request"):
+class ApiRequest(_Event, tag="api_request", frozen=True):
     method: Annotated[str, msgspec.Meta(min_length=1, max_length=16)]
     route: Path
     status: Annotated[int, msgspec.Meta(ge=100, le=599)]
     duration_ms: Annotated[float, msgspec.Meta(ge=0.0, le=MAX_DURATION_MS)]
 
 
-class Conversion(_Event, tag="conversion"):
+class Conversion(_Event, tag="conversion", frozen=True):
     name: Name
     revenue: decimal.Decimal | None = None
     currency: Annotated[str, msgspec.Meta(max_length=8)] | None = None
 
 
-class Custom(_Event, tag="custom"):
+class Custom(_Event, tag="custom", frozen=True):
     name: Name
     props: dict[str, Any] | None = None
 

@@ -16,7 +16,13 @@ HOUR_MS: Final = 3_600_000
 DAY_MS: Final = 86_400_000
 GRID: Final = 20  # heatmap cells per axis
 DIMENSIONS: Final = (
-    "device", "browser", "os", "country", "utm_source", "utm_medium", "utm_campaign",
+    "device",
+    "browser",
+    "os",
+    "country",
+    "utm_source",
+    "utm_medium",
+    "utm_campaign",
 )
 
 
@@ -30,7 +36,7 @@ class Hasher:
         self._visitor = hashlib.blake2b(key=secret, digest_size=8, person=b"visitor")
         self._session = hashlib.blake2b(key=secret, digest_size=8, person=b"session")
 
-    def _hash(self, base: hashlib._Hash, site: str, value: str) -> int:  # noqa: SLF001
+    def _hash(self, base: hashlib.blake2b, site: str, value: str) -> int:
         h = base.copy()
         h.update(site.encode())
         h.update(b"\0")
@@ -81,8 +87,12 @@ def fold(events: Iterable[Accepted], hasher: Hasher) -> dict[str, R.Shard]:
 
 
 def _page_view(
-    shards: dict[str, R.Shard], ev: PageView, hour: int, day: int,
-    visitor: int | None, session: int | None,
+    shards: dict[str, R.Shard],
+    ev: PageView,
+    hour: int,
+    day: int,
+    visitor: int | None,
+    session: int | None,
 ) -> None:
     site, path = ev.site, ev.path
     shards[R.PAGEVIEWS_HOURLY.table].count((site, hour, path))

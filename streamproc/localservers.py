@@ -101,8 +101,20 @@ def start_redis(directory: Path | None = None, port: int | None = None, extra: S
     directory.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     args = [
-        binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
-        "--save", "", "--appendonly", "no", "--protected-mode", "yes", *extra,
+        binary,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        str(directory),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--protected-mode",
+        "yes",
+        *extra,
     ]
     with open(directory / "redis.log", "ab") as log:
         proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -130,7 +142,10 @@ class PostgresServer:
     def pg_ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [*self._prefix, _which("pg_ctl"), "-D", str(self.data), *args],
-            capture_output=True, text=True, check=check, timeout=120,
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=120,
         )
 
     def start(self) -> None:
@@ -153,14 +168,29 @@ def start_postgres(directory: Path | None = None, port: int | None = None, durab
         shutil.chown(directory, "postgres", "postgres")
     server = PostgresServer(port or free_port(), directory, _prefix=prefix)
     init = subprocess.run(
-        [*prefix, _which("initdb"), "-D", str(server.data), "-U", server.user, "--auth=trust",
-         "-E", "UTF8", "--locale=C", "--no-sync"],
-        capture_output=True, text=True, timeout=120,
+        [
+            *prefix,
+            _which("initdb"),
+            "-D",
+            str(server.data),
+            "-U",
+            server.user,
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-sync",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     if init.returncode != 0:
         raise ServerError(f"initdb failed: {init.stderr.strip() or init.stdout.strip()}")
     conf = [
-        "max_connections = 100", "shared_buffers = 128MB", "log_min_messages = warning",
+        "max_connections = 100",
+        "shared_buffers = 128MB",
+        "log_min_messages = warning",
         "max_locks_per_transaction = 256",
     ]
     if not durable:
@@ -173,9 +203,7 @@ def start_postgres(directory: Path | None = None, port: int | None = None, durab
         raise ServerError(f"Postgres did not start: {exc.stderr.strip()} (log: {directory}/postgres.log)") from exc
     import psycopg
 
-    with psycopg.connect(
-        f"postgresql://{server.user}@127.0.0.1:{server.port}/postgres", autocommit=True
-    ) as conn:
+    with psycopg.connect(f"postgresql://{server.user}@127.0.0.1:{server.port}/postgres", autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{server.database}"')
     return server
 

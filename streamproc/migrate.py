@@ -11,7 +11,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import psycopg
 from psycopg import sql
@@ -90,7 +90,7 @@ def migrate(database_url: str, schema: str) -> list[Migration]:
     return applied
 
 
-def check_migrated(conn: psycopg.Connection[object]) -> None:
+def check_migrated(conn: psycopg.Connection[Any]) -> None:
     """Fail early with a clear message when the schema lags behind the code."""
     latest = max(m.version for m in load_migrations())
     try:
@@ -102,6 +102,5 @@ def check_migrated(conn: psycopg.Connection[object]) -> None:
     conn.rollback()
     if have is None or have < latest:
         raise SchemaNotReady(
-            f"the database schema is at version {have or 0}, this streamproc needs {latest}:"
-            " run `streamproc migrate`"
+            f"the database schema is at version {have or 0}, this streamproc needs {latest}: run `streamproc migrate`"
         )

@@ -50,7 +50,10 @@ def print_report(console: Console, data: dict[str, Any]) -> None:
             api.add_column(col, justify="left" if col in ("method", "route") else "right")
         for a in data["api"]:
             api.add_row(
-                a["method"], a["route"], f"{a['count']:,}", f"{a['errors']:,}",
+                a["method"],
+                a["route"],
+                f"{a['count']:,}",
+                f"{a['errors']:,}",
                 *(f"{a[k]:.1f}" if a[k] is not None else "-" for k in ("p50_ms", "p95_ms", "p99_ms")),
             )
         console.print(api)

@@ -27,27 +27,34 @@ def build_report(conn: psycopg.Connection[Any], site: str, start: dt.date, end: 
     t1 = dt.datetime.combine(end + dt.timedelta(days=1), dt.time(), dt.UTC)
     days = (site, start, end)
     hours = (site, t0, t1)
-    pageviews = _one(conn, "SELECT coalesce(sum(views), 0) FROM pageviews_daily"
-                     " WHERE site = %s AND day BETWEEN %s AND %s", days)
-    visitors = _one(conn, "SELECT count(DISTINCT visitor) FROM visitors_daily"
-                    " WHERE site = %s AND day BETWEEN %s AND %s", days)
-    sessions = _one(conn, "SELECT count(DISTINCT session) FROM sessions_daily"
-                    " WHERE site = %s AND day BETWEEN %s AND %s", days)
+    pageviews = _one(
+        conn, "SELECT coalesce(sum(views), 0) FROM pageviews_daily WHERE site = %s AND day BETWEEN %s AND %s", days
+    )
+    visitors = _one(
+        conn, "SELECT count(DISTINCT visitor) FROM visitors_daily WHERE site = %s AND day BETWEEN %s AND %s", days
+    )
+    sessions = _one(
+        conn, "SELECT count(DISTINCT session) FROM sessions_daily WHERE site = %s AND day BETWEEN %s AND %s", days
+    )
     bounced, engaged, avg_s = conn.execute(
         "SELECT count(*) FILTER (WHERE pageviews = 1), count(*),"
         " avg(extract(epoch FROM last_seen - first_seen))"
         " FROM sessions WHERE site = %s AND pageviews > 0 AND first_seen >= %s AND first_seen < %s",
         hours,
     ).fetchone() or (0, 0, None)
-    events = dict(conn.execute(
-        "SELECT type, sum(events)::bigint FROM events_hourly WHERE site = %s AND hour >= %s AND hour < %s"
-        " GROUP BY type ORDER BY type", hours,
-    ).fetchall())
+    events = dict(
+        conn.execute(
+            "SELECT type, sum(events)::bigint FROM events_hourly WHERE site = %s AND hour >= %s AND hour < %s"
+            " GROUP BY type ORDER BY type",
+            hours,
+        ).fetchall()
+    )
     conversions = [
         {"name": name, "count": int(count), "revenue": str(revenue)}
         for name, count, revenue in conn.execute(
             "SELECT name, sum(conversions), sum(revenue) FROM conversions_hourly"
-            " WHERE site = %s AND hour >= %s AND hour < %s GROUP BY name ORDER BY name", hours,
+            " WHERE site = %s AND hour >= %s AND hour < %s GROUP BY name ORDER BY name",
+            hours,
         ).fetchall()
     ]
     revenue = sum((Decimal(c["revenue"]) for c in conversions), Decimal(0))
@@ -85,21 +92,30 @@ def _top_paths(conn: psycopg.Connection[Any], days: tuple[Any, ...], limit: int 
 def _api(conn: psycopg.Connection[Any], hours: tuple[Any, ...]) -> list[dict[str, Any]]:
     totals = conn.execute(
         "SELECT method, route, sum(requests)::bigint, sum(errors)::bigint FROM api_hourly"
-        " WHERE site = %s AND hour >= %s AND hour < %s GROUP BY method, route", hours,
+        " WHERE site = %s AND hour >= %s AND hour < %s GROUP BY method, route",
+        hours,
     ).fetchall()
     hist: dict[tuple[str, str], dict[int, int]] = defaultdict(dict)
     for method, route, bucket, n in conn.execute(
         "SELECT method, route, bucket, sum(requests)::bigint FROM api_latency_hourly"
-        " WHERE site = %s AND hour >= %s AND hour < %s GROUP BY method, route, bucket", hours,
+        " WHERE site = %s AND hour >= %s AND hour < %s GROUP BY method, route, bucket",
+        hours,
     ).fetchall():
         hist[(method, route)][bucket] = int(n)
     out = []
     for method, route, count, errors in totals:
         p50, p95, p99 = quantiles(hist[(method, route)], (0.50, 0.95, 0.99))
-        out.append({
-            "method": method, "route": route, "count": int(count), "errors": int(errors),
-            "p50_ms": _ms(p50), "p95_ms": _ms(p95), "p99_ms": _ms(p99),
-        })
+        out.append(
+            {
+                "method": method,
+                "route": route,
+                "count": int(count),
+                "errors": int(errors),
+                "p50_ms": _ms(p50),
+                "p95_ms": _ms(p95),
+                "p99_ms": _ms(p99),
+            }
+        )
     out.sort(key=lambda r: (-r["count"], r["method"], r["route"]))
     return out
 
@@ -110,6 +126,7 @@ def _ms(value: float | None) -> float | None:
 
 def sites(conn: psycopg.Connection[Any]) -> list[str]:
     """Sites seen, busiest first."""
-    return [r[0] for r in conn.execute(
-        "SELECT site FROM events_hourly GROUP BY site ORDER BY sum(events) DESC, site"
-    ).fetchall()]
+    return [
+        r[0]
+        for r in conn.execute("SELECT site FROM events_hourly GROUP BY site ORDER BY sum(events) DESC, site").fetchall()
+    ]

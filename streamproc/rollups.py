@@ -18,7 +18,7 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import Any, Final
 
-_EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+_EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 @lru_cache(maxsize=65536)
@@ -138,23 +138,33 @@ VISITOR = Col("visitor", Kind.BIGINT)
 API_KEY = (SITE, HOUR, Col("method", Kind.TEXT), Col("route", Kind.TEXT), Col("status_class", Kind.SMALLINT))
 
 PAGEVIEWS_HOURLY = Rollup(
-    "pageviews_hourly", (SITE, HOUR, PATH), (Measure("views", Kind.BIGINT),),
+    "pageviews_hourly",
+    (SITE, HOUR, PATH),
+    (Measure("views", Kind.BIGINT),),
     "Page views per site, path and UTC hour.",
 )
 PAGEVIEWS_DAILY = Rollup(
-    "pageviews_daily", (SITE, DAY, PATH), (Measure("views", Kind.BIGINT),),
+    "pageviews_daily",
+    (SITE, DAY, PATH),
+    (Measure("views", Kind.BIGINT),),
     "Page views per site, path and UTC day.",
 )
 PATH_VISITORS = Rollup(
-    "path_visitors_daily", (SITE, DAY, PATH, VISITOR), (),
+    "path_visitors_daily",
+    (SITE, DAY, PATH, VISITOR),
+    (),
     "Set: hashed visitors that viewed a path on a UTC day (exact uniques).",
 )
 SITE_VISITORS = Rollup(
-    "visitors_daily", (SITE, DAY, VISITOR), (),
+    "visitors_daily",
+    (SITE, DAY, VISITOR),
+    (),
     "Set: hashed visitors with at least one page view on a UTC day.",
 )
 SITE_SESSIONS = Rollup(
-    "sessions_daily", (SITE, DAY, Col("session", Kind.BIGINT)), (),
+    "sessions_daily",
+    (SITE, DAY, Col("session", Kind.BIGINT)),
+    (),
     "Set: hashed sessions with at least one page view on a UTC day.",
 )
 DIMENSIONS = Rollup(
@@ -165,7 +175,8 @@ DIMENSIONS = Rollup(
 )
 DIMENSION_VISITORS = Rollup(
     "dimension_visitors_daily",
-    (SITE, DAY, Col("dimension", Kind.TEXT), Col("value", Kind.TEXT), VISITOR), (),
+    (SITE, DAY, Col("dimension", Kind.TEXT), Col("value", Kind.TEXT), VISITOR),
+    (),
     "Set: hashed visitors per site, UTC day and dimension value.",
 )
 CLICK_GRID = Rollup(
@@ -181,7 +192,8 @@ CLICK_SELECTORS = Rollup(
     "Clicks per site, UTC day, path and CSS selector.",
 )
 API_REQUESTS = Rollup(
-    "api_hourly", API_KEY,
+    "api_hourly",
+    API_KEY,
     (
         Measure("requests", Kind.BIGINT),
         Measure("errors", Kind.BIGINT),
@@ -192,7 +204,8 @@ API_REQUESTS = Rollup(
     "API requests per site, UTC hour, method, route and status class.",
 )
 API_LATENCY = Rollup(
-    "api_latency_hourly", (*API_KEY, Col("bucket", Kind.SMALLINT)),
+    "api_latency_hourly",
+    (*API_KEY, Col("bucket", Kind.SMALLINT)),
     (Measure("requests", Kind.BIGINT),),
     "Mergeable latency histogram: requests per log-spaced duration bucket.",
 )
@@ -221,9 +234,20 @@ EVENTS = Rollup(
 )
 
 ALL: Final = (
-    PAGEVIEWS_HOURLY, PAGEVIEWS_DAILY, PATH_VISITORS, SITE_VISITORS, SITE_SESSIONS,
-    DIMENSIONS, DIMENSION_VISITORS, CLICK_GRID, CLICK_SELECTORS, API_REQUESTS,
-    API_LATENCY, CONVERSIONS, SESSIONS, EVENTS,
+    PAGEVIEWS_HOURLY,
+    PAGEVIEWS_DAILY,
+    PATH_VISITORS,
+    SITE_VISITORS,
+    SITE_SESSIONS,
+    DIMENSIONS,
+    DIMENSION_VISITORS,
+    CLICK_GRID,
+    CLICK_SELECTORS,
+    API_REQUESTS,
+    API_LATENCY,
+    CONVERSIONS,
+    SESSIONS,
+    EVENTS,
 )
 
 

@@ -121,9 +121,7 @@ class PostgresSink:
                 "INSERT INTO streams (name) SELECT unnest(%s::text[]) ORDER BY 1 ON CONFLICT DO NOTHING",
                 (sorted(names),),
             )
-            rows = self.conn.execute(
-                "SELECT name, id FROM streams WHERE name = ANY(%s)", (list(names),)
-            ).fetchall()
+            rows = self.conn.execute("SELECT name, id FROM streams WHERE name = ANY(%s)", (list(names),)).fetchall()
         self._stream_ids.update({name: sid for name, sid in rows})
         return dict(self._stream_ids)
 
@@ -154,9 +152,7 @@ class PostgresSink:
                 )
                 removed += cur.rowcount
             if keep_from_ms:
-                cur = self.conn.execute(
-                    "DELETE FROM producer_ids WHERE entry_ms < %s", (min(keep_from_ms.values()),)
-                )
+                cur = self.conn.execute("DELETE FROM producer_ids WHERE entry_ms < %s", (min(keep_from_ms.values()),))
                 removed += cur.rowcount
         return removed
 
@@ -167,8 +163,7 @@ class PostgresSink:
             yield
         except (pge.UndefinedTable, pge.InvalidSchemaName) as exc:
             raise SchemaNotReady(
-                f"Postgres schema {self._schema!r} is not migrated ({_first_line(exc)});"
-                " run `streamproc migrate` first"
+                f"Postgres schema {self._schema!r} is not migrated ({_first_line(exc)}); run `streamproc migrate` first"
             ) from exc
         except RETRYABLE as exc:
             raise SinkUnavailable(f"transaction aborted, will retry: {_first_line(exc)}") from exc
@@ -199,9 +194,7 @@ class BatchTransaction:
                 seqs.append(seq)
         if not sids:
             return Claim([], 0)
-        new = {
-            (s, m, q) for s, m, q in self._conn.execute(_CLAIM_ENTRIES, (sids, mss, seqs)).fetchall()
-        }
+        new = {(s, m, q) for s, m, q in self._conn.execute(_CLAIM_ENTRIES, (sids, mss, seqs)).fetchall()}
         fresh: list[Accepted] = []
         for stream, items in accepted.items():
             sid = self._stream_ids[stream]
@@ -233,10 +226,7 @@ class BatchTransaction:
             item
             for item in fresh
             if item.event.id is None
-            or (
-                (item.event.site, item.event.id) in new_keys
-                and winners[(item.event.site, item.event.id)] is item
-            )
+            or ((item.event.site, item.event.id) in new_keys and winners[(item.event.site, item.event.id)] is item)
         ]
 
     def write(self, shards: Mapping[str, R.Shard]) -> int:
@@ -259,7 +249,7 @@ _SQL_CACHE: dict[str, sql.SQL] = {}
 def _sql(rollup: R.Rollup) -> sql.SQL:
     text = _SQL_CACHE.get(rollup.table)
     if text is None:
-        text = _SQL_CACHE[rollup.table] = sql.SQL(rollup.upsert_sql())  # type: ignore[arg-type]  # built from declarations, not input
+        text = _SQL_CACHE[rollup.table] = sql.SQL(rollup.upsert_sql())  # built from declarations, not input
     return text
 
 

@@ -14,6 +14,7 @@ from streamproc.errors import GroupMissing, SourceError, SourceUnavailable
 
 Fields = dict[bytes, bytes]
 Entry = tuple[bytes, Fields | None]
+DeadLetter = tuple[bytes, Mapping[bytes, bytes], str]  # entry id, original fields, reason
 
 # Ack a bad entry and append it to the dead-letter stream atomically, but only
 # if it was still pending: a zombie consumer acking the same entry later gets
@@ -133,9 +134,7 @@ class RedisSource:
     def read_own_pending(self, count: int) -> Batch:
         """This consumer's pending entries (after a restart), oldest first."""
         with self._errors():
-            reply = self.client.xreadgroup(
-                self.group, self.consumer, {s: "0" for s in self.streams}, count=count
-            )
+            reply = self.client.xreadgroup(self.group, self.consumer, {s: "0" for s in self.streams}, count=count)
         batch = _batch_from_reply(reply)
         batch.delivery_counts = self._delivery_counts(batch)
         return batch
@@ -151,9 +150,7 @@ class RedisSource:
                         stream, self.group, self.consumer, min_idle_ms, cursor, count=count - len(batch)
                     )
                     if claimed:
-                        batch.entries.setdefault(stream, []).extend(
-                            (eid, fields) for eid, fields in claimed
-                        )
+                        batch.entries.setdefault(stream, []).extend((eid, fields) for eid, fields in claimed)
                     if deleted:
                         batch.trimmed.setdefault(stream, []).extend(deleted)
                     cursor = nxt
@@ -169,15 +166,19 @@ class RedisSource:
             if not ids:
                 continue
             rows = self.client.xpending_range(
-                stream, self.group, min=ids[0], max=ids[-1], count=len(ids) + 1000,
+                stream,
+                self.group,
+                min=ids[0],
+                max=ids[-1],
+                count=len(ids) + 1000,
                 consumername=self.consumer,
             )
-            out[stream] = {row["message_id"]: int(row["times_delivered"]) for row in rows}
+            out[stream] = {_b(row["message_id"]): int(row["times_delivered"]) for row in rows}
         return out
 
     # -- acknowledging ------------------------------------------------------------
 
-    def ack(self, acks: Mapping[str, Sequence[bytes]], dead: Mapping[str, Sequence[tuple[bytes, Mapping[bytes, bytes], str]]]) -> int:
+    def ack(self, acks: Mapping[str, Sequence[bytes]], dead: Mapping[str, Sequence[DeadLetter]]) -> int:
         """Dead-letter bad entries and ack everything, in one round trip.
 
         Returns the number of dead letters actually written.
@@ -242,7 +243,7 @@ class RedisSource:
         with self._errors():
             for stream in self.streams:
                 first = self.client.xrange(stream, count=1)
-                out[stream] = _id_tuple(_s(first[0][0]))[0] if first else None
+                out[stream] = _id_tuple(_s(first[0][0] or b"0-0"))[0] if first else None
         return out
 
     def close(self) -> None:
@@ -260,6 +261,10 @@ def _batch_from_reply(reply: Any) -> Batch:
             else:
                 batch.entries.setdefault(name, []).append((eid, fields))
     return batch
+
+
+def _b(value: bytes | str | int) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode()
 
 
 def _s(value: bytes | str) -> str:

@@ -22,8 +22,13 @@ import redis
 
 SITES: Final = ("shop.example", "blog.example", "docs.example", "news.example", "app.example")
 REFERRERS: Final = (
-    None, None, "https://www.google.com/search?q=x", "https://news.ycombinator.com/item?id=1",
-    "https://t.co/abc", "https://duckduckgo.com/", "android-app://com.slack",
+    None,
+    None,
+    "https://www.google.com/search?q=x",
+    "https://news.ycombinator.com/item?id=1",
+    "https://t.co/abc",
+    "https://duckduckgo.com/",
+    "android-app://com.slack",
 )
 DEVICES: Final = ("desktop", "mobile", "tablet")
 BROWSERS: Final = ("Firefox", "Chrome", "Safari", "Edge")
@@ -35,8 +40,15 @@ MALFORMED: Final = (
     {"event": "[1, 2, 3]"},
     {"event": json.dumps({"type": "teleport", "site": "shop.example", "ts": 1})},
     {"type": "page_view", "ts": "1700000000000", "path": "/"},
-    {"type": "api_request", "site": "shop.example", "ts": "1700000000000", "method": "GET",
-     "route": "/x", "status": "700", "duration_ms": "1"},
+    {
+        "type": "api_request",
+        "site": "shop.example",
+        "ts": "1700000000000",
+        "method": "GET",
+        "route": "/x",
+        "status": "700",
+        "duration_ms": "1",
+    },
     {"type": "click", "site": "shop.example", "ts": "1700000000000", "path": "/", "x": "1.5", "y": "0.2"},
     {"type": "page_view", "site": "x" * 200, "ts": "1700000000000", "path": "/"},
     {"hello": "world"},
@@ -93,8 +105,13 @@ class Generator:
         path = rng.choices(self.paths, self.path_weights)[0]
         if kind == "page_view":
             ev["path"] = path
-            for key, pool in (("referrer", REFERRERS), ("device", DEVICES), ("browser", BROWSERS),
-                              ("os", OSES), ("country", COUNTRIES)):
+            for key, pool in (
+                ("referrer", REFERRERS),
+                ("device", DEVICES),
+                ("browser", BROWSERS),
+                ("os", OSES),
+                ("country", COUNTRIES),
+            ):
                 value = rng.choice(pool)
                 if value is not None and rng.random() < 0.9:
                     ev[key] = value
@@ -109,8 +126,7 @@ class Generator:
         elif kind == "api_request":
             method, route = rng.choice(ROUTES)
             status = rng.choices((200, 201, 404, 500, 503), (80, 8, 6, 4, 2))[0]
-            ev.update(method=method, route=route, status=status,
-                      duration_ms=round(rng.lognormvariate(3.0, 0.8), 3))
+            ev.update(method=method, route=route, status=status, duration_ms=round(rng.lognormvariate(3.0, 0.8), 3))
         elif kind == "conversion":
             ev["name"] = rng.choice(("signup", "purchase"))
             if ev["name"] == "purchase":

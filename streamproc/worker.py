@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import structlog
 
@@ -26,6 +26,7 @@ from streamproc.sink import Claim, PostgresSink
 from streamproc.source import Batch, RedisSource
 
 log = structlog.get_logger("streamproc")
+T = TypeVar("T")
 
 PRUNE_INTERVAL_S: Final = 600.0
 DRAIN_BLOCK_MS: Final = 200
@@ -108,8 +109,12 @@ class Worker:
         check_migrated(self.sink.conn)
         self._retry_sink(lambda: self.sink.register_streams(self.source.streams))
         log.info(
-            "ready", streams=self.source.streams, group=self.source.group,
-            consumer=self.source.consumer, groups_created=created, drain=self.drain,
+            "ready",
+            streams=self.source.streams,
+            group=self.source.group,
+            consumer=self.source.consumer,
+            groups_created=created,
+            drain=self.drain,
         )
 
     def stop(self, reason: str = "requested") -> None:
@@ -147,9 +152,7 @@ class Worker:
         now = time.monotonic()
         if now >= self._next_reclaim:
             self._next_reclaim = now + self.settings.reclaim_interval_ms / 1000
-            batch = self._retry_source(
-                lambda: self.source.reclaim(self.settings.min_idle_ms, self.settings.batch_size)
-            )
+            batch = self._retry_source(lambda: self.source.reclaim(self.settings.min_idle_ms, self.settings.batch_size))
             if not batch.is_empty():
                 self.totals.reclaimed += len(batch)
                 log.info("reclaimed", entries=len(batch), trimmed=sum(map(len, batch.trimmed.values())))
@@ -166,9 +169,12 @@ class Worker:
         flush_s = time.perf_counter() - started
         written = self.ack(batch, decoded)
         result = BatchResult(
-            entries=len(batch), ok=len(claim.counted),
-            dead_lettered=written, duplicates=claim.duplicates,
-            trimmed=sum(len(v) for v in batch.trimmed.values()), flush_s=flush_s,
+            entries=len(batch),
+            ok=len(claim.counted),
+            dead_lettered=written,
+            duplicates=claim.duplicates,
+            trimmed=sum(len(v) for v in batch.trimmed.values()),
+            flush_s=flush_s,
         )
         self._account(batch, decoded, claim, result)
         return result
@@ -262,8 +268,13 @@ class Worker:
             t.add(stream, "duplicate_skipped", len(d.accepted) - ok)
             t.add(stream, "dead_lettered", len(d.rejected))
         log.info(
-            "batch", entries=r.entries, ok=r.ok, dead_lettered=r.dead_lettered,
-            duplicates=r.duplicates, trimmed=r.trimmed, flush_ms=round(r.flush_s * 1000, 1),
+            "batch",
+            entries=r.entries,
+            ok=r.ok,
+            dead_lettered=r.dead_lettered,
+            duplicates=r.duplicates,
+            trimmed=r.trimmed,
+            flush_ms=round(r.flush_s * 1000, 1),
         )
         if self.on_batch is not None:
             self.on_batch(r)
@@ -271,8 +282,12 @@ class Worker:
     def _totals_view(self) -> dict[str, int]:
         t = self.totals
         return {
-            "batches": t.batches, "ok": t.ok, "dead_lettered": t.dead_lettered,
-            "duplicates": t.duplicates, "trimmed": t.trimmed, "reclaimed": t.reclaimed,
+            "batches": t.batches,
+            "ok": t.ok,
+            "dead_lettered": t.dead_lettered,
+            "duplicates": t.duplicates,
+            "trimmed": t.trimmed,
+            "reclaimed": t.reclaimed,
         }
 
     def _check_deadline(self, step: str, exc: Exception) -> None:
@@ -283,7 +298,7 @@ class Worker:
                 " will be redelivered; nothing is lost."
             ) from exc
 
-    def _retry_source(self, call: Callable[[], Any], step: str = "read") -> Any:
+    def _retry_source(self, call: Callable[[], T], step: str = "read") -> T:
         backoff = Backoff()
         while True:
             try:
@@ -293,7 +308,7 @@ class Worker:
                 delay = backoff.wait()
                 log.warning("redis unavailable, retrying", step=step, error=str(exc), retry_in_s=round(delay, 2))
 
-    def _retry_sink(self, call: Callable[[], Any]) -> Any:
+    def _retry_sink(self, call: Callable[[], T]) -> T:
         backoff = Backoff()
         while True:
             try:
@@ -302,4 +317,3 @@ class Worker:
                 self._check_deadline("connect", exc)
                 delay = backoff.wait()
                 log.warning("postgres unavailable, retrying", error=str(exc), retry_in_s=round(delay, 2))
-

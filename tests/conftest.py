@@ -81,9 +81,16 @@ def r(redis_url: str) -> Iterator[redis.Redis]:
 def make_settings(redis_url: str, database_url: str, ns: str, stream: str) -> Callable[..., Settings]:
     def make(**overrides: Any) -> Settings:
         base: dict[str, Any] = {
-            "redis_url": redis_url, "database_url": database_url, "db_schema": ns,
-            "streams": stream, "group": "g", "consumer": "c1", "visitor_secret": SECRET,
-            "block_ms": 200, "min_idle_ms": 1000, "reclaim_interval_ms": 200,
+            "redis_url": redis_url,
+            "database_url": database_url,
+            "db_schema": ns,
+            "streams": stream,
+            "group": "g",
+            "consumer": "c1",
+            "visitor_secret": SECRET,
+            "block_ms": 200,
+            "min_idle_ms": 1000,
+            "reclaim_interval_ms": 200,
         }
         base.update(overrides)
         return load_settings(base, environ={})
@@ -108,21 +115,23 @@ def pg(database_url: str, schema: str) -> Iterator[psycopg.Connection[Any]]:
 
 def daemon_env(settings: Settings, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMPROC_")}
-    env.update({
-        "STREAMPROC_REDIS_URL": settings.redis_url,
-        "STREAMPROC_DATABASE_URL": settings.database_url,
-        "STREAMPROC_DB_SCHEMA": settings.db_schema,
-        "STREAMPROC_STREAMS": ",".join(settings.streams),
-        "STREAMPROC_GROUP": settings.group,
-        "STREAMPROC_CONSUMER": settings.consumer,
-        "STREAMPROC_BATCH_SIZE": str(settings.batch_size),
-        "STREAMPROC_BLOCK_MS": str(settings.block_ms),
-        "STREAMPROC_MIN_IDLE_MS": str(settings.min_idle_ms),
-        "STREAMPROC_RECLAIM_INTERVAL_MS": str(settings.reclaim_interval_ms),
-        "STREAMPROC_MAX_DELIVERIES": str(settings.max_deliveries),
-        "STREAMPROC_VISITOR_SECRET": settings.visitor_secret or "",
-        "STREAMPROC_LOG_LEVEL": "info",
-    })
+    env.update(
+        {
+            "STREAMPROC_REDIS_URL": settings.redis_url,
+            "STREAMPROC_DATABASE_URL": settings.database_url,
+            "STREAMPROC_DB_SCHEMA": settings.db_schema,
+            "STREAMPROC_STREAMS": ",".join(settings.streams),
+            "STREAMPROC_GROUP": settings.group,
+            "STREAMPROC_CONSUMER": settings.consumer,
+            "STREAMPROC_BATCH_SIZE": str(settings.batch_size),
+            "STREAMPROC_BLOCK_MS": str(settings.block_ms),
+            "STREAMPROC_MIN_IDLE_MS": str(settings.min_idle_ms),
+            "STREAMPROC_RECLAIM_INTERVAL_MS": str(settings.reclaim_interval_ms),
+            "STREAMPROC_MAX_DELIVERIES": str(settings.max_deliveries),
+            "STREAMPROC_VISITOR_SECRET": settings.visitor_secret or "",
+            "STREAMPROC_LOG_LEVEL": "info",
+        }
+    )
     env.update(extra)
     return env
 
@@ -138,7 +147,9 @@ class Daemons:
         with open(self.logdir / f"daemon-{len(self.procs)}.log", "wb") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "streamproc", "run", *args],
-                env=daemon_env(settings, **env), stdout=log, stderr=subprocess.STDOUT,
+                env=daemon_env(settings, **env),
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         proc.logfile = log.name  # type: ignore[attr-defined]
         self.procs.append(proc)

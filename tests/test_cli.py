@@ -26,8 +26,19 @@ def test_unreachable_postgres_exits_1_with_one_line() -> None:
 
 def test_report_on_unmigrated_schema_says_run_migrate(database_url: str) -> None:
     """Reading a schema that was never migrated tells the user to run `streamproc migrate`."""
-    res = run_cli("report", "--site", "s", "--from", "2026-01-01", "--to", "2026-01-01",
-                  "--database-url", database_url, "--schema", "never_migrated")
+    res = run_cli(
+        "report",
+        "--site",
+        "s",
+        "--from",
+        "2026-01-01",
+        "--to",
+        "2026-01-01",
+        "--database-url",
+        database_url,
+        "--schema",
+        "never_migrated",
+    )
     assert res.returncode == 1 and "streamproc migrate" in res.stderr, res.stderr
 
 

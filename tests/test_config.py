@@ -16,8 +16,9 @@ def test_precedence_flags_over_env_over_file(tmp_path: Path) -> None:
     """A flag beats the environment, which beats the TOML file, which beats defaults."""
     cfg = tmp_path / "streamproc.toml"
     cfg.write_text('[streamproc]\nbatch_size = 10\ngroup = "from-file"\nblock_ms = 300\n')
-    s = load_settings({"batch_size": 30}, environ={"STREAMPROC_BATCH_SIZE": "20", "STREAMPROC_GROUP": "from-env"},
-                      config_file=cfg)
+    s = load_settings(
+        {"batch_size": 30}, environ={"STREAMPROC_BATCH_SIZE": "20", "STREAMPROC_GROUP": "from-env"}, config_file=cfg
+    )
     assert (s.batch_size, s.group, s.block_ms, s.max_deliveries) == (30, "from-env", 300, 5)
 
 
@@ -49,7 +50,7 @@ def test_config_file_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read config file"):
         load_settings(environ={}, config_file=bad)
     bad.write_text("[streamproc]\nbatch_sise = 3\n")
-    with pytest.raises(ConfigError, match="unknown setting.*batch_sise"):
+    with pytest.raises(ConfigError, match=r"unknown setting.*batch_sise"):
         load_settings(environ={}, config_file=bad)
 
 
@@ -75,8 +76,13 @@ def test_secrets_are_masked_and_read_from_credentials(tmp_path: Path) -> None:
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     base = {"PATH": "/usr/bin:/bin"}
-    return subprocess.run([sys.executable, "-m", "streamproc", *args], env={**base, **(env or {})},
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "streamproc", *args],
+        env={**base, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_bad_config_exits_2_with_one_line() -> None:

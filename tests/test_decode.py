@@ -139,9 +139,17 @@ def without(event: dict[str, Any], key: str) -> dict[str, Any]:
 def test_page_view_json_all_attributes() -> None:
     """A JSON page_view with every optional attribute decodes into an equal PageView."""
     attrs = {
-        "id": "e-1", "session": "s-1", "visitor": "v-1", "referrer": "https://ref.example/",
-        "device": "mobile", "browser": "Firefox", "os": "Linux", "country": "NL",
-        "utm_source": "news", "utm_medium": "email", "utm_campaign": "spring",
+        "id": "e-1",
+        "session": "s-1",
+        "visitor": "v-1",
+        "referrer": "https://ref.example/",
+        "device": "mobile",
+        "browser": "Firefox",
+        "os": "Linux",
+        "country": "NL",
+        "utm_source": "news",
+        "utm_medium": "email",
+        "utm_campaign": "spring",
     }
     result = accept(as_json(page_view(**attrs)))
     assert result.event == PageView(site="example.com", ts=NOW_MS, path="/home", **attrs)
@@ -158,8 +166,17 @@ def test_page_view_flat_minimal() -> None:
 
 def test_page_view_flat_all_attributes_equals_json() -> None:
     """Flat and JSON forms of the same page_view produce equal structs."""
-    event = page_view(referrer="r", device="d", browser="b", os="o", country="c",
-                      utm_source="s", utm_medium="m", utm_campaign="c2", session="s1")
+    event = page_view(
+        referrer="r",
+        device="d",
+        browser="b",
+        os="o",
+        country="c",
+        utm_source="s",
+        utm_medium="m",
+        utm_campaign="c2",
+        session="s1",
+    )
     assert accept(as_flat(event)).event == accept(as_json(event)).event
 
 
@@ -327,9 +344,7 @@ def test_json_event_takes_precedence_over_flat_fields() -> None:
 
 def test_strings_at_their_limits_accepted() -> None:
     """site of 128, path/referrer of 2048 and short attributes of 256 chars are accepted."""
-    event = page_view(
-        site="s" * SITE_MAX, path="/" * PATH_MAX, referrer="r" * TEXT_MAX, device="d" * SHORT_MAX
-    )
+    event = page_view(site="s" * SITE_MAX, path="/" * PATH_MAX, referrer="r" * TEXT_MAX, device="d" * SHORT_MAX)
     result = accept(as_json(event))
     assert len(result.event.site) == SITE_MAX
     assert len(result.event.path) == PATH_MAX
@@ -362,10 +377,15 @@ REJECTED: list[Any] = [
     pytest.param({b"event": b"null"}, "object", id="json-null"),
     pytest.param({b"event": b"\xff\xfe{}"}, None, id="json-invalid-utf8-outside-string"),
     # NaN / Infinity are not JSON
-    pytest.param({b"event": b'{"type":"click","site":"s","ts":1,"path":"/","x":NaN,"y":0.5}'}, None,
-                 id="json-nan"),
-    pytest.param({b"event": b'{"type":"api_request","site":"s","ts":1,"method":"GET","route":"/",'
-                            b'"status":200,"duration_ms":Infinity}'}, None, id="json-infinity"),
+    pytest.param({b"event": b'{"type":"click","site":"s","ts":1,"path":"/","x":NaN,"y":0.5}'}, None, id="json-nan"),
+    pytest.param(
+        {
+            b"event": b'{"type":"api_request","site":"s","ts":1,"method":"GET","route":"/",'
+            b'"status":200,"duration_ms":Infinity}'
+        },
+        None,
+        id="json-infinity",
+    ),
     # type
     pytest.param(as_json(without(click(), "type")), "type", id="json-missing-type"),
     pytest.param(as_json(click(type="purchase")), "type", id="json-unknown-type"),
@@ -411,8 +431,9 @@ REJECTED: list[Any] = [
     pytest.param(as_flat(page_view(path="/" * (PATH_MAX + 1))), "path", id="flat-path-too-long"),
     pytest.param(as_json(page_view(referrer="r" * (TEXT_MAX + 1))), "referrer", id="json-referrer-too-long"),
     pytest.param(as_json(page_view(device="d" * (SHORT_MAX + 1))), "device", id="json-device-too-long"),
-    pytest.param(as_flat(page_view(utm_campaign="c" * (SHORT_MAX + 1))), "utm_campaign",
-                 id="flat-utm-campaign-too-long"),
+    pytest.param(
+        as_flat(page_view(utm_campaign="c" * (SHORT_MAX + 1))), "utm_campaign", id="flat-utm-campaign-too-long"
+    ),
     pytest.param(as_json(page_view(country=["NL"])), "country", id="json-country-not-string"),
     # click
     pytest.param(as_json(without(click(), "x")), "x", id="json-click-missing-x"),
@@ -469,10 +490,12 @@ REJECTED: list[Any] = [
     pytest.param({**as_flat(page_view()), b"\xc3\x28": b"x"}, "UTF-8", id="flat-invalid-utf8-key"),
     pytest.param({**as_flat(page_view()), b"junk": b"\xed\xa0\x80"}, "UTF-8", id="flat-surrogate-utf8"),
     # entry size
-    pytest.param(as_json(custom(props={"blob": "x" * DEFAULT_MAX_ENTRY_BYTES})), "limit",
-                 id="json-entry-over-default-limit"),
-    pytest.param({**as_flat(page_view()), b"pad": b"p" * DEFAULT_MAX_ENTRY_BYTES}, "limit",
-                 id="flat-entry-over-default-limit"),
+    pytest.param(
+        as_json(custom(props={"blob": "x" * DEFAULT_MAX_ENTRY_BYTES})), "limit", id="json-entry-over-default-limit"
+    ),
+    pytest.param(
+        {**as_flat(page_view()), b"pad": b"p" * DEFAULT_MAX_ENTRY_BYTES}, "limit", id="flat-entry-over-default-limit"
+    ),
 ]
 
 
@@ -514,8 +537,9 @@ def test_future_limit_is_relative_to_now_ms() -> None:
 
 _HUGE_REVENUE = [
     pytest.param(as_json(conversion(revenue="1E+1000000")), id="json-string"),
-    pytest.param({b"event": b'{"type":"conversion","site":"s","ts":1,"name":"n","revenue":1E+1000000}'},
-                 id="json-number"),
+    pytest.param(
+        {b"event": b'{"type":"conversion","site":"s","ts":1,"name":"n","revenue":1E+1000000}'}, id="json-number"
+    ),
     pytest.param(as_flat(conversion(revenue="-1E+1000000")), id="flat"),
 ]
 
@@ -526,9 +550,7 @@ def test_revenue_with_huge_exponent_rejected_not_raised(fields: dict[bytes, byte
     assert "revenue" in reject(fields).reason
 
 
-@pytest.mark.parametrize(
-    "revenue", ["0.1000000000000000000000000000001", "123456789012.0000000000000000000001"]
-)
+@pytest.mark.parametrize("revenue", ["0.1000000000000000000000000000001", "123456789012.0000000000000000000001"])
 def test_revenue_with_many_digits_over_six_places_rejected(revenue: str) -> None:
     """Revenue with more than 6 decimal places is Rejected however many digits it has."""
     assert "revenue" in reject(as_json(conversion(revenue=revenue))).reason
@@ -547,8 +569,7 @@ def test_revenue_magnitude_limit() -> None:
 
 _BAD_UTF8_IN_JSON_STRING = [
     pytest.param(b'{"type":"click","site":"\xff","ts":1,"path":"/","x":0.5,"y":0.5}', id="site-0xff"),
-    pytest.param(b'{"type":"custom","site":"s","ts":1,"name":"n","props":{"a":"\xed\xa0\x80"}}',
-                 id="props-surrogate"),
+    pytest.param(b'{"type":"custom","site":"s","ts":1,"name":"n","props":{"a":"\xed\xa0\x80"}}', id="props-surrogate"),
     pytest.param(b'{"type":"page_view","site":"s","ts":1,"path":"/\xc3\x28"}', id="path-bad-continuation"),
 ]
 
@@ -597,10 +618,42 @@ def test_deeply_nested_props_never_raise(depth: int, kind: str) -> None:
 # --------------------------------------------------------------------------- 3. properties
 
 JSON_TOKENS = [
-    b"{", b"}", b"[", b"]", b":", b",", b'"', b"\\", b"\\u0000", b"\\ud800", b"null", b"true",
-    b"false", b"0", b"-1", b"1e309", b"NaN", b"Infinity", b"0.5", b'"type"', b'"page_view"',
-    b'"click"', b'"api_request"', b'"conversion"', b'"custom"', b'"site"', b'"ts"', b'"path"',
-    b'"x"', b'"y"', b'"status"', b'"revenue"', b'"props"', b'"name"', b" ", b"\n",
+    b"{",
+    b"}",
+    b"[",
+    b"]",
+    b":",
+    b",",
+    b'"',
+    b"\\",
+    b"\\u0000",
+    b"\\ud800",
+    b"null",
+    b"true",
+    b"false",
+    b"0",
+    b"-1",
+    b"1e309",
+    b"NaN",
+    b"Infinity",
+    b"0.5",
+    b'"type"',
+    b'"page_view"',
+    b'"click"',
+    b'"api_request"',
+    b'"conversion"',
+    b'"custom"',
+    b'"site"',
+    b'"ts"',
+    b'"path"',
+    b'"x"',
+    b'"y"',
+    b'"status"',
+    b'"revenue"',
+    b'"props"',
+    b'"name"',
+    b" ",
+    b"\n",
 ]
 
 json_ish = st.lists(st.sampled_from(JSON_TOKENS), max_size=40).map(b"".join)
@@ -620,11 +673,46 @@ def test_prop_json_prefixed_event_bytes_never_raise(raw: bytes) -> None:
     never_raises({b"event": b'{"type":"custom","site":"s","ts":1,"name":"n","props":' + raw})
 
 
-FIELD_KEYS = [b"type", b"site", b"ts", b"path", b"x", b"y", b"method", b"route", b"status",
-              b"duration_ms", b"name", b"revenue", b"currency", b"props", b"id", b"event"]
-FIELD_VALUES = [b"page_view", b"click", b"api_request", b"conversion", b"custom", b"", b"0", b"1",
-                b"0.5", b"-1", b"1800000000000", b"2027-01-15T08:00:00Z", b"nan", b"inf", b"{}", b"19.99",
-                b"\xff", b"\x00", b"GET", b"/"]
+FIELD_KEYS = [
+    b"type",
+    b"site",
+    b"ts",
+    b"path",
+    b"x",
+    b"y",
+    b"method",
+    b"route",
+    b"status",
+    b"duration_ms",
+    b"name",
+    b"revenue",
+    b"currency",
+    b"props",
+    b"id",
+    b"event",
+]
+FIELD_VALUES = [
+    b"page_view",
+    b"click",
+    b"api_request",
+    b"conversion",
+    b"custom",
+    b"",
+    b"0",
+    b"1",
+    b"0.5",
+    b"-1",
+    b"1800000000000",
+    b"2027-01-15T08:00:00Z",
+    b"nan",
+    b"inf",
+    b"{}",
+    b"19.99",
+    b"\xff",
+    b"\x00",
+    b"GET",
+    b"/",
+]
 
 
 @PROPS
@@ -641,6 +729,7 @@ def test_prop_arbitrary_fields_never_raise(fields: dict[bytes, bytes]) -> None:
 
 
 # Valid-event strategies ------------------------------------------------------
+
 
 def text(min_size: int = 0, max_size: int = 32) -> st.SearchStrategy[str]:
     return st.text(st.characters(codec="utf-8"), min_size=min_size, max_size=max_size)
@@ -671,9 +760,7 @@ unit = st.floats(min_value=0.0, max_value=1.0, allow_nan=False)
 @st.composite
 def revenue_values(draw: st.DrawFn) -> Decimal:
     places = draw(st.integers(min_value=0, max_value=6))
-    return draw(
-        st.decimals(min_value=0, max_value=10**9, places=places, allow_nan=False, allow_infinity=False)
-    )
+    return draw(st.decimals(min_value=0, max_value=10**9, places=places, allow_nan=False, allow_infinity=False))
 
 
 @st.composite
@@ -694,8 +781,12 @@ def valid_events(draw: st.DrawFn) -> tuple[dict[str, Any], int]:
         for key in ("device", "browser", "os", "country", "utm_source", "utm_medium", "utm_campaign"):
             specific[key] = draw(optional(text(0, SHORT_MAX)))
     elif kind == "click":
-        specific = {"path": draw(text(1, PATH_MAX)), "x": draw(unit), "y": draw(unit),
-                    "selector": draw(optional(text(0, TEXT_MAX)))}
+        specific = {
+            "path": draw(text(1, PATH_MAX)),
+            "x": draw(unit),
+            "y": draw(unit),
+            "selector": draw(optional(text(0, TEXT_MAX))),
+        }
     elif kind == "api_request":
         specific = {
             "method": draw(st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"])),
@@ -704,10 +795,16 @@ def valid_events(draw: st.DrawFn) -> tuple[dict[str, Any], int]:
             "duration_ms": draw(st.floats(min_value=0.0, max_value=1e6, allow_nan=False)),
         }
     else:
-        specific = {"name": draw(text(1, SHORT_MAX)), "revenue": draw(optional(revenue_values())),
-                    "currency": draw(optional(st.sampled_from(["EUR", "USD", "JPY", ""])))}
-    extras = draw(st.dictionaries(st.text(string.ascii_lowercase, min_size=1, max_size=8).map("zz_".__add__),
-                                  text(0, 16), max_size=3))
+        specific = {
+            "name": draw(text(1, SHORT_MAX)),
+            "revenue": draw(optional(revenue_values())),
+            "currency": draw(optional(st.sampled_from(["EUR", "USD", "JPY", ""]))),
+        }
+    extras = draw(
+        st.dictionaries(
+            st.text(string.ascii_lowercase, min_size=1, max_size=8).map("zz_".__add__), text(0, 16), max_size=3
+        )
+    )
     return {"type": kind, **common, **specific, **extras}, ts_ms
 
 
@@ -742,9 +839,32 @@ def test_revenue_json_number_and_string_forms_agree() -> None:
 # Hostile strings -------------------------------------------------------------
 
 HOSTILE = [
-    "'; DROP TABLE events; --", "\" OR 1=1 --", "%' OR ''='", "\\", "\\x00", "$$ ; $$", "\x00",
-    "a\x00b", "😀", "👨‍👩‍👧‍👦", "\u202eevil\u202c", "עברית", "مرحبا", "\ufeff", "\u200b", "\U0010ffff",
-    "\r\n", "\t", "<script>alert(1)</script>", "{}", "[]", "null", "NaN", " ", "%s%n%x", "𝔘𝔫𝔦𝔠𝔬𝔡𝔢",
+    "'; DROP TABLE events; --",
+    '" OR 1=1 --',
+    "%' OR ''='",
+    "\\",
+    "\\x00",
+    "$$ ; $$",
+    "\x00",
+    "a\x00b",
+    "😀",
+    "👨‍👩‍👧‍👦",
+    "\u202eevil\u202c",
+    "עברית",
+    "مرحبا",
+    "\ufeff",
+    "\u200b",
+    "\U0010ffff",
+    "\r\n",
+    "\t",
+    "<script>alert(1)</script>",
+    "{}",
+    "[]",
+    "null",
+    "NaN",
+    " ",
+    "%s%n%x",
+    "𝔘𝔫𝔦𝔠𝔬𝔡𝔢",
 ]
 
 hostile_text = st.lists(st.one_of(st.sampled_from(HOSTILE), text(0, 4)), max_size=8).map("".join)
@@ -773,11 +893,14 @@ def test_prop_hostile_strings_round_trip(site: str, path: str, name: str, referr
 @PROPS
 @given(
     props=st.recursive(
-        st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**63 - 1),
-                  st.floats(allow_nan=False, allow_infinity=False), text(0, 8)),
-        lambda children: st.one_of(
-            st.lists(children, max_size=4), st.dictionaries(text(0, 8), children, max_size=4)
+        st.one_of(
+            st.none(),
+            st.booleans(),
+            st.integers(-(2**63), 2**63 - 1),
+            st.floats(allow_nan=False, allow_infinity=False),
+            text(0, 8),
         ),
+        lambda children: st.one_of(st.lists(children, max_size=4), st.dictionaries(text(0, 8), children, max_size=4)),
         max_leaves=30,
     ).map(lambda v: {"v": v})
 )
@@ -862,9 +985,7 @@ def test_decode_batch_empty() -> None:
 )
 def test_prop_decode_batch_partition(kinds: list[bool]) -> None:
     """For any mix of good and bad entries, accepted+rejected ids interleave back to the input order."""
-    entries = [
-        (f"{i}-0".encode(), as_flat(click()) if good else {b"event": b"[]"}) for i, good in enumerate(kinds)
-    ]
+    entries = [(f"{i}-0".encode(), as_flat(click()) if good else {b"event": b"[]"}) for i, good in enumerate(kinds)]
     result = decode_batch(entries, now_ms=NOW_MS)
     pairs = list(zip(entries, kinds, strict=True))
     assert [a.entry_id for a in result.accepted] == [eid for (eid, _), good in pairs if good]

@@ -21,8 +21,20 @@ N_EVENTS = 30_000
 def report_json(settings: Any, site: str, start: str, end: str) -> dict[str, Any]:
     result = CliRunner().invoke(
         app,
-        ["report", "--site", site, "--from", start, "--to", end, "--json",
-         "--database-url", settings.database_url, "--schema", settings.db_schema],
+        [
+            "report",
+            "--site",
+            site,
+            "--from",
+            start,
+            "--to",
+            end,
+            "--json",
+            "--database-url",
+            settings.database_url,
+            "--schema",
+            settings.db_schema,
+        ],
     )
     assert result.exit_code == 0, result.output
     return json.loads(result.output)
@@ -80,14 +92,31 @@ def test_report_cli_entry_point_prints_json(make_settings, schema, r, stream, da
     day = day_of(entries[0].event["ts"]).isoformat()
     out = subprocess.run(
         [sys.executable, "-m", "streamproc", "report", "--site", site, "--from", day, "--to", day, "--json"],
-        env=daemon_env(settings), capture_output=True, text=True, timeout=60, check=True,
+        env=daemon_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     data = json.loads(out.stdout)
     assert set(data) >= {
-        "site", "from", "to", "pageviews", "visitors", "sessions", "bounce_rate", "avg_session_seconds",
-        "events", "revenue", "conversions", "top_paths", "api",
+        "site",
+        "from",
+        "to",
+        "pageviews",
+        "visitors",
+        "sessions",
+        "bounce_rate",
+        "avg_session_seconds",
+        "events",
+        "revenue",
+        "conversions",
+        "top_paths",
+        "api",
     }
     events = valid_events(entries)
-    assert data["pageviews"] == expected_report(events, site, day_of(entries[0].event["ts"]),
-                                                day_of(entries[0].event["ts"]))["pageviews"]
+    assert (
+        data["pageviews"]
+        == expected_report(events, site, day_of(entries[0].event["ts"]), day_of(entries[0].event["ts"]))["pageviews"]
+    )
     assert data["pageviews"] > 0

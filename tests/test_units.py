@@ -13,8 +13,10 @@ from streamproc.histogram import RELATIVE_ERROR, bucket_of, bucket_value, quanti
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.floats(min_value=0.001, max_value=8.64e7, allow_nan=False), min_size=1, max_size=300),
-       st.sampled_from([0.5, 0.95, 0.99]))
+@given(
+    st.lists(st.floats(min_value=0.001, max_value=8.64e7, allow_nan=False), min_size=1, max_size=300),
+    st.sampled_from([0.5, 0.95, 0.99]),
+)
 def test_quantiles_stay_within_relative_error(values: list[float], q: float) -> None:
     """Any quantile read from the histogram is within 2 % of the true nearest-rank value."""
     counts: dict[int, int] = {}
@@ -36,7 +38,8 @@ def test_upsert_sql_applies_rows_in_key_order() -> None:
     """Every derived upsert sorts by its key columns (no deadlocks between workers) and merges
     measures by their declared rule."""
     sql = R.API_REQUESTS.upsert_sql()
-    assert "ORDER BY site, hour, method, route, status_class ON CONFLICT (site, hour, method, route, status_class)" in sql
+    keys = "site, hour, method, route, status_class"
+    assert f"ORDER BY {keys} ON CONFLICT ({keys})" in sql
     assert "duration_min_ms = LEAST(api_hourly.duration_min_ms, EXCLUDED.duration_min_ms)" in sql
     assert "duration_max_ms = GREATEST(api_hourly.duration_max_ms, EXCLUDED.duration_max_ms)" in sql
     assert "requests = api_hourly.requests + EXCLUDED.requests" in sql

@@ -83,9 +83,7 @@ def expected_report(events: list[dict[str, Any]], site: str, start: dt.date, end
         "avg_session_seconds": sum(durations) / len(durations) if durations else None,
         "events": dict(sorted(Counter(e["type"] for e in in_range).items())),
         "revenue": sum(conv_revenue.values(), Decimal(0)),
-        "conversions": [
-            {"name": n, "count": conv_count[n], "revenue": conv_revenue[n]} for n in sorted(conv_count)
-        ],
+        "conversions": [{"name": n, "count": conv_count[n], "revenue": conv_revenue[n]} for n in sorted(conv_count)],
         "top_paths": [{"path": p, "views": v, "visitors": len(path_visitors[p])} for p, v in top],
         "api": {
             key: {

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# One command from a fresh clone:
+#   ./setup.sh demo    set everything up, then run `streamproc demo`
+#   ./setup.sh test    set everything up, then run the whole test suite
+#   ./setup.sh         set everything up only
+# Extra arguments go to the command (e.g. `./setup.sh test -k crash`, `./setup.sh demo -n 200000`).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+        echo "need root to run: $*" >&2; return 1; fi
+}
+
+have_postgres() {
+    command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1
+}
+
+packages=()
+command -v redis-server >/dev/null 2>&1 || packages+=(redis-server)
+have_postgres || packages+=(postgresql)
+python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || packages+=(python3)
+python3 -c 'import venv, ensurepip' 2>/dev/null || packages+=(python3-venv)
+
+if [ ${#packages[@]} -gt 0 ]; then
+    if command -v apt-get >/dev/null 2>&1; then
+        say "installing ${packages[*]} with apt-get"
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${packages[@]}"
+    else
+        cat >&2 <<MSG
+streamproc needs: ${packages[*]}
+Install them with your package manager, for example:
+  Fedora/RHEL:  sudo dnf install redis postgresql-server python3.11
+  macOS:        brew install redis postgresql@16 python@3.11
+  Arch:         sudo pacman -S redis postgresql python
+then run this script again.
+MSG
+        exit 1
+    fi
+fi
+
+if [ ! -x .venv/bin/python ]; then
+    say "creating .venv"
+    python3 -m venv .venv
+fi
+say "installing streamproc into .venv"
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e ".[dev]"
+
+case "${1:-}" in
+    demo) shift; say "streamproc demo"; exec .venv/bin/streamproc demo "$@" ;;
+    test) shift; say "running the test suite"; exec .venv/bin/python -m pytest "$@" ;;
+    "") say "ready: . .venv/bin/activate && streamproc --help" ;;
+    *) echo "usage: ./setup.sh [demo|test] [args...]" >&2; exit 2 ;;
+esac

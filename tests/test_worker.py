@@ -1,0 +1,97 @@
+"""Daemon behaviours around the happy path: poison entries, trimmed entries, SIGTERM, lost group."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+from streamproc.synth import Generator, produce
+from tests.conftest import Daemons, wait_for
+from tests.test_crash import assert_totals, log_lines
+
+GOOD = {"type": "page_view", "site": "s.example", "ts": "1700000000000", "path": "/", "visitor": "v1"}
+
+
+def test_entry_delivered_too_often_is_dead_lettered(make_settings, schema, r, stream, daemons: Daemons) -> None:
+    """An entry already delivered more than max_deliveries times (a poison entry that kept
+    killing workers) goes to the DLQ with a reason instead of looping; good entries flow on."""
+    poison_id = r.xadd(stream, {"type": "page_view", "site": "s.example", "ts": "1700000000000", "path": "/x"})
+    r.xgroup_create(stream, "g", id="0")
+    r.xreadgroup("g", "c1", {stream: ">"}, count=1)
+    for _ in range(5):  # five more deliveries of the same entry to the same consumer
+        r.xreadgroup("g", "c1", {stream: "0"}, count=1)
+    assert r.xpending_range(stream, "g", "-", "+", 10)[0]["times_delivered"] == 6
+    for _ in range(20):
+        r.xadd(stream, GOOD)
+    settings = make_settings(max_deliveries=5)
+    assert daemons.start(settings, "--drain").wait(timeout=60) == 0, daemons.logs()[-2000:]
+
+    dead = r.xrange(f"{stream}:dlq")
+    assert len(dead) == 1
+    fields = dead[0][1]
+    assert fields[b"_dlq_id"] == poison_id
+    assert b"delivered 7 times" in fields[b"_dlq_reason"]  # the daemon's own read is the 7th
+    assert fields[b"path"] == b"/x", "the original fields travel with the dead letter"
+    drained = log_lines(daemons.procs[0].logfile, "drained")[0]  # type: ignore[attr-defined]
+    assert drained["ok"] == 20 and drained["dead_lettered"] == 1
+
+
+def test_entries_trimmed_while_pending_are_counted_and_acked(
+    make_settings, schema, r, stream, daemons: Daemons
+) -> None:
+    """Entries deleted from the stream while pending on a dead consumer come back from
+    XAUTOCLAIM as deleted ids: counted as trimmed, removed from the PEL, no crash."""
+    r.xgroup_create(stream, "g", id="0", mkstream=True)
+    for _ in range(10):
+        r.xadd(stream, GOOD)
+    r.xreadgroup("g", "dead", {stream: ">"}, count=10)
+    r.xtrim(stream, maxlen=0, approximate=False)
+    time.sleep(0.6)
+    settings = make_settings(min_idle_ms=500)
+    assert daemons.start(settings, "--drain").wait(timeout=60) == 0, daemons.logs()[-2000:]
+    assert r.xpending(stream, "g")["pending"] == 0
+    drained = log_lines(daemons.procs[0].logfile, "drained")[0]  # type: ignore[attr-defined]
+    assert drained["trimmed"] == 10 and drained["ok"] == 0
+
+
+def test_sigterm_finishes_the_batch_in_hand_and_exits_0(make_settings, schema, r, stream, daemons: Daemons) -> None:
+    """SIGTERM under load: the daemon stops reading, commits and acks what it holds, exits 0
+    within the drain deadline, and leaves nothing pending under its name."""
+    entries = list(Generator(seed=4, days=1, bad_ratio=0).entries(20_000))
+    produce(r, stream, entries)
+    settings = make_settings(batch_size=200)
+    proc = daemons.start(settings)
+    wait_for(lambda: len(log_lines(proc.logfile, "batch")) >= 3, 60, "a few batches")  # type: ignore[attr-defined]
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=settings.drain_timeout_s + 5) == 0, daemons.logs()[-2000:]
+    assert log_lines(proc.logfile, "stopping")  # type: ignore[attr-defined]
+    consumers = {c["name"]: c["pending"] for c in r.xinfo_consumers(stream, "g")}
+    assert consumers.get(b"c1", consumers.get("c1")) == 0
+    # The rest is processed by the next run; totals stay exact.
+    assert daemons.start(settings, "--drain").wait(timeout=120) == 0
+    assert_totals(settings, entries)
+
+
+def test_lost_group_is_an_error_not_a_silent_restart(make_settings, schema, r, stream, daemons: Daemons) -> None:
+    """If the consumer group vanishes while running (Redis restarted empty), the daemon logs a
+    clear fatal error and exits 1 without recreating the group at `$`."""
+    settings = make_settings()
+    proc = daemons.start(settings)
+    wait_for(lambda: bool(log_lines(proc.logfile, "ready")), 30, "daemon ready")  # type: ignore[attr-defined]
+    r.xgroup_destroy(stream, "g")
+    assert proc.wait(timeout=30) == 1
+    fatal = log_lines(proc.logfile, "fatal")  # type: ignore[attr-defined]
+    assert fatal and fatal[0]["kind"] == "GroupMissing" and "Not recreating" in fatal[0]["error"]
+    assert r.xinfo_groups(stream) == []
+
+
+def test_canonical_batch_line_has_no_payload(make_settings, schema, r, stream, daemons: Daemons) -> None:
+    """One log line per batch with counts and flush time; no visitor id or event payload."""
+    r.xadd(stream, {"event": json.dumps({**GOOD, "visitor": "visitor-secret-id", "ts": 1700000000000})})
+    settings = make_settings()
+    assert daemons.start(settings, "--drain").wait(timeout=60) == 0
+    text = daemons.logs()
+    assert "visitor-secret-id" not in text
+    batch = log_lines(daemons.procs[0].logfile, "batch")[0]  # type: ignore[attr-defined]
+    assert set(batch) >= {"entries", "ok", "dead_lettered", "duplicates", "flush_ms"}

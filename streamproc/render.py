@@ -13,7 +13,7 @@ def _pct(value: float | None) -> str:
 
 
 def print_report(console: Console, data: dict[str, Any]) -> None:
-    head = Table(title=f"{data['site']}  {data['from']} .. {data['to']} (UTC)", show_header=False)
+    head = Table(title=data["site"], caption=f"{data['from']} .. {data['to']} (UTC days)", show_header=False)
     head.add_column(style="bold")
     head.add_column(justify="right")
     avg = data["avg_session_seconds"]

@@ -50,6 +50,9 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     group_start_id: str = "0"
     visitor_secret: str | None = None
     log_level: Annotated[str, msgspec.Meta(pattern=r"^(debug|info|warning|error)$")] = "info"
+    metrics_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 9464
+    metrics_addr: str = "127.0.0.1"
+    metrics_interval_s: Annotated[float, msgspec.Meta(gt=0)] = 5.0
 
     @property
     def socket_timeout_s(self) -> float:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import redis
 import structlog
 
+from streamproc import metrics
 from streamproc.backoff import Failpoints
 from streamproc.config import Settings
 from streamproc.errors import StreamprocError
 from streamproc.logs import configure
+from streamproc.notify import Notifier
 from streamproc.sink import PostgresSink
 from streamproc.source import RedisSource
 from streamproc.worker import Worker
@@ -15,12 +18,12 @@ from streamproc.worker import Worker
 log = structlog.get_logger("streamproc")
 
 
-def build_worker(settings: Settings, drain: bool = False) -> Worker:
+def build_worker(settings: Settings, drain: bool = False, notifier: Notifier | None = None) -> Worker:
     source = RedisSource(
         settings.redis_url, settings.streams, settings.group, settings.consumer, settings.socket_timeout_s
     )
     sink = PostgresSink(settings.database_url, settings.db_schema)
-    return Worker(settings, source, sink, drain=drain, failpoints=Failpoints.from_env())
+    return Worker(settings, source, sink, drain=drain, failpoints=Failpoints.from_env(), notifier=notifier)
 
 
 def run_daemon(settings: Settings, drain: bool = False) -> int:
@@ -28,12 +31,25 @@ def run_daemon(settings: Settings, drain: bool = False) -> int:
     configure(settings.log_level)
     settings.require_secret()
     log.info("starting", **settings.redacted())
-    worker = build_worker(settings, drain=drain)
+    notifier = Notifier()
+    worker = build_worker(settings, drain=drain, notifier=notifier)
+    metrics.init(settings.streams, settings.group)
+    metrics.serve(settings.metrics_port, settings.metrics_addr)
+    refresher = metrics.GroupStateRefresher(
+        lambda: redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5),
+        settings.streams,
+        settings.group,
+        settings.metrics_interval_s,
+    )
+    refresher.start()
     try:
         return worker.run()
     except StreamprocError as exc:
         log.error("fatal", error=str(exc), kind=type(exc).__name__)
+        notifier.status(f"fatal: {exc}")
         raise
     finally:
+        refresher.stop()
         worker.source.close()
         worker.sink.close()
+        notifier.close()

@@ -16,12 +16,14 @@ from typing import Any, Final, TypeVar
 
 import structlog
 
+from streamproc import metrics
 from streamproc.backoff import Backoff, Failpoints
 from streamproc.config import Settings
 from streamproc.decode import Decoded, Rejected, decode_batch
 from streamproc.errors import ShutdownTimeout, SinkUnavailable, SourceUnavailable
 from streamproc.fold import Hasher, fold
 from streamproc.migrate import check_migrated
+from streamproc.notify import Notifier
 from streamproc.sink import Claim, PostgresSink
 from streamproc.source import Batch, RedisSource
 
@@ -69,6 +71,7 @@ class Worker:
         drain: bool = False,
         failpoints: Failpoints | None = None,
         on_batch: Callable[[BatchResult], None] | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
         self.settings = settings
         self.source = source
@@ -77,6 +80,8 @@ class Worker:
         self.hasher = Hasher(settings.require_secret())
         self.failpoints = failpoints or Failpoints()
         self.on_batch = on_batch
+        self.notifier = notifier or Notifier({})
+        self._next_status = 0.0
         self.totals = Totals()
         self.stopping = threading.Event()
         self._stop_deadline: float | None = None
@@ -91,6 +96,7 @@ class Worker:
         self.start()
         self.recover_own_pending()
         while not self.stopping.is_set():
+            self.notifier.watchdog()
             batch = self.next_batch()
             if batch.is_empty():
                 if self.drain and self._drained():
@@ -116,12 +122,14 @@ class Worker:
             groups_created=created,
             drain=self.drain,
         )
+        self.notifier.ready(f"consuming {', '.join(self.source.streams)} as {self.source.consumer}")
 
     def stop(self, reason: str = "requested") -> None:
         if not self.stopping.is_set():
             log.info("stopping", reason=reason, drain_timeout_s=self.settings.drain_timeout_s)
             self._stop_deadline = time.monotonic() + self.settings.drain_timeout_s
             self.stopping.set()
+            self.notifier.stopping()
 
     def _install_signals(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -155,6 +163,8 @@ class Worker:
             batch = self._retry_source(lambda: self.source.reclaim(self.settings.min_idle_ms, self.settings.batch_size))
             if not batch.is_empty():
                 self.totals.reclaimed += len(batch)
+                for stream, entries in batch.entries.items():
+                    metrics.RECLAIMED.labels(stream).inc(len(entries))
                 log.info("reclaimed", entries=len(batch), trimmed=sum(map(len, batch.trimmed.values())))
                 return batch
         block = min(self.settings.block_ms, DRAIN_BLOCK_MS) if self.drain else self.settings.block_ms
@@ -218,6 +228,9 @@ class Worker:
                 return claim
             except SinkUnavailable as exc:
                 self._check_deadline("flush", exc)
+                metrics.RECONNECTS.labels("postgres").inc()
+                self.notifier.watchdog()
+                self.notifier.status(f"Postgres unavailable, retrying: {exc}")
                 delay = backoff.wait()
                 log.warning("flush failed, retrying", error=str(exc), retry_in_s=round(delay, 2))
 
@@ -264,9 +277,16 @@ class Worker:
         counted = {id(a) for a in claim.counted}
         for stream, d in decoded.items():
             ok = sum(1 for a in d.accepted if id(a) in counted)
-            t.add(stream, "ok", ok)
-            t.add(stream, "duplicate_skipped", len(d.accepted) - ok)
-            t.add(stream, "dead_lettered", len(d.rejected))
+            for outcome, n in (
+                ("ok", ok),
+                ("duplicate_skipped", len(d.accepted) - ok),
+                ("dead_lettered", len(d.rejected)),
+            ):
+                t.add(stream, outcome, n)
+                metrics.EVENTS.labels(stream, outcome).inc(n)
+        for stream, ids in batch.trimmed.items():
+            metrics.TRIMMED.labels(stream).inc(len(ids))
+        metrics.observe_commit(r.entries, r.flush_s)
         log.info(
             "batch",
             entries=r.entries,
@@ -278,6 +298,13 @@ class Worker:
         )
         if self.on_batch is not None:
             self.on_batch(r)
+        now = time.monotonic()
+        if now >= self._next_status:
+            self._next_status = now + 1.0
+            self.notifier.status(
+                f"{t.ok} counted, {t.dead_lettered} dead-lettered, {t.duplicates} duplicates;"
+                f" last batch {r.entries} entries in {r.flush_s * 1000:.0f} ms"
+            )
 
     def _totals_view(self) -> dict[str, int]:
         t = self.totals
@@ -305,6 +332,8 @@ class Worker:
                 return call()
             except SourceUnavailable as exc:
                 self._check_deadline(step, exc)
+                metrics.RECONNECTS.labels("redis").inc()
+                self.notifier.watchdog()
                 delay = backoff.wait()
                 log.warning("redis unavailable, retrying", step=step, error=str(exc), retry_in_s=round(delay, 2))
 
@@ -315,5 +344,7 @@ class Worker:
                 return call()
             except SinkUnavailable as exc:
                 self._check_deadline("connect", exc)
+                metrics.RECONNECTS.labels("postgres").inc()
+                self.notifier.watchdog()
                 delay = backoff.wait()
                 log.warning("postgres unavailable, retrying", error=str(exc), retry_in_s=round(delay, 2))

@@ -130,6 +130,7 @@ def daemon_env(settings: Settings, **extra: str) -> dict[str, str]:
             "STREAMPROC_MAX_DELIVERIES": str(settings.max_deliveries),
             "STREAMPROC_VISITOR_SECRET": settings.visitor_secret or "",
             "STREAMPROC_LOG_LEVEL": "info",
+            "STREAMPROC_METRICS_PORT": "0",
         }
     )
     env.update(extra)

@@ -11,8 +11,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_ruff_is_clean() -> None:
     """`ruff check` reports nothing on the package and the tests."""
-    res = subprocess.run([sys.executable, "-m", "ruff", "check", "streamproc", "tests"], cwd=ROOT,
-                         capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "streamproc", "tests"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 0, res.stdout + res.stderr
 
 

@@ -307,6 +307,11 @@ def demo(
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
 
 
+from streamproc import cli_ops  # noqa: E402  # after `app` exists: the commands register on it
+
+cli_ops.register(app)
+
+
 def main() -> None:
     try:
         app()

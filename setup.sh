@@ -23,6 +23,11 @@ command -v redis-server >/dev/null 2>&1 || packages+=(redis-server)
 have_postgres || packages+=(postgresql)
 python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || packages+=(python3)
 python3 -c 'import venv, ensurepip' 2>/dev/null || packages+=(python3-venv)
+if [ "${1:-}" = test ]; then
+    # The suite also drives a real Prometheus, promtool and systemd-analyze.
+    command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || packages+=(prometheus)
+    command -v systemd-analyze >/dev/null 2>&1 || packages+=(systemd)
+fi
 
 if [ ${#packages[@]} -gt 0 ]; then
     if command -v apt-get >/dev/null 2>&1; then

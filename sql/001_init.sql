@@ -53,11 +53,23 @@ CREATE TABLE path_visitors_daily (
     PRIMARY KEY (site, day, path, visitor)
 );
 
+-- One row per visitor, day and distinct combination of dimension values
+-- (`profile` is a stable hash of them): exact visitors per site and day, and
+-- per dimension value, from one small set instead of one row per dimension.
 CREATE TABLE visitors_daily (
-    site    text   NOT NULL,
-    day     date   NOT NULL,
-    visitor bigint NOT NULL,
-    PRIMARY KEY (site, day, visitor)
+    site         text   NOT NULL,
+    day          date   NOT NULL,
+    visitor      bigint NOT NULL,
+    profile      bigint NOT NULL,
+    referrer     text   NOT NULL,
+    device       text   NOT NULL,
+    browser      text   NOT NULL,
+    os           text   NOT NULL,
+    country      text   NOT NULL,
+    utm_source   text   NOT NULL,
+    utm_medium   text   NOT NULL,
+    utm_campaign text   NOT NULL,
+    PRIMARY KEY (site, day, visitor, profile)
 );
 
 CREATE TABLE sessions_daily (
@@ -74,15 +86,6 @@ CREATE TABLE dimensions_daily (
     value     text   NOT NULL,
     views     bigint NOT NULL,
     PRIMARY KEY (site, day, dimension, value)
-);
-
-CREATE TABLE dimension_visitors_daily (
-    site      text   NOT NULL,
-    day       date   NOT NULL,
-    dimension text   NOT NULL,
-    value     text   NOT NULL,
-    visitor   bigint NOT NULL,
-    PRIMARY KEY (site, day, dimension, value, visitor)
 );
 
 -- Clicks --------------------------------------------------------------------

@@ -15,15 +15,6 @@ from streamproc.histogram import bucket_of
 HOUR_MS: Final = 3_600_000
 DAY_MS: Final = 86_400_000
 GRID: Final = 20  # heatmap cells per axis
-DIMENSIONS: Final = (
-    "device",
-    "browser",
-    "os",
-    "country",
-    "utm_source",
-    "utm_medium",
-    "utm_campaign",
-)
 
 
 class Hasher:
@@ -97,19 +88,30 @@ def _page_view(
     site, path = ev.site, ev.path
     shards[R.PAGEVIEWS_HOURLY.table].count((site, hour, path))
     shards[R.PAGEVIEWS_DAILY.table].count((site, day, path))
+    values = (
+        referrer_host(ev.referrer),
+        ev.device or "",
+        ev.browser or "",
+        ev.os or "",
+        ev.country or "",
+        ev.utm_source or "",
+        ev.utm_medium or "",
+        ev.utm_campaign or "",
+    )
     dims = shards[R.DIMENSIONS.table]
-    values = [("referrer", referrer_host(ev.referrer))]
-    values.extend((d, getattr(ev, d) or "") for d in DIMENSIONS)
-    for dim, value in values:
+    for dim, value in zip(R.DIMENSION_NAMES, values, strict=True):
         dims.count((site, day, dim, value))
     if visitor is not None:
         shards[R.PATH_VISITORS.table].add((site, day, path, visitor))
-        shards[R.SITE_VISITORS.table].add((site, day, visitor))
-        dim_visitors = shards[R.DIMENSION_VISITORS.table]
-        for dim, value in values:
-            dim_visitors.add((site, day, dim, value, visitor))
+        shards[R.SITE_VISITORS.table].add((site, day, visitor, profile_hash(values)), values)
     if session is not None:
         shards[R.SITE_SESSIONS.table].add((site, day, session))
+
+
+def profile_hash(values: tuple[str, ...]) -> int:
+    """Stable 64-bit id of a combination of dimension values (same in every process)."""
+    digest = hashlib.blake2b("\x1f".join(values).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
 def _click(shards: dict[str, R.Shard], ev: Click, day: int) -> None:

@@ -83,6 +83,7 @@ class Rollup:
     keys: tuple[Col, ...]
     measures: tuple[Measure, ...] = ()
     doc: str = ""
+    payload: tuple[Col, ...] = ()  # set rollups only: stored with the key, never updated
 
     @property
     def is_set(self) -> bool:
@@ -90,7 +91,7 @@ class Rollup:
 
     @property
     def columns(self) -> tuple[Col | Measure, ...]:
-        return (*self.keys, *self.measures)
+        return (*self.keys, *self.payload, *self.measures)
 
     def upsert_sql(self) -> str:
         """One multi-row upsert fed by arrays, applied in key order.
@@ -99,7 +100,7 @@ class Rollup:
         touch overlapping keys wait on each other instead of deadlocking.
         """
         names = ", ".join(c.name for c in self.columns)
-        arrays = ", ".join(f"%s::{c.kind.sql_type}[]" for c in self.columns)
+        arrays = ", ".join(f"%b::{c.kind.sql_type}[]" for c in self.columns)
         keys = ", ".join(c.name for c in self.keys)
         head = (
             f"INSERT INTO {self.table} ({names}) "
@@ -155,11 +156,24 @@ PATH_VISITORS = Rollup(
     (),
     "Set: hashed visitors that viewed a path on a UTC day (exact uniques).",
 )
+DIMENSION_NAMES: Final = (
+    "referrer",
+    "device",
+    "browser",
+    "os",
+    "country",
+    "utm_source",
+    "utm_medium",
+    "utm_campaign",
+)
 SITE_VISITORS = Rollup(
     "visitors_daily",
-    (SITE, DAY, VISITOR),
+    (SITE, DAY, VISITOR, Col("profile", Kind.BIGINT)),
     (),
-    "Set: hashed visitors with at least one page view on a UTC day.",
+    "Set: hashed visitors with at least one page view on a UTC day, one row per distinct"
+    " combination of dimension values they came with (exact visitors per site and per"
+    " dimension value).",
+    payload=tuple(Col(name, Kind.TEXT) for name in DIMENSION_NAMES),
 )
 SITE_SESSIONS = Rollup(
     "sessions_daily",
@@ -172,12 +186,6 @@ DIMENSIONS = Rollup(
     (SITE, DAY, Col("dimension", Kind.TEXT), Col("value", Kind.TEXT)),
     (Measure("views", Kind.BIGINT),),
     "Page views per site, UTC day and dimension value (referrer host, device, ...).",
-)
-DIMENSION_VISITORS = Rollup(
-    "dimension_visitors_daily",
-    (SITE, DAY, Col("dimension", Kind.TEXT), Col("value", Kind.TEXT), VISITOR),
-    (),
-    "Set: hashed visitors per site, UTC day and dimension value.",
 )
 CLICK_GRID = Rollup(
     "clicks_grid_daily",
@@ -240,7 +248,6 @@ ALL: Final = (
     SITE_VISITORS,
     SITE_SESSIONS,
     DIMENSIONS,
-    DIMENSION_VISITORS,
     CLICK_GRID,
     CLICK_SELECTORS,
     API_REQUESTS,
@@ -264,7 +271,7 @@ class Shard:
 
     rollup: Rollup
     rows: dict[tuple[Any, ...], list[Any]] = field(default_factory=dict)
-    members: set[tuple[Any, ...]] = field(default_factory=set)
+    members: dict[tuple[Any, ...], tuple[Any, ...]] = field(default_factory=dict)
 
     def count(self, key: tuple[Any, ...], n: int = 1) -> None:
         """Add ``n`` to a rollup whose only measure is a sum."""
@@ -288,16 +295,19 @@ class Shard:
             else:
                 row[i] = max(row[i], values[i])
 
-    def add(self, key: tuple[Any, ...]) -> None:
-        """Add a member to a set rollup."""
-        self.members.add(key)
+    def add(self, key: tuple[Any, ...], payload: tuple[Any, ...] = ()) -> None:
+        """Add a member (and its payload, first one wins) to a set rollup."""
+        if key not in self.members:
+            self.members[key] = payload
 
     def __len__(self) -> int:
         return len(self.members) if self.rollup.is_set else len(self.rows)
 
     def flat_rows(self) -> list[tuple[Any, ...]]:
         if self.rollup.is_set:
-            return list(self.members)
+            if not self.rollup.payload:
+                return list(self.members)
+            return [(*k, *p) for k, p in self.members.items()]
         return [(*k, *v) for k, v in self.rows.items()]
 
 

@@ -35,12 +35,12 @@ IDLE_IN_TX_TIMEOUT_MS: Final = 60_000
 
 _CLAIM_ENTRIES: Final = (
     "INSERT INTO applied_entries (stream_id, entry_ms, entry_seq) "
-    "SELECT s, m, q FROM unnest(%s::smallint[], %s::bigint[], %s::bigint[]) AS t(s, m, q) "
+    "SELECT s, m, q FROM unnest(%b::smallint[], %b::bigint[], %b::bigint[]) AS t(s, m, q) "
     "ORDER BY s, m, q ON CONFLICT DO NOTHING RETURNING stream_id, entry_ms, entry_seq"
 )
 _CLAIM_PRODUCER_IDS: Final = (
     "INSERT INTO producer_ids (site, event_id, entry_ms) "
-    "SELECT s, e, m FROM unnest(%s::text[], %s::text[], %s::bigint[]) AS t(s, e, m) "
+    "SELECT s, e, m FROM unnest(%b::text[], %b::text[], %b::bigint[]) AS t(s, e, m) "
     "ORDER BY s, e ON CONFLICT DO NOTHING RETURNING site, event_id"
 )
 

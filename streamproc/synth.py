@@ -87,13 +87,17 @@ class Generator:
                 _, event = self.rng.choice(self._sent_ids)
                 yield SynthEntry(self._encode(event), dict(event, _duplicate=True))
             else:
-                event = self.event(i)
+                event = self.event(i, n)
                 yield SynthEntry(self._encode(event), event)
 
-    def event(self, i: int) -> dict[str, Any]:
+    def event(self, i: int, n: int) -> dict[str, Any]:
+        """The ``i``-th of ``n`` events: time moves forward through the range, as live
+        traffic does, with a minute of jitter (producers' clocks and queues)."""
         rng = self.rng
         site = rng.choices(SITES, self.site_weights)[0]
-        ts = rng.randrange(self.start_ms, self.now_ms)
+        span = self.now_ms - self.start_ms
+        ts = self.start_ms + span * i // max(n, 1) + rng.randrange(-60_000, 60_000)
+        ts = min(max(ts, self.start_ms), self.now_ms - 1)
         # A few loyal visitors come back often; most are seen a handful of times.
         visitor_n = rng.randrange(40) if rng.random() < 0.3 else rng.randrange(4000)
         ev: dict[str, Any] = {"site": site, "ts": ts}
@@ -105,16 +109,15 @@ class Generator:
         path = rng.choices(self.paths, self.path_weights)[0]
         if kind == "page_view":
             ev["path"] = path
-            for key, pool in (
-                ("referrer", REFERRERS),
-                ("device", DEVICES),
-                ("browser", BROWSERS),
-                ("os", OSES),
-                ("country", COUNTRIES),
-            ):
-                value = rng.choice(pool)
-                if value is not None and rng.random() < 0.9:
-                    ev[key] = value
+            # A visitor keeps their device, browser, OS and country; most page views are
+            # internal navigation without a referrer.
+            for key, pool in (("device", DEVICES), ("browser", BROWSERS), ("os", OSES), ("country", COUNTRIES)):
+                if visitor_n % 10:
+                    ev[key] = pool[(visitor_n * 7 + len(key)) % len(pool)]
+            if rng.random() < 0.3:
+                referrer = rng.choice(REFERRERS)
+                if referrer is not None:
+                    ev["referrer"] = referrer
             if rng.random() < 0.2:
                 ev["utm_source"] = rng.choice(("newsletter", "twitter", "ads"))
                 ev["utm_medium"] = rng.choice(("email", "social", "cpc"))

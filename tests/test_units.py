@@ -44,6 +44,9 @@ def test_upsert_sql_applies_rows_in_key_order() -> None:
     assert "duration_max_ms = GREATEST(api_hourly.duration_max_ms, EXCLUDED.duration_max_ms)" in sql
     assert "requests = api_hourly.requests + EXCLUDED.requests" in sql
     assert R.SITE_VISITORS.upsert_sql().endswith("DO NOTHING")
+    assert "ORDER BY site, day, visitor, profile ON CONFLICT (site, day, visitor, profile)" in (
+        R.SITE_VISITORS.upsert_sql()
+    )
 
 
 def test_shard_merges_by_rule() -> None:

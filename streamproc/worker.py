@@ -6,13 +6,15 @@ which step comes next and when to stop.
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any, Final, TypeVar
+from typing import Final, TypeVar
 
 import structlog
 
@@ -21,9 +23,11 @@ from streamproc.backoff import Backoff, Failpoints
 from streamproc.config import Settings
 from streamproc.decode import Decoded, Rejected, decode_batch
 from streamproc.errors import ShutdownTimeout, SinkUnavailable, SourceUnavailable
+from streamproc.flusher import Flusher
 from streamproc.fold import Hasher, fold
 from streamproc.migrate import check_migrated
 from streamproc.notify import Notifier
+from streamproc.rollups import Shard
 from streamproc.sink import Claim, PostgresSink
 from streamproc.source import Batch, RedisSource
 
@@ -49,6 +53,15 @@ class Totals:
     def add(self, stream: str, outcome: str, n: int) -> None:
         per = self.by_stream.setdefault(stream, {})
         per[outcome] = per.get(outcome, 0) + n
+
+
+@dataclass
+class Job:
+    """A prepared batch on its way to Postgres."""
+
+    batch: Batch
+    decoded: dict[str, Decoded]
+    prefold: dict[str, Shard]
 
 
 @dataclass
@@ -94,18 +107,22 @@ class Worker:
         """Run until drained (``drain``) or signalled; returns the exit code."""
         self._install_signals()
         self.start()
-        self.recover_own_pending()
-        while not self.stopping.is_set():
-            self.notifier.watchdog()
-            batch = self.next_batch()
-            if batch.is_empty():
-                if self.drain and self._drained():
-                    log.info("drained", **self._totals_view())
-                    break
-                continue
-            self.process(batch)
-            self.maybe_prune()
-        log.info("shutdown", **self._totals_view())
+        drained = False
+        try:
+            self.recover_own_pending()
+            with Flusher[Job](self.finish) as flusher:
+                while not self.stopping.is_set():
+                    self.notifier.watchdog()
+                    batch = self.next_batch()
+                    if not batch.is_empty():
+                        flusher.submit(self.prepare(batch))
+                    elif self.drain and self._drained():
+                        drained = True
+                        break
+        except BaseException as exc:
+            self.stop(f"error: {type(exc).__name__}")  # gives the flusher a deadline
+            raise
+        log.info("drained" if drained else "shutdown", **self._totals_view())
         return 0
 
     def start(self) -> None:
@@ -138,7 +155,8 @@ class Worker:
         def handler(signum: int, _frame: FrameType | None) -> None:
             if self.stopping.is_set():
                 log.warning("second signal, exiting at once", signal=signal.Signals(signum).name)
-                raise SystemExit(1)
+                sys.stderr.flush()
+                os._exit(1)  # uncommitted batches stay pending and are redelivered
             self.stop(signal.Signals(signum).name)
 
         signal.signal(signal.SIGTERM, handler)
@@ -171,11 +189,20 @@ class Worker:
         return self._retry_source(lambda: self.source.read_new(self.settings.batch_size, block))
 
     def process(self, batch: Batch) -> BatchResult:
-        """decode -> fold -> flush (commit) -> ack, for one batch."""
+        """decode -> fold -> flush (commit) -> ack, for one batch, in this thread."""
+        return self.finish(self.prepare(batch))
+
+    def prepare(self, batch: Batch) -> Job:
+        """The Python half of a batch: decode and fold (no I/O)."""
         decoded = self.decode(batch)
         prefold = fold((a for items in decoded.values() for a in items.accepted), self.hasher)
+        return Job(batch, decoded, prefold)
+
+    def finish(self, job: Job) -> BatchResult:
+        """The I/O half: commit in Postgres, then ack in Redis, then account."""
+        batch, decoded = job.batch, job.decoded
         started = time.perf_counter()
-        claim = self.flush(decoded, prefold)
+        claim = self.flush(decoded, job.prefold)
         flush_s = time.perf_counter() - started
         written = self.ack(batch, decoded)
         result = BatchResult(
@@ -187,6 +214,7 @@ class Worker:
             flush_s=flush_s,
         )
         self._account(batch, decoded, claim, result)
+        self.maybe_prune()
         return result
 
     def decode(self, batch: Batch) -> dict[str, Decoded]:
@@ -209,7 +237,7 @@ class Worker:
             out[stream] = decoded
         return out
 
-    def flush(self, decoded: Mapping[str, Decoded], prefold: Any) -> Claim:
+    def flush(self, decoded: Mapping[str, Decoded], prefold: dict[str, Shard]) -> Claim:
         """Apply the batch in one Postgres transaction; retried until it commits."""
         accepted = {s: d.accepted for s, d in decoded.items() if d.accepted}
         n = sum(len(v) for v in accepted.values())

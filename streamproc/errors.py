@@ -24,7 +24,13 @@ class SourceUnavailable(SourceError):
 
 
 class GroupMissing(SourceError):
-    """The consumer group vanished (Redis restarted empty?) and may not be recreated."""
+    """The consumer group vanished (Redis restarted empty?) and may not be recreated.
+
+    Its own exit code, so systemd units can refuse to restart on it
+    (``RestartPreventExitStatus=``): a restart would recreate the group.
+    """
+
+    exit_code = 3
 
 
 class SinkError(StreamprocError):

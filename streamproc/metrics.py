@@ -20,6 +20,7 @@ import structlog
 from prometheus_client import Counter, Gauge, Histogram, Info, start_http_server
 
 from streamproc import __version__
+from streamproc.errors import ConfigError
 
 log = structlog.get_logger("streamproc.metrics")
 
@@ -81,7 +82,13 @@ def init(streams: Sequence[str], group: str) -> None:
 def serve(port: int, addr: str) -> None:
     """Expose ``/metrics`` on ``addr:port`` (port 0 disables)."""
     if port:
-        start_http_server(port, addr=addr)
+        try:
+            start_http_server(port, addr=addr)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot serve metrics on {addr}:{port} ({exc.strerror}); set STREAMPROC_METRICS_PORT"
+                " to a free port (each instance on a host needs its own) or 0 to disable"
+            ) from None
         log.info("metrics listening", addr=addr, port=port)
 
 

@@ -172,6 +172,7 @@ class Worker:
                 return
             log.info("recovering own pending entries", entries=len(batch))
             self.process(batch)
+            self.notifier.watchdog()
 
     def next_batch(self) -> Batch:
         """Reclaim stalled entries when due, else read new ones."""

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_ruff_is_clean() -> None:
     """`ruff check` reports nothing on the package and the tests."""
     res = subprocess.run(
-        [sys.executable, "-m", "ruff", "check", "streamproc", "tests"],
+        [sys.executable, "-m", "ruff", "check", "streamproc", "bench", "tests"],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -75,12 +75,13 @@ def test_sigterm_finishes_the_batch_in_hand_and_exits_0(make_settings, schema, r
 
 def test_lost_group_is_an_error_not_a_silent_restart(make_settings, schema, r, stream, daemons: Daemons) -> None:
     """If the consumer group vanishes while running (Redis restarted empty), the daemon logs a
-    clear fatal error and exits 1 without recreating the group at `$`."""
+    clear fatal error and exits 3 (which the systemd units do not restart) without recreating
+    the group."""
     settings = make_settings()
     proc = daemons.start(settings)
     wait_for(lambda: bool(log_lines(proc.logfile, "ready")), 30, "daemon ready")  # type: ignore[attr-defined]
     r.xgroup_destroy(stream, "g")
-    assert proc.wait(timeout=30) == 1
+    assert proc.wait(timeout=30) == 3
     fatal = log_lines(proc.logfile, "fatal")  # type: ignore[attr-defined]
     assert fatal and fatal[0]["kind"] == "GroupMissing" and "Not recreating" in fatal[0]["error"]
     assert r.xinfo_groups(stream) == []

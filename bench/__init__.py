@@ -1,0 +1,1 @@
+"""streamproc benchmark: python -m bench --help."""

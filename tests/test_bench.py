@@ -1,0 +1,39 @@
+"""A small smoke run of the benchmark: it runs end to end and reports what it says it does."""
+
+from __future__ import annotations
+
+import json
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_bench_smoke_run_prints_table_json_and_plot(tmp_path: Path, redis_url: str, database_url: str) -> None:
+    """`python -m bench` measures the three yardsticks on one workload, writes JSON with ratios
+    computed in the same run, and a PNG plot of throughput vs batch size."""
+    out, png = tmp_path / "bench.json", tmp_path / "sweep.png"
+    env = {"PATH": "/usr/bin:/bin", "STREAMPROC_REDIS_URL": redis_url, "STREAMPROC_DATABASE_URL": database_url}
+    res = subprocess.run(
+        [sys.executable, "-m", "bench", "--events", "3000", "--workers", "2", "--naive-events", "300",
+         "--sweep-events", "1000", "--batch-sizes", "100,1000", "--json", str(out), "--plot", str(png)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    data = json.loads(out.read_text())
+    names = [r["name"] for r in data["runs"]]
+    assert names[0].startswith("ceiling") and names[1].startswith("naive") and len(names) == 4
+    ceiling = data["runs"][0]
+    assert ceiling["ratio_to_ceiling"] == 1.0
+    for run in data["runs"][2:]:
+        assert run["events"] == 3000, run  # every entry accounted for: ok + dead-lettered + duplicates
+        assert 0 < run["ratio_to_ceiling"] < 1.5
+        assert abs(run["ratio_to_ceiling"] - run["events_per_s"] / ceiling["events_per_s"]) < 1e-3
+    assert [s["batch_size"] for s in data["sweep"]] == [100, 1000]
+    assert set(data["profile"]["us_per_event"]) >= {"read", "decode", "fold", "flush", "ack", "total"}
+    assert "x ceiling" in res.stdout
+    header = png.read_bytes()[:24]
+    assert header[:8] == b"\x89PNG\r\n\x1a\n"
+    assert struct.unpack(">II", header[16:24]) == (700, 400)

@@ -55,6 +55,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--json", type=Path, default=None, help="write the results as JSON here")
     p.add_argument("--plot", type=Path, default=None, help="write the throughput-vs-batch-size PNG here")
     p.add_argument("--no-profile", action="store_true", help="skip the per-step CPU profile")
+    p.add_argument(
+        "--latency-rate",
+        type=int,
+        default=10_000,
+        help="offered events/s for the XADD-to-commit latency run, 10 s long (0 skips; default 10000)",
+    )
     args = p.parse_args(argv)
     if args.events < 100 or args.workers < 1:
         p.error("--events must be >= 100 and --workers >= 1")
@@ -95,6 +101,12 @@ def main(argv: list[str] | None = None) -> int:
             r = yardsticks.streamproc_run(client, env, f"bench:{tag}:b{size}", entries[:sweep_n], 1, size, log)
             results["sweep"].append(
                 {"batch_size": size, "events_per_s": round(r.rate), "ratio_to_ceiling": round(r.rate / ceiling.rate, 4)}
+            )
+        if args.latency_rate:
+            lat_entries = entries[: min(args.events, args.latency_rate * 10)]
+            say(f"latency at {args.latency_rate:,} events/s offered, {len(lat_entries):,} events")
+            results["latency"] = yardsticks.latency(
+                client, env, f"bench:{tag}:lat", lat_entries, args.latency_rate, log
             )
         if not args.no_profile:
             say(f"profile on {min(sweep_n, 50_000):,} entries")
@@ -143,6 +155,12 @@ def print_table(results: dict[str, Any]) -> None:
     if results["sweep"]:
         print(
             "\nbatch size sweep: " + ", ".join(f"{s['batch_size']}: {s['events_per_s']:,}/s" for s in results["sweep"])
+        )
+    if "latency" in results:
+        lat = results["latency"]
+        print(
+            f"\nlatency XADD -> commit at {lat['offered_per_s']:,}/s offered: p50 {lat['p50_ms']} ms,"
+            f" p99 {lat['p99_ms']} ms, max {lat['max_ms']} ms ({lat['measured']:,} events)"
         )
     if "profile" in results:
         print("\nCPU per event in the daemon (cProfile, synchronous path):")

@@ -203,3 +203,90 @@ def _ts(line: dict[str, Any]) -> float:
     from datetime import datetime
 
     return datetime.fromisoformat(line["timestamp"].replace("Z", "+00:00")).timestamp()
+
+
+def latency(
+    client: redis.Redis,
+    env: dict[str, str],
+    stream: str,
+    entries: list[SynthEntry],
+    rate: int,
+    logdir: Path,
+) -> dict[str, Any]:
+    """Offer ``rate`` events/s to a running daemon; per entry, time from XADD to the end of
+    the batch that committed it (the batch's log line, written right after COMMIT + XACK)."""
+    import signal
+    import threading
+
+    client.delete(stream)
+    client.xgroup_create(stream, GROUP, id="0", mkstream=True)
+    penv = {
+        **env,
+        "STREAMPROC_STREAMS": stream,
+        "STREAMPROC_GROUP": GROUP,
+        "STREAMPROC_CONSUMER": "lat",
+        "STREAMPROC_METRICS_PORT": "0",
+        "STREAMPROC_LOG_LEVEL": "info",
+        "STREAMPROC_BLOCK_MS": "1000",
+    }
+    log = logdir / f"latency-{stream.replace(':', '_')}.log"
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamproc", "run"], env=penv, stdout=fh, stderr=subprocess.STDOUT
+        )
+    time.sleep(1.5)  # let it connect; not part of any figure
+    added: list[bytes] = []
+    tick_s, per_tick = 0.01, max(1, rate // 100)
+
+    def offer() -> None:
+        start = time.perf_counter()
+        for i in range(0, len(entries), per_tick):
+            pipe = client.pipeline(transaction=False)
+            for e in entries[i : i + per_tick]:
+                pipe.xadd(stream, e.fields)  # type: ignore[arg-type]  # str fields are accepted
+            added.extend(pipe.execute())
+            delay = start + (i // per_tick + 1) * tick_s - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+
+    producer = threading.Thread(target=offer)
+    producer.start()
+    producer.join()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        g = next(x for x in client.xinfo_groups(stream) if x["name"] in (GROUP, GROUP.encode()))
+        if g["pending"] == 0 and g.get("lag") == 0:
+            break
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    batches = [json.loads(x) for x in log.read_text().splitlines() if x.startswith("{")]
+    batches = [b for b in batches if b.get("event") == "batch" and "first_id" in b]
+    ends = sorted((_id(b["first_id"]), _id(b["last_id"]), _ts(b)) for b in batches)
+    lat: list[float] = []
+    for eid in added:
+        key = _id(eid.decode())
+        for lo, hi, t in ends:
+            if lo <= key <= hi:
+                lat.append(t * 1000 - key[0])
+                break
+    lat.sort()
+    if not lat:
+        raise RuntimeError(f"no committed batch found in {log}")
+
+    def pick(q: float) -> float:
+        return round(lat[min(len(lat) - 1, int(q * len(lat)))], 1)
+
+    return {
+        "offered_per_s": rate,
+        "events": len(added),
+        "measured": len(lat),
+        "p50_ms": pick(0.50),
+        "p99_ms": pick(0.99),
+        "max_ms": round(lat[-1], 1),
+    }
+
+
+def _id(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)

@@ -28,7 +28,7 @@ from streamproc.fold import Hasher, fold
 from streamproc.migrate import check_migrated
 from streamproc.notify import Notifier
 from streamproc.rollups import Shard
-from streamproc.sink import Claim, PostgresSink
+from streamproc.sink import Claim, PostgresSink, split_entry_id
 from streamproc.source import Batch, RedisSource
 
 log = structlog.get_logger("streamproc")
@@ -324,6 +324,7 @@ class Worker:
             duplicates=r.duplicates,
             trimmed=r.trimmed,
             flush_ms=round(r.flush_s * 1000, 1),
+            **_id_range(batch),
         )
         if self.on_batch is not None:
             self.on_batch(r)
@@ -377,3 +378,11 @@ class Worker:
                 self.notifier.watchdog()
                 delay = backoff.wait()
                 log.warning("postgres unavailable, retrying", error=str(exc), retry_in_s=round(delay, 2))
+
+
+def _id_range(batch: Batch) -> dict[str, str]:
+    """Lowest and highest entry id of the batch (ids only, never payloads)."""
+    ids = [eid for entries in batch.entries.values() for eid, _ in entries]
+    if not ids:
+        return {}
+    return {"first_id": min(ids, key=split_entry_id).decode(), "last_id": max(ids, key=split_entry_id).decode()}

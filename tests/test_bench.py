@@ -18,7 +18,7 @@ def test_bench_smoke_run_prints_table_json_and_plot(tmp_path: Path, redis_url: s
     env = {"PATH": "/usr/bin:/bin", "STREAMPROC_REDIS_URL": redis_url, "STREAMPROC_DATABASE_URL": database_url}
     res = subprocess.run(
         [sys.executable, "-m", "bench", "--events", "3000", "--workers", "2", "--naive-events", "300",
-         "--sweep-events", "1000", "--batch-sizes", "100,1000", "--json", str(out), "--plot", str(png)],
+         "--sweep-events", "1000", "--batch-sizes", "100,1000", "--latency-rate", "1000", "--json", str(out), "--plot", str(png)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )
     assert res.returncode == 0, res.stderr[-3000:]
@@ -32,6 +32,9 @@ def test_bench_smoke_run_prints_table_json_and_plot(tmp_path: Path, redis_url: s
         assert 0 < run["ratio_to_ceiling"] < 1.5
         assert abs(run["ratio_to_ceiling"] - run["events_per_s"] / ceiling["events_per_s"]) < 1e-3
     assert [s["batch_size"] for s in data["sweep"]] == [100, 1000]
+    lat = data["latency"]
+    assert lat["measured"] == lat["events"] == 3000, lat  # every offered event found in a committed batch
+    assert 0 < lat["p50_ms"] <= lat["p99_ms"] <= lat["max_ms"]
     assert set(data["profile"]["us_per_event"]) >= {"read", "decode", "fold", "flush", "ack", "total"}
     assert "x ceiling" in res.stdout
     header = png.read_bytes()[:24]

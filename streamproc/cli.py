@@ -1,29 +1,48 @@
 """The ``streamproc`` command line.
 
 Exit codes: 0 success; 1 runtime failure (server unreachable, schema not
-migrated, consumer group missing, drain deadline passed); 2 bad usage or
-invalid configuration.
+migrated, drain deadline passed); 2 bad usage or invalid configuration;
+3 the consumer group vanished while the daemon ran.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, ParamSpec, TypeVar
+from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from streamproc import __version__
-from streamproc.config import Settings, load_settings
-from streamproc.errors import ConfigError, StreamprocError
+from streamproc.clikit import (
+    ConfigOpt,
+    DatabaseOpt,
+    LogLevelOpt,
+    RedisOpt,
+    SchemaOpt,
+    err,
+    friendly,
+    out,
+    settings_from,
+)
+from streamproc.errors import ConfigError
 
-P = ParamSpec("P")
-T = TypeVar("T")
+# Re-exported for command modules written against streamproc.cli.
+__all__ = [
+    "ConfigOpt",
+    "DatabaseOpt",
+    "LogLevelOpt",
+    "RedisOpt",
+    "SchemaOpt",
+    "app",
+    "err",
+    "friendly",
+    "main",
+    "out",
+    "settings_from",
+]
 
 app = typer.Typer(
     name="streamproc",
@@ -33,55 +52,6 @@ app = typer.Typer(
     rich_markup_mode="markdown",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-err = Console(stderr=True)
-out = Console()
-
-
-def friendly(fn: Callable[P, T]) -> Callable[P, T]:
-    """Turn streamproc errors into one clear line and the documented exit code."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-        try:
-            return fn(*args, **kwargs)
-        except StreamprocError as exc:
-            err.print(f"[bold red]streamproc: error:[/] {exc}", highlight=False, soft_wrap=True)
-            raise typer.Exit(exc.exit_code) from None
-        except KeyboardInterrupt:
-            err.print("streamproc: interrupted")
-            raise typer.Exit(130) from None
-
-    return wrapper
-
-
-# --- shared options ----------------------------------------------------------
-
-ConfigOpt = Annotated[
-    Path | None, typer.Option("--config", help="TOML settings file [env: STREAMPROC_CONFIG].", show_default=False)
-]
-RedisOpt = Annotated[
-    str | None, typer.Option("--redis-url", help="Redis URL [env: STREAMPROC_REDIS_URL].", show_default=False)
-]
-DatabaseOpt = Annotated[
-    str | None,
-    typer.Option("--database-url", help="Postgres URL [env: STREAMPROC_DATABASE_URL].", show_default=False),
-]
-SchemaOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--schema",
-        help="Postgres schema for streamproc's tables [env: STREAMPROC_DB_SCHEMA] (default streamproc).",
-        show_default=False,
-    ),
-]
-LogLevelOpt = Annotated[
-    str | None,
-    typer.Option("--log-level", help="debug, info, warning or error [env: STREAMPROC_LOG_LEVEL].", show_default=False),
-]
-
-
-def settings_from(config: Path | None, **flags: Any) -> Settings:
-    return load_settings(overrides=flags, config_file=config)
 
 
 def version_callback(value: bool) -> None:

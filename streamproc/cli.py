@@ -199,6 +199,61 @@ def migrate(
 
 
 @app.command()
+@friendly
+def setup(
+    config: ConfigOpt = None,
+    redis_url: RedisOpt = None,
+    database_url: DatabaseOpt = None,
+    schema: SchemaOpt = None,
+    streams: Annotated[
+        str | None,
+        typer.Option("--streams", help="Streams to provision [env: STREAMPROC_STREAMS].", show_default=False),
+    ] = None,
+    group: Annotated[
+        str | None, typer.Option("--group", help="Consumer group [env: STREAMPROC_GROUP].", show_default=False)
+    ] = None,
+    skip_migrate: Annotated[bool, typer.Option("--skip-migrate", help="Only create the consumer groups.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Provision with an account that has the rights: migrations, then the consumer groups.
+
+    The daemon itself can then run as a least-privilege Redis user that may not
+    create groups (deploy/redis/streamproc.acl) and a Postgres role that may not
+    change the schema (deploy/postgres/roles.sql).
+
+    Example: `streamproc setup --redis-url redis://admin:...@redis/0 --database-url postgresql://owner@db/analytics`
+    """
+    from streamproc.migrate import migrate as apply
+    from streamproc.source import RedisSource
+
+    settings = settings_from(
+        config, redis_url=redis_url, database_url=database_url, db_schema=schema, streams=streams, group=group
+    )
+    applied = [] if skip_migrate else apply(settings.database_url, settings.db_schema)
+    source = RedisSource(settings.redis_url, settings.streams, settings.group, "setup", settings.socket_timeout_s)
+    try:
+        created = source.ensure_groups(settings.group_start_id)
+    finally:
+        source.close()
+    result = {
+        "schema": settings.db_schema,
+        "migrations_applied": [f"{m.version:03d}_{m.name}" for m in applied],
+        "group": settings.group,
+        "groups_created": created,
+        "streams": list(settings.streams),
+    }
+    if as_json:
+        sys.stdout.write(json.dumps(result, indent=2) + "\n")
+        return
+    if not skip_migrate:
+        names = result["migrations_applied"]
+        out.print(f"schema {settings.db_schema}: " + (f"applied {', '.join(names)}" if names else "up to date"))
+    for stream in settings.streams:
+        state = "created" if stream in created else "already there"
+        out.print(f"group {settings.group} on {stream}: {state}")
+
+
+@app.command()
 def schema(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.")] = None,
 ) -> None:

@@ -46,6 +46,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     max_deliveries: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 5
     drain_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0
     max_entry_bytes: Annotated[int, msgspec.Meta(ge=256)] = 64 * 1024
+    max_keys_per_batch: Annotated[int, msgspec.Meta(ge=10)] = 10_000
     ledger_retention_s: Annotated[int, msgspec.Meta(ge=3600)] = 7 * 86_400
     group_start_id: str = "0"
     visitor_secret: str | None = None

@@ -42,6 +42,8 @@ class _Event(msgspec.Struct, frozen=True, tag_field="type", kw_only=True):
     id: Short | None = None
     session: Short | None = None
     visitor: Short | None = None
+    ip: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    ua: Text | None = None
 
 
 class PageView(_Event, tag="page_view", frozen=True):

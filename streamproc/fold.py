@@ -7,9 +7,11 @@ from collections.abc import Iterable
 from typing import Final
 from urllib.parse import urlsplit
 
+import msgspec
+
 from streamproc import rollups as R
 from streamproc.decode import Accepted
-from streamproc.events import ApiRequest, Click, Conversion, Custom, PageView
+from streamproc.events import ApiRequest, Click, Conversion, Custom, Event, PageView
 from streamproc.histogram import bucket_of
 
 HOUR_MS: Final = 3_600_000
@@ -24,8 +26,10 @@ class Hasher:
     """
 
     def __init__(self, secret: bytes) -> None:
+        self._secret = secret
         self._visitor = hashlib.blake2b(key=secret, digest_size=8, person=b"visitor")
         self._session = hashlib.blake2b(key=secret, digest_size=8, person=b"session")
+        self._day_salts: dict[int, hashlib.blake2b] = {}
 
     def _hash(self, base: hashlib.blake2b, site: str, value: str) -> int:
         h = base.copy()
@@ -40,6 +44,20 @@ class Hasher:
     def session(self, site: str, session: str) -> int:
         return self._hash(self._session, site, session)
 
+    def anonymous(self, site: str, day: int, ip: str, ua: str) -> int:
+        """Visitor id for an event that carries an IP address and user agent instead.
+
+        Keyed by a salt that rotates daily and is derived from the secret and the
+        event's own day, so a redelivery after midnight hashes the same, and the
+        same person is not linkable across days. The IP and user agent are
+        never stored.
+        """
+        base = self._day_salts.get(day)
+        if base is None:
+            salt = hashlib.blake2b(str(day).encode(), key=self._secret, person=b"daysalt").digest()
+            base = self._day_salts[day] = hashlib.blake2b(key=salt, digest_size=8, person=b"ip+ua")
+        return self._hash(base, site, f"{ip}\0{ua}")
+
 
 def referrer_host(referrer: str | None) -> str:
     if not referrer:
@@ -51,15 +69,62 @@ def referrer_host(referrer: str | None) -> str:
     return host or ""
 
 
-def fold(events: Iterable[Accepted], hasher: Hasher) -> dict[str, R.Shard]:
+OVERFLOW: Final = "(other)"
+DEFAULT_MAX_KEYS: Final = 10_000
+_CAPPED: Final[dict[type, tuple[str, ...]]] = {
+    PageView: ("site", "path", "device", "browser", "os", "country", "utm_source", "utm_medium", "utm_campaign"),
+    Click: ("site", "path", "selector"),
+    ApiRequest: ("site", "method", "route"),
+    Conversion: ("site", "name", "currency"),
+    Custom: ("site", "name"),
+}
+
+
+class KeyCap:
+    """At most ``limit`` distinct values per attribute in one batch; later new values
+    fold into the overflow value ``(other)``. A flood of unique paths (or routes,
+    selectors, names...) then adds a bounded number of rollup rows per batch."""
+
+    def __init__(self, limit: int = DEFAULT_MAX_KEYS) -> None:
+        self.limit = limit
+        self.overflowed = 0
+        self._seen: dict[str, set[str]] = {}
+
+    def apply(self, ev: Event) -> Event:
+        changes: dict[str, str] | None = None
+        for name in _CAPPED[type(ev)]:
+            value = getattr(ev, name)
+            if value is None:
+                continue
+            seen = self._seen.setdefault(name, set())
+            if value in seen:
+                continue
+            if len(seen) < self.limit:
+                seen.add(value)
+                continue
+            changes = changes or {}
+            changes[name] = OVERFLOW
+        if changes is None:
+            return ev
+        self.overflowed += 1
+        return msgspec.structs.replace(ev, **changes)
+
+
+def fold(events: Iterable[Accepted], hasher: Hasher, cap: KeyCap | None = None) -> dict[str, R.Shard]:
     """Aggregate a batch of accepted events into one shard per rollup."""
+    cap = cap or KeyCap()
     shards = R.new_shards()
     s_events = shards[R.EVENTS.table]
     s_sessions = shards[R.SESSIONS.table]
     for item in events:
-        ev, ts = item.event, item.ts_ms
+        ev, ts = cap.apply(item.event), item.ts_ms
         site, hour, day = ev.site, ts // HOUR_MS, ts // DAY_MS
-        visitor = hasher.visitor(site, ev.visitor) if ev.visitor else None
+        if ev.visitor:
+            visitor: int | None = hasher.visitor(site, ev.visitor)
+        elif ev.ip:
+            visitor = hasher.anonymous(site, day, ev.ip, ev.ua or "")
+        else:
+            visitor = None
         session = hasher.session(site, ev.session) if ev.session else None
         kind = type(ev)
         name = ev.name if kind is Custom else ""  # type: ignore[union-attr]  # narrowed by kind

@@ -63,6 +63,10 @@ LAST_COMMIT = Gauge("streamproc_last_commit_timestamp_seconds", "Unix time of th
 RECONNECTS = Counter(
     "streamproc_reconnects_total", "Failed attempts to reach a server (each followed by a backoff).", ["server"]
 )
+KEY_OVERFLOW = Counter(
+    "streamproc_key_overflow_events_total",
+    "Events whose path, route, selector, name or dimension value went to '(other)': over the per-batch cap.",
+)
 GROUP_STATE_ERRORS = Counter("streamproc_group_state_errors_total", "Failed refreshes of the group-state gauges.")
 BUILD = Info("streamproc_build", "streamproc version and runtime.")
 

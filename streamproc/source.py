@@ -110,17 +110,34 @@ class RedisSource:
             self.client.ping()
 
     def ensure_groups(self, start_id: str = "0") -> list[str]:
-        """Create the consumer group on each stream (MKSTREAM); returns those created."""
+        """Create the consumer group on each stream (MKSTREAM); returns those created.
+
+        A least-privilege account may not create groups (NOPERM): then each
+        group must already exist, made by `streamproc setup` with more rights.
+        """
         created = []
         with self._errors():
             for stream in self.streams:
                 try:
                     self.client.xgroup_create(stream, self.group, id=start_id, mkstream=True)
                     created.append(stream)
+                except rx.NoPermissionError:
+                    self._require_group(stream)
                 except rx.ResponseError as exc:
                     if not str(exc).startswith("BUSYGROUP"):
                         raise
         return created
+
+    def _require_group(self, stream: str) -> None:
+        try:
+            groups = self.client.xinfo_groups(stream)
+        except rx.ResponseError:
+            groups = []  # no such stream
+        if not any(_s(g["name"]) == self.group for g in groups):
+            raise GroupMissing(
+                f"consumer group {self.group!r} does not exist on stream {stream!r} and this Redis user"
+                " may not create it: run `streamproc setup` with a provisioning account first"
+            )
 
     # -- reading ----------------------------------------------------------------
 

@@ -24,7 +24,7 @@ from streamproc.config import Settings
 from streamproc.decode import Decoded, Rejected, decode_batch
 from streamproc.errors import ShutdownTimeout, SinkUnavailable, SourceUnavailable
 from streamproc.flusher import Flusher
-from streamproc.fold import Hasher, fold
+from streamproc.fold import Hasher, KeyCap, fold
 from streamproc.migrate import check_migrated
 from streamproc.notify import Notifier
 from streamproc.rollups import Shard
@@ -196,7 +196,11 @@ class Worker:
     def prepare(self, batch: Batch) -> Job:
         """The Python half of a batch: decode and fold (no I/O)."""
         decoded = self.decode(batch)
-        prefold = fold((a for items in decoded.values() for a in items.accepted), self.hasher)
+        cap = KeyCap(self.settings.max_keys_per_batch)
+        prefold = fold((a for items in decoded.values() for a in items.accepted), self.hasher, cap)
+        if cap.overflowed:
+            metrics.KEY_OVERFLOW.inc(cap.overflowed)
+            log.warning("distinct key cap reached", events_in_overflow=cap.overflowed, max_keys_per_batch=cap.limit)
         return Job(batch, decoded, prefold)
 
     def finish(self, job: Job) -> BatchResult:
@@ -250,7 +254,11 @@ class Worker:
             try:
                 with self.sink.transaction() as tx:
                     claim = tx.claim(accepted)
-                    shards = prefold if len(claim.counted) == n else fold(claim.counted, self.hasher)
+                    shards = (
+                        prefold
+                        if len(claim.counted) == n
+                        else fold(claim.counted, self.hasher, KeyCap(self.settings.max_keys_per_batch))
+                    )
                     self.failpoints.hit("before_commit")
                     tx.write(shards)
                 self.failpoints.hit("after_commit")

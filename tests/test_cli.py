@@ -54,3 +54,31 @@ def test_help_explains_commands() -> None:
     """Every command has help text with examples."""
     res = run_cli("run", "--help")
     assert res.returncode == 0 and "Examples" in res.stdout and "STREAMPROC_BATCH_SIZE" in res.stdout
+
+
+def test_setup_provisions_schema_and_groups(redis_url: str, database_url: str, ns: str) -> None:
+    """`streamproc setup` migrates and creates the consumer group on every stream; a second
+    run changes nothing."""
+    import json
+
+    args = (
+        "setup",
+        "--redis-url",
+        redis_url,
+        "--database-url",
+        database_url,
+        "--schema",
+        ns,
+        "--streams",
+        f"{ns}:{{0..2}}",
+        "--group",
+        "g",
+        "--json",
+    )
+    first = run_cli(*args)
+    assert first.returncode == 0, first.stderr
+    data = json.loads(first.stdout)
+    assert data["migrations_applied"] == ["001_init"]
+    assert data["groups_created"] == [f"{ns}:{{{i}}}" for i in range(3)]
+    again = json.loads(run_cli(*args).stdout)
+    assert again["migrations_applied"] == [] and again["groups_created"] == []

@@ -96,3 +96,22 @@ def test_canonical_batch_line_has_no_payload(make_settings, schema, r, stream, d
     assert "visitor-secret-id" not in text
     batch = log_lines(daemons.procs[0].logfile, "batch")[0]  # type: ignore[attr-defined]
     assert set(batch) >= {"entries", "ok", "dead_lettered", "duplicates", "flush_ms"}
+
+
+def test_flood_of_unique_paths_is_capped_per_batch(make_settings, schema, r, stream, daemons: Daemons, pg) -> None:
+    """5 000 page views on 5 000 distinct paths with a cap of 100 keys per batch: every view is
+    counted, at most 100 new paths per batch get rows of their own, the rest land in `(other)`."""
+    pipe = r.pipeline(transaction=False)
+    for i in range(5000):
+        pipe.xadd(stream, {"type": "page_view", "site": "s.example", "ts": "1790000000000", "path": f"/u/{i}"})
+    pipe.execute()
+    settings = make_settings(batch_size=1000)
+    proc = daemons.start(settings, "--drain", STREAMPROC_MAX_KEYS_PER_BATCH="100")
+    assert proc.wait(timeout=120) == 0, daemons.logs()[-2000:]
+    total, paths, other = pg.execute(
+        "SELECT sum(views), count(*), sum(views) FILTER (WHERE path = '(other)') FROM pageviews_daily"
+    ).fetchone()
+    assert total == 5000
+    assert paths <= 5 * 100 + 1
+    assert other >= 5000 - 5 * 100
+    assert log_lines(proc.logfile, "distinct key cap reached")  # type: ignore[attr-defined]

@@ -27,6 +27,7 @@ if [ "${1:-}" = test ]; then
     # The suite also drives a real Prometheus, promtool and systemd-analyze.
     command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || packages+=(prometheus)
     command -v systemd-analyze >/dev/null 2>&1 || packages+=(systemd)
+    command -v openssl >/dev/null 2>&1 || packages+=(openssl)   # throwaway CA for the TLS tests
 fi
 
 if [ ${#packages[@]} -gt 0 ]; then

@@ -41,6 +41,10 @@ class SinkUnavailable(SinkError):
     """Postgres cannot be reached or the transaction could not be committed."""
 
 
+class TransactionAborted(SinkUnavailable):
+    """Postgres aborted the batch transaction (lock timeout, deadlock, ...): retry it."""
+
+
 class SchemaNotReady(SinkError):
     """The database lacks streamproc's tables: run `streamproc migrate`."""
 

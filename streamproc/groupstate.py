@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any, Final
 
 import redis
@@ -41,6 +42,7 @@ def read_group_state(client: redis.Redis, stream: str, group: str) -> dict[str, 
         "pending": 0,
         "oldest_pending_id": None,
         "oldest_pending_idle_ms": 0,
+        "oldest_pending_age_ms": 0,
         "consumers": [],
     }
     g = groups.get(group)
@@ -59,6 +61,8 @@ def read_group_state(client: redis.Redis, stream: str, group: str) -> dict[str, 
         if oldest:
             state["oldest_pending_id"] = _s(oldest[0]["message_id"])
             state["oldest_pending_idle_ms"] = int(oldest[0]["time_since_delivered"])
+            id_ms = int(state["oldest_pending_id"].partition("-")[0])
+            state["oldest_pending_age_ms"] = max(0, int(time.time() * 1000) - id_ms)
     state["consumers"] = [
         {"name": _s(c["name"]), "pending": int(c["pending"]), "idle_ms": int(c["idle"])}
         for c in client.xinfo_consumers(stream, group)

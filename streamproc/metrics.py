@@ -27,7 +27,7 @@ log = structlog.get_logger("streamproc.metrics")
 OUTCOMES: Final = ("ok", "dead_lettered", "duplicate_skipped")
 
 EVENTS = Counter("streamproc_events_total", "Stream entries processed, by outcome.", ["stream", "outcome"])
-BATCHES = Counter("streamproc_batches_total", "Batches committed and acknowledged.")
+BATCHES = Counter("streamproc_batches_total", "Batches processed and acknowledged.")
 BATCH_ENTRIES = Histogram(
     "streamproc_batch_entries",
     "Entries per batch.",
@@ -46,7 +46,12 @@ PENDING = Gauge(
 )
 OLDEST_PENDING = Gauge(
     "streamproc_oldest_pending_age_seconds",
-    "Idle time of the oldest pending entry of the group.",
+    "Age (from its entry id) of the oldest entry delivered to the group and not yet acknowledged.",
+    ["stream", "group"],
+)
+OLDEST_PENDING_IDLE = Gauge(
+    "streamproc_oldest_pending_idle_seconds",
+    "Time since the oldest pending entry of the group was last delivered (stuck entries grow it).",
     ["stream", "group"],
 )
 STREAM_LENGTH = Gauge("streamproc_stream_length", "XLEN of the stream.", ["stream"])
@@ -66,6 +71,10 @@ RECONNECTS = Counter(
 KEY_OVERFLOW = Counter(
     "streamproc_key_overflow_events_total",
     "Events whose path, route, selector, name or dimension value went to '(other)': over the per-batch cap.",
+)
+TRANSACTION_RETRIES = Counter(
+    "streamproc_transaction_retries_total",
+    "Batch transactions aborted by Postgres (lock timeout, deadlock, serialization) and retried.",
 )
 GROUP_STATE_ERRORS = Counter("streamproc_group_state_errors_total", "Failed refreshes of the group-state gauges.")
 BUILD = Info("streamproc_build", "streamproc version and runtime.")
@@ -123,9 +132,9 @@ class GroupStateRefresher:
             while not self._stop.is_set():
                 try:
                     self.refresh(client)
-                except redis.RedisError as exc:
+                except Exception as exc:  # never let the thread die: frozen gauges would lie
                     GROUP_STATE_ERRORS.inc()
-                    log.debug("group state refresh failed", error=str(exc))
+                    log.warning("group state refresh failed", error=str(exc), kind=type(exc).__name__)
                 self._stop.wait(self._interval_s)
         finally:
             client.close()
@@ -141,11 +150,15 @@ class GroupStateRefresher:
             if state["lag"] is not None:
                 CONSUMER_LAG.labels(stream, self._group).set(state["lag"])
             PENDING.labels(stream, self._group).set(state["pending"])
-            OLDEST_PENDING.labels(stream, self._group).set(state["oldest_pending_idle_ms"] / 1000)
+            OLDEST_PENDING.labels(stream, self._group).set(state["oldest_pending_age_ms"] / 1000)
+            OLDEST_PENDING_IDLE.labels(stream, self._group).set(state["oldest_pending_idle_ms"] / 1000)
 
 
-def observe_commit(entries: int, flush_s: float) -> None:
+def observe_batch(entries: int, flush_s: float | None) -> None:
+    """A batch acknowledged; ``flush_s`` is None when it needed no transaction
+    (only dead letters or trimmed entries)."""
     BATCHES.inc()
     BATCH_ENTRIES.observe(entries)
-    FLUSH_SECONDS.observe(flush_s)
-    LAST_COMMIT.set(time.time())
+    if flush_s is not None:
+        FLUSH_SECONDS.observe(flush_s)
+        LAST_COMMIT.set(time.time())

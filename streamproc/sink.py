@@ -26,7 +26,7 @@ from psycopg import sql
 
 from streamproc import rollups as R
 from streamproc.decode import Accepted
-from streamproc.errors import SchemaNotReady, SinkError, SinkUnavailable
+from streamproc.errors import SchemaNotReady, SinkError, SinkUnavailable, TransactionAborted
 
 CONNECT_TIMEOUT_S: Final = 5
 STATEMENT_TIMEOUT_MS: Final = 30_000
@@ -166,7 +166,7 @@ class PostgresSink:
                 f"Postgres schema {self._schema!r} is not migrated ({_first_line(exc)}); run `streamproc migrate` first"
             ) from exc
         except RETRYABLE as exc:
-            raise SinkUnavailable(f"transaction aborted, will retry: {_first_line(exc)}") from exc
+            raise TransactionAborted(f"transaction aborted, will retry: {_first_line(exc)}") from exc
         except psycopg.OperationalError as exc:
             self.close()
             raise SinkUnavailable(f"Postgres connection lost: {_first_line(exc)}") from exc

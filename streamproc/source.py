@@ -39,6 +39,9 @@ return written
 """
 
 
+_MAX_PEL_PAGES: Final = 20  # pages of XPENDING scanned per reclaim, per stream
+
+
 def dlq_key(stream: str) -> str:
     return f"{stream}:dlq"
 
@@ -157,24 +160,57 @@ class RedisSource:
         return batch
 
     def reclaim(self, min_idle_ms: int, count: int) -> Batch:
-        """XAUTOCLAIM idle entries of other consumers, walking the whole PEL."""
+        """Take over entries idle longer than ``min_idle_ms`` on *other* consumers.
+
+        This consumer's own pending entries are the batches in hand (its
+        leftovers from before a restart are recovered at start), so they are
+        never taken back: while Postgres stalls, that would deliver a batch
+        still being committed again and again, pushing it towards
+        ``max_deliveries``. Entries deleted from the stream while pending are
+        dropped from the PEL by XCLAIM (Redis >= 7) and reported as trimmed.
+        """
         batch = Batch()
         with self._errors():
             for stream in self.streams:
-                cursor = b"0-0"
-                while len(batch) < count:
-                    nxt, claimed, deleted = self.client.xautoclaim(
-                        stream, self.group, self.consumer, min_idle_ms, cursor, count=count - len(batch)
-                    )
-                    if claimed:
-                        batch.entries.setdefault(stream, []).extend((eid, fields) for eid, fields in claimed)
-                    if deleted:
-                        batch.trimmed.setdefault(stream, []).extend(deleted)
-                    cursor = nxt
-                    if cursor in (b"0-0", "0-0"):
-                        break
-        batch.delivery_counts = self._delivery_counts(batch)
+                want = count - len(batch)
+                if want <= 0:
+                    break
+                ids, counts = self._idle_of_others(stream, min_idle_ms, want)
+                if not ids:
+                    continue
+                claimed: list[Entry] = self.client.xclaim(  # type: ignore[assignment]  # redis-py's reply type is loose
+                    stream, self.group, self.consumer, min_idle_ms, list[Any](ids)
+                )
+                got = {eid for eid, _ in claimed}
+                entries = list(claimed)
+                if entries:
+                    batch.entries[stream] = entries
+                    batch.delivery_counts[stream] = {eid: counts[eid] + 1 for eid in got}
+                # Not claimed: deleted from the stream, or taken by another consumer first.
+                trimmed = [i for i in ids if i not in got and not self.client.xrange(stream, min=i, max=i)]
+                if trimmed:
+                    batch.trimmed[stream] = trimmed
         return batch
+
+    def _idle_of_others(self, stream: str, min_idle_ms: int, want: int) -> tuple[list[bytes], dict[bytes, int]]:
+        """Ids (and delivery counts) of idle pending entries held by other consumers."""
+        ids: list[bytes] = []
+        counts: dict[bytes, int] = {}
+        start = "-"
+        page = max(want, 100)
+        for _ in range(_MAX_PEL_PAGES):
+            rows = self.client.xpending_range(stream, self.group, min=start, max="+", count=page, idle=min_idle_ms)
+            for row in rows:
+                eid = _b(row["message_id"])
+                if _b(row["consumer"]) != self.consumer.encode():
+                    ids.append(eid)
+                    counts[eid] = int(row["times_delivered"])
+                    if len(ids) >= want:
+                        return ids, counts
+            if len(rows) < page:
+                break
+            start = "(" + _b(rows[-1]["message_id"]).decode()
+        return ids, counts
 
     def _delivery_counts(self, batch: Batch) -> dict[str, dict[bytes, int]]:
         out: dict[str, dict[bytes, int]] = {}
@@ -195,10 +231,11 @@ class RedisSource:
 
     # -- acknowledging ------------------------------------------------------------
 
-    def ack(self, acks: Mapping[str, Sequence[bytes]], dead: Mapping[str, Sequence[DeadLetter]]) -> int:
+    def ack(self, acks: Mapping[str, Sequence[bytes]], dead: Mapping[str, Sequence[DeadLetter]]) -> dict[str, int]:
         """Dead-letter bad entries and ack everything, in one round trip.
 
-        Returns the number of dead letters actually written.
+        Returns, per stream, the number of dead letters actually written (a bad
+        entry already dead-lettered by another delivery is not written again).
         """
         with self._errors():
             pipe = self.client.pipeline(transaction=False)
@@ -215,7 +252,8 @@ class RedisSource:
                 if ids:
                     pipe.xack(stream, self.group, *ids)
             results = pipe.execute()
-        return sum(int(r) for r in results[: sum(1 for v in dead.values() if v)])
+        streams = [stream for stream, items in dead.items() if items]
+        return {stream: int(r) for stream, r in zip(streams, results, strict=False)}
 
     # -- state ---------------------------------------------------------------------
 

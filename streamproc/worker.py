@@ -22,7 +22,7 @@ from streamproc import metrics
 from streamproc.backoff import Backoff, Failpoints
 from streamproc.config import Settings
 from streamproc.decode import Decoded, Rejected, decode_batch
-from streamproc.errors import ShutdownTimeout, SinkUnavailable, SourceUnavailable
+from streamproc.errors import ShutdownTimeout, SinkUnavailable, SourceUnavailable, TransactionAborted
 from streamproc.flusher import Flusher
 from streamproc.fold import Hasher, KeyCap, fold
 from streamproc.migrate import check_migrated
@@ -213,12 +213,12 @@ class Worker:
         result = BatchResult(
             entries=len(batch),
             ok=len(claim.counted),
-            dead_lettered=written,
+            dead_lettered=sum(written.values()),
             duplicates=claim.duplicates,
             trimmed=sum(len(v) for v in batch.trimmed.values()),
             flush_s=flush_s,
         )
-        self._account(batch, decoded, claim, result)
+        self._account(batch, decoded, claim, result, written)
         self.maybe_prune()
         return result
 
@@ -265,13 +265,16 @@ class Worker:
                 return claim
             except SinkUnavailable as exc:
                 self._check_deadline("flush", exc)
-                metrics.RECONNECTS.labels("postgres").inc()
+                if isinstance(exc, TransactionAborted):
+                    metrics.TRANSACTION_RETRIES.inc()
+                else:
+                    metrics.RECONNECTS.labels("postgres").inc()
                 self.notifier.watchdog()
                 self.notifier.status(f"Postgres unavailable, retrying: {exc}")
                 delay = backoff.wait()
                 log.warning("flush failed, retrying", error=str(exc), retry_in_s=round(delay, 2))
 
-    def ack(self, batch: Batch, decoded: Mapping[str, Decoded]) -> int:
+    def ack(self, batch: Batch, decoded: Mapping[str, Decoded]) -> dict[str, int]:
         """XACK the batch; dead-letter the rejected entries in the same round trip."""
         acks: dict[str, list[bytes]] = {}
         dead: dict[str, list[tuple[bytes, Mapping[bytes, bytes], str]]] = {}
@@ -304,7 +307,9 @@ class Worker:
         drained: bool = self._retry_source(self.source.drained)
         return drained
 
-    def _account(self, batch: Batch, decoded: Mapping[str, Decoded], claim: Claim, r: BatchResult) -> None:
+    def _account(
+        self, batch: Batch, decoded: Mapping[str, Decoded], claim: Claim, r: BatchResult, written: Mapping[str, int]
+    ) -> None:
         t = self.totals
         t.batches += 1
         t.ok += r.ok
@@ -314,16 +319,17 @@ class Worker:
         counted = {id(a) for a in claim.counted}
         for stream, d in decoded.items():
             ok = sum(1 for a in d.accepted if id(a) in counted)
+            dead = written.get(stream, 0)  # a bad entry seen again is a duplicate, not a second dead letter
             for outcome, n in (
                 ("ok", ok),
-                ("duplicate_skipped", len(d.accepted) - ok),
-                ("dead_lettered", len(d.rejected)),
+                ("duplicate_skipped", len(d.accepted) - ok + len(d.rejected) - dead),
+                ("dead_lettered", dead),
             ):
                 t.add(stream, outcome, n)
                 metrics.EVENTS.labels(stream, outcome).inc(n)
         for stream, ids in batch.trimmed.items():
             metrics.TRIMMED.labels(stream).inc(len(ids))
-        metrics.observe_commit(r.entries, r.flush_s)
+        metrics.observe_batch(r.entries, r.flush_s if r.ok + r.duplicates else None)
         log.info(
             "batch",
             entries=r.entries,

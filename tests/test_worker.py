@@ -115,3 +115,31 @@ def test_flood_of_unique_paths_is_capped_per_batch(make_settings, schema, r, str
     assert paths <= 5 * 100 + 1
     assert other >= 5000 - 5 * 100
     assert log_lines(proc.logfile, "distinct key cap reached")  # type: ignore[attr-defined]
+
+
+def test_batches_in_hand_are_not_reclaimed_while_postgres_stalls(
+    make_settings, schema, r, stream, daemons: Daemons, database_url: str
+) -> None:
+    """While a commit is blocked for longer than min-idle, the worker does not take its own
+    in-flight entries back with its reclaim step: no second delivery, no duplicate, no
+    entry pushed towards max_deliveries."""
+    import psycopg
+
+    r.xgroup_create(stream, "g", id="0", mkstream=True)
+    for _ in range(300):
+        r.xadd(stream, GOOD)
+    blocker = psycopg.connect(database_url, options=f"-c search_path={schema}")
+    try:
+        blocker.execute("LOCK TABLE applied_entries IN EXCLUSIVE MODE")
+        settings = make_settings(batch_size=100, min_idle_ms=300, reclaim_interval_ms=100, max_deliveries=2)
+        proc = daemons.start(settings, "--drain")
+        wait_for(lambda: r.xpending(stream, "g")["pending"] > 0, 30, "a batch in hand")
+        time.sleep(3)  # ten reclaim rounds while the in-hand entries sit idle past min-idle
+        pending = r.xpending_range(stream, "g", "-", "+", 1000)
+        assert pending and max(p["times_delivered"] for p in pending) == 1
+    finally:
+        blocker.rollback()
+        blocker.close()
+    assert proc.wait(timeout=60) == 0, daemons.logs()[-2000:]
+    drained = log_lines(proc.logfile, "drained")[0]  # type: ignore[attr-defined]
+    assert (drained["ok"], drained["duplicates"], drained["reclaimed"], drained["dead_lettered"]) == (300, 0, 0, 0)

@@ -339,6 +339,7 @@ class Worker:
             trimmed=r.trimmed,
             flush_ms=round(r.flush_s * 1000, 1),
             **_id_range(batch),
+            **({"by_stream": {s: len(e) for s, e in batch.entries.items()}} if len(batch.entries) > 1 else {}),
         )
         if self.on_batch is not None:
             self.on_batch(r)

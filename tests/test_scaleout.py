@@ -1,0 +1,61 @@
+"""Scale-out on one consumer group: many workers, sharded streams."""
+
+from __future__ import annotations
+
+import random
+import signal
+import time
+
+import pytest
+
+from streamproc.synth import Generator, produce
+from tests.conftest import Daemons
+from tests.test_crash import assert_totals, log_lines
+
+
+@pytest.mark.slow
+def test_four_workers_one_killed_exact_totals(make_settings, schema, r, stream, daemons: Daemons) -> None:
+    """Four worker processes share the group; one is SIGKILLed mid-run and never comes back.
+    The others reclaim its entries after min-idle: totals are exact, nothing stays pending."""
+    entries = list(Generator(seed=21, days=1, bad_ratio=0.005).entries(40_000))
+    produce(r, stream, entries)
+    procs = [
+        daemons.start(make_settings(consumer=f"w{i}", batch_size=200, min_idle_ms=800), "--drain") for i in range(4)
+    ]
+    time.sleep(1.0)
+    victim = procs[random.Random(3).randrange(4)]
+    victim.send_signal(signal.SIGKILL)
+    assert victim.wait(timeout=10) == -signal.SIGKILL
+    for p in procs:
+        if p is not victim:
+            assert p.wait(timeout=240) == 0, daemons.logs()[-3000:]
+    assert r.xpending(stream, "g")["pending"] == 0
+    reclaimed = sum(line["reclaimed"] for p in procs if p is not victim for line in log_lines(p.logfile, "drained"))  # type: ignore[attr-defined]
+    assert reclaimed > 0, "the survivors took over the dead worker's pending entries"
+    assert_totals(make_settings(), entries)
+
+
+def test_sharded_streams_are_read_fairly(make_settings, schema, r, ns: str, daemons: Daemons) -> None:
+    """A daemon reading `events:{0..3}` serves every shard from its first batches on, even when
+    one shard holds far more entries than the others, and drains them all."""
+    shards = [f"{ns}:events:{{{i}}}" for i in range(4)]
+    sizes = [20_000, 500, 500, 500]
+    gen = Generator(seed=5, days=1, bad_ratio=0)
+    all_entries = []
+    for shard, n in zip(shards, sizes, strict=True):
+        entries = list(gen.entries(n))
+        produce(r, shard, entries)
+        all_entries.extend(entries)
+    settings = make_settings(streams=f"{ns}:events:{{0..3}}", batch_size=250)
+    proc = daemons.start(settings, "--drain")
+    assert proc.wait(timeout=240) == 0, daemons.logs()[-3000:]
+    for shard in shards:
+        assert r.xinfo_groups(shard)[0]["pending"] == 0
+        assert r.xinfo_groups(shard)[0]["lag"] == 0
+    # Fairness: every read takes up to COUNT from each shard, so the small shards are served
+    # alongside the big one from the first batch on and are done within two batches.
+    batches = log_lines(proc.logfile, "batch")  # type: ignore[attr-defined]
+    assert batches[0]["by_stream"] == {shard: 250 for shard in shards}
+    small = {s: sum(b.get("by_stream", {}).get(s, 0) for b in batches[:2]) for s in shards[1:]}
+    assert small == {s: 500 for s in shards[1:]}, small
+    assert_totals(settings, all_entries)

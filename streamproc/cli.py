@@ -290,10 +290,11 @@ def demo(
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
 
 
-from streamproc import cli_ops, cli_report  # noqa: E402  # after `app` exists: the commands register on it
+from streamproc import cli_maintain, cli_ops, cli_report  # noqa: E402  # after `app` exists: commands register on it
 
 cli_report.register(app)
 cli_ops.register(app)
+cli_maintain.register(app)
 
 
 def main() -> None:

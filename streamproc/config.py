@@ -90,19 +90,31 @@ def env_name(field: str) -> str:
     return ENV_PREFIX + names.get(field, field.upper())
 
 
+_SECRET_PARAMS: Final = ("password", "sslpassword", "ssl_password")
+_DSN_PASSWORD = re.compile(r"(\b(?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+
+
 def mask_url(url: str) -> str:
-    """``redis://user:secret@host`` -> ``redis://user:***@host``."""
+    """Hide passwords: ``redis://user:secret@host`` -> ``redis://user:***@host``.
+
+    Also masks ``?password=`` style query parameters, key=value DSNs
+    (``host=db password=secret``) and keeps multi-host and IPv6 netlocs intact.
+    """
+    if "://" not in url:
+        return _DSN_PASSWORD.sub(r"\1***", url)
     try:
         parts = urlsplit(url)
     except ValueError:
         return "<unparseable url>"
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    netloc = parts.netloc
+    userinfo, at, hosts = netloc.rpartition("@")
+    if at and ":" in userinfo:
+        netloc = f"{userinfo.partition(':')[0]}:***@{hosts}"
+    query = "&".join(
+        f"{k}=***" if k.lower() in _SECRET_PARAMS else (f"{k}={v}" if sep else k)
+        for k, sep, v in (item.partition("=") for item in parts.query.split("&") if item)
+    )
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 _RANGE = re.compile(r"\{(\d+)\.\.(\d+)\}")

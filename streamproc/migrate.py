@@ -59,7 +59,9 @@ def migrate(database_url: str, schema: str) -> list[Migration]:
     try:
         conn.autocommit = True
         conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
-        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+        exists = conn.execute("SELECT to_regnamespace(%s) IS NOT NULL", (schema,)).fetchone()
+        if not (exists and exists[0]):  # CREATE SCHEMA IF NOT EXISTS would still need CREATE on the database
+            conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
         conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations ("
             " version int PRIMARY KEY, name text NOT NULL, checksum text NOT NULL,"

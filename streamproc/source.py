@@ -121,6 +121,8 @@ class RedisSource:
         created = []
         with self._errors():
             for stream in self.streams:
+                if self._has_group(stream):
+                    continue  # no XGROUP CREATE attempt: a least-privilege user would log NOPERM
                 try:
                     self.client.xgroup_create(stream, self.group, id=start_id, mkstream=True)
                     created.append(stream)
@@ -131,12 +133,15 @@ class RedisSource:
                         raise
         return created
 
-    def _require_group(self, stream: str) -> None:
+    def _has_group(self, stream: str) -> bool:
         try:
             groups = self.client.xinfo_groups(stream)
         except rx.ResponseError:
-            groups = []  # no such stream
-        if not any(_s(g["name"]) == self.group for g in groups):
+            return False  # no such stream
+        return any(_s(g["name"]) == self.group for g in groups)
+
+    def _require_group(self, stream: str) -> None:
+        if not self._has_group(stream):
             raise GroupMissing(
                 f"consumer group {self.group!r} does not exist on stream {stream!r} and this Redis user"
                 " may not create it: run `streamproc setup` with a provisioning account first"

@@ -22,7 +22,7 @@ from streamproc import metrics
 from streamproc.backoff import Backoff, Failpoints
 from streamproc.config import Settings
 from streamproc.decode import Decoded, Rejected, decode_batch
-from streamproc.errors import ShutdownTimeout, SinkUnavailable, SourceUnavailable, TransactionAborted
+from streamproc.errors import ShutdownTimeout, SinkError, SinkUnavailable, SourceUnavailable, TransactionAborted
 from streamproc.flusher import Flusher
 from streamproc.fold import Hasher, KeyCap, fold
 from streamproc.migrate import check_migrated
@@ -295,7 +295,7 @@ class Worker:
         keep_from = {s: min(floor_ms, first if first is not None else floor_ms) for s, first in firsts.items()}
         try:
             removed = self.sink.prune_ledger(keep_from)
-        except SinkUnavailable as exc:
+        except SinkError as exc:  # pruning is housekeeping: never worth stopping the daemon for
             log.warning("ledger prune skipped", error=str(exc))
             return
         if removed:

@@ -111,9 +111,11 @@ class Generator:
             ev["path"] = path
             # A visitor keeps their device, browser, OS and country; most page views are
             # internal navigation without a referrer.
-            for key, pool in (("device", DEVICES), ("browser", BROWSERS), ("os", OSES), ("country", COUNTRIES)):
+            for i, (key, pool) in enumerate(
+                (("device", DEVICES), ("browser", BROWSERS), ("os", OSES), ("country", COUNTRIES))
+            ):
                 if visitor_n % 10:
-                    ev[key] = pool[(visitor_n * 7 + len(key)) % len(pool)]
+                    ev[key] = pool[(visitor_n * (2 * i + 3) + visitor_n // 5) % len(pool)]
             if rng.random() < 0.3:
                 referrer = rng.choice(REFERRERS)
                 if referrer is not None:

@@ -17,9 +17,32 @@ def test_bench_smoke_run_prints_table_json_and_plot(tmp_path: Path, redis_url: s
     out, png = tmp_path / "bench.json", tmp_path / "sweep.png"
     env = {"PATH": "/usr/bin:/bin", "STREAMPROC_REDIS_URL": redis_url, "STREAMPROC_DATABASE_URL": database_url}
     res = subprocess.run(
-        [sys.executable, "-m", "bench", "--events", "3000", "--workers", "2", "--naive-events", "300",
-         "--sweep-events", "1000", "--batch-sizes", "100,1000", "--latency-rate", "1000", "--json", str(out), "--plot", str(png)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--events",
+            "3000",
+            "--workers",
+            "2",
+            "--naive-events",
+            "300",
+            "--sweep-events",
+            "1000",
+            "--batch-sizes",
+            "100,1000",
+            "--latency-rate",
+            "1000",
+            "--json",
+            str(out),
+            "--plot",
+            str(png),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert res.returncode == 0, res.stderr[-3000:]
     data = json.loads(out.read_text())

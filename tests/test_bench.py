@@ -63,3 +63,33 @@ def test_bench_smoke_run_prints_table_json_and_plot(tmp_path: Path, redis_url: s
     header = png.read_bytes()[:24]
     assert header[:8] == b"\x89PNG\r\n\x1a\n"
     assert struct.unpack(">II", header[16:24]) == (700, 400)
+
+
+def test_scaleout_simulation_smoke_run(tmp_path: Path, redis_url: str, database_url: str) -> None:
+    """`python -m bench.scaleout` drains sharded streams with several workers and reports lag samples."""
+    out = tmp_path / "scaleout.json"
+    env = {"PATH": "/usr/bin:/bin", "STREAMPROC_REDIS_URL": redis_url, "STREAMPROC_DATABASE_URL": database_url}
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.scaleout",
+            "--shards",
+            "3",
+            "--workers",
+            "2",
+            "--events",
+            "3000",
+            "--json",
+            str(out),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert (data["shards"], data["workers"], data["exit_codes"]) == (3, 2, [0, 0])
+    assert data["lag_samples"][0]["lag"] > 0 and data["events_per_s"] > 0

@@ -224,20 +224,23 @@ def setup(
     Example: `streamproc setup --redis-url redis://admin:...@redis/0 --database-url postgresql://owner@db/analytics`
     """
     from streamproc.migrate import migrate as apply
+    from streamproc.partitions import maintain as partition
     from streamproc.source import RedisSource
 
     settings = settings_from(
         config, redis_url=redis_url, database_url=database_url, db_schema=schema, streams=streams, group=group
     )
     applied = [] if skip_migrate else apply(settings.database_url, settings.db_schema)
+    made = [] if skip_migrate else partition(settings.database_url, settings.db_schema, drop=False).created
     source = RedisSource(settings.redis_url, settings.streams, settings.group, "setup", settings.socket_timeout_s)
     try:
         created = source.ensure_groups(settings.group_start_id)
     finally:
         source.close()
-    result = {
+    result: dict[str, object] = {
         "schema": settings.db_schema,
         "migrations_applied": [f"{m.version:03d}_{m.name}" for m in applied],
+        "partitions_created": len(made),
         "group": settings.group,
         "groups_created": created,
         "streams": list(settings.streams),
@@ -246,8 +249,9 @@ def setup(
         sys.stdout.write(json.dumps(result, indent=2) + "\n")
         return
     if not skip_migrate:
-        names = result["migrations_applied"]
+        names = [f"{m.version:03d}_{m.name}" for m in applied]
         out.print(f"schema {settings.db_schema}: " + (f"applied {', '.join(names)}" if names else "up to date"))
+        out.print(f"partitions: created {len(made)} (then run `streamproc maintain` daily)")
     for stream in settings.streams:
         state = "created" if stream in created else "already there"
         out.print(f"group {settings.group} on {stream}: {state}")

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import random
 import signal
-import time
 
 import pytest
 
 from streamproc.synth import Generator, produce
-from tests.conftest import Daemons
+from tests.conftest import Daemons, wait_for
 from tests.test_crash import assert_totals, log_lines
 
 
@@ -22,8 +21,18 @@ def test_four_workers_one_killed_exact_totals(make_settings, schema, r, stream, 
     procs = [
         daemons.start(make_settings(consumer=f"w{i}", batch_size=200, min_idle_ms=800), "--drain") for i in range(4)
     ]
-    time.sleep(1.0)
-    victim = procs[random.Random(3).randrange(4)]
+    victim_i = random.Random(3).randrange(4)
+    victim = procs[victim_i]
+
+    def victim_holds_entries() -> bool:
+        if not any(g["name"] in (b"g", "g") for g in r.xinfo_groups(stream)):
+            return False  # the workers have not created the group yet
+        return any(
+            c["name"] in (f"w{victim_i}", f"w{victim_i}".encode()) and c["pending"] > 0
+            for c in r.xinfo_consumers(stream, "g")
+        )
+
+    wait_for(victim_holds_entries, 60, "the victim to hold entries")
     victim.send_signal(signal.SIGKILL)
     assert victim.wait(timeout=10) == -signal.SIGKILL
     for p in procs:

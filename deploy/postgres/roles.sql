@@ -120,6 +120,11 @@ GRANT SELECT ON ALL TABLES IN SCHEMA :"schema" TO :"reader";
 REVOKE UPDATE ON :"schema".applied_entries, :"schema".producer_ids FROM :"daemon";
 GRANT DELETE ON :"schema".applied_entries, :"schema".producer_ids TO :"daemon";
 REVOKE SELECT ON :"schema".applied_entries, :"schema".producer_ids FROM :"reader";
+-- The ledger's partitions (migration 002) got the table-wide grants above: give them the parent's.
+SELECT format('REVOKE UPDATE ON %I.%I FROM %I; REVOKE SELECT ON %I.%I FROM %I;',
+              :'schema', c.relname, :'daemon', :'schema', c.relname, :'reader')
+  FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+ WHERE i.inhparent = to_regclass(format('%I.%I', :'schema', 'applied_entries')) \gexec
 -- Stream names -> small ids: registered once, never changed.
 REVOKE UPDATE ON :"schema".streams FROM :"daemon";
 -- Written by `streamproc migrate` only; the daemon and reports just check the version.

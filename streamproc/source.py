@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -164,15 +164,18 @@ class RedisSource:
         batch.delivery_counts = self._delivery_counts(batch)
         return batch
 
-    def reclaim(self, min_idle_ms: int, count: int) -> Batch:
-        """Take over entries idle longer than ``min_idle_ms`` on *other* consumers.
+    def reclaim(self, min_idle_ms: int, count: int, in_hand: Collection[tuple[str, bytes]] = ()) -> Batch:
+        """Take over entries idle longer than ``min_idle_ms``: other consumers' entries,
+        and this consumer's own entries that it does not hold.
 
-        This consumer's own pending entries are the batches in hand (its
-        leftovers from before a restart are recovered at start), so they are
-        never taken back: while Postgres stalls, that would deliver a batch
-        still being committed again and again, pushing it towards
-        ``max_deliveries``. Entries deleted from the stream while pending are
-        dropped from the PEL by XCLAIM (Redis >= 7) and reported as trimmed.
+        The batches in hand (``in_hand``: stream and id of every entry read and
+        not yet acked) are never taken back: while Postgres stalls, that would
+        deliver a batch still being committed again and again, pushing it
+        towards ``max_deliveries``. Own entries *not* in hand are ones whose
+        delivery never reached us (a reply lost to a cut connection) or whose
+        XACK was lost (a failover): they are recovered like anyone else's.
+        Entries deleted from the stream while pending are dropped from the PEL
+        by XCLAIM (Redis >= 7) and reported as trimmed.
         """
         batch = Batch()
         with self._errors():
@@ -180,7 +183,7 @@ class RedisSource:
                 want = count - len(batch)
                 if want <= 0:
                     break
-                ids, counts = self._idle_of_others(stream, min_idle_ms, want)
+                ids, counts = self._idle_not_in_hand(stream, min_idle_ms, want, in_hand)
                 if not ids:
                     continue
                 claimed: list[Entry] = self.client.xclaim(  # type: ignore[assignment]  # redis-py's reply type is loose
@@ -197,8 +200,10 @@ class RedisSource:
                     batch.trimmed[stream] = trimmed
         return batch
 
-    def _idle_of_others(self, stream: str, min_idle_ms: int, want: int) -> tuple[list[bytes], dict[bytes, int]]:
-        """Ids (and delivery counts) of idle pending entries held by other consumers."""
+    def _idle_not_in_hand(
+        self, stream: str, min_idle_ms: int, want: int, in_hand: Collection[tuple[str, bytes]]
+    ) -> tuple[list[bytes], dict[bytes, int]]:
+        """Ids (and delivery counts) of idle pending entries this worker does not hold."""
         ids: list[bytes] = []
         counts: dict[bytes, int] = {}
         start = "-"
@@ -207,7 +212,7 @@ class RedisSource:
             rows = self.client.xpending_range(stream, self.group, min=start, max="+", count=page, idle=min_idle_ms)
             for row in rows:
                 eid = _b(row["message_id"])
-                if _b(row["consumer"]) != self.consumer.encode():
+                if _b(row["consumer"]) != self.consumer.encode() or (stream, eid) not in in_hand:
                     ids.append(eid)
                     counts[eid] = int(row["times_delivered"])
                     if len(ids) >= want:

@@ -95,6 +95,8 @@ class Worker:
         self.on_batch = on_batch
         self.notifier = notifier or Notifier({})
         self._next_status = 0.0
+        self._in_hand: set[tuple[str, bytes]] = set()  # (stream, id) read and not yet acked
+        self._in_hand_lock = threading.Lock()
         self.totals = Totals()
         self.stopping = threading.Event()
         self._stop_deadline: float | None = None
@@ -179,7 +181,10 @@ class Worker:
         now = time.monotonic()
         if now >= self._next_reclaim:
             self._next_reclaim = now + self.settings.reclaim_interval_ms / 1000
-            batch = self._retry_source(lambda: self.source.reclaim(self.settings.min_idle_ms, self.settings.batch_size))
+            in_hand = self._in_hand_snapshot()
+            batch = self._retry_source(
+                lambda: self.source.reclaim(self.settings.min_idle_ms, self.settings.batch_size, in_hand)
+            )
             if not batch.is_empty():
                 self.totals.reclaimed += len(batch)
                 for stream, entries in batch.entries.items():
@@ -195,6 +200,8 @@ class Worker:
 
     def prepare(self, batch: Batch) -> Job:
         """The Python half of a batch: decode and fold (no I/O)."""
+        with self._in_hand_lock:
+            self._in_hand.update((s, eid) for s, entries in batch.entries.items() for eid, _ in entries)
         decoded = self.decode(batch)
         cap = KeyCap(self.settings.max_keys_per_batch)
         prefold = fold((a for items in decoded.values() for a in items.accepted), self.hasher, cap)
@@ -210,6 +217,8 @@ class Worker:
         claim = self.flush(decoded, job.prefold)
         flush_s = time.perf_counter() - started
         written = self.ack(batch, decoded)
+        with self._in_hand_lock:
+            self._in_hand.difference_update((s, eid) for s, entries in batch.entries.items() for eid, _ in entries)
         result = BatchResult(
             entries=len(batch),
             ok=len(claim.counted),
@@ -302,6 +311,10 @@ class Worker:
             log.info("ledger pruned", rows=removed)
 
     # -- helpers -------------------------------------------------------------------
+
+    def _in_hand_snapshot(self) -> frozenset[tuple[str, bytes]]:
+        with self._in_hand_lock:
+            return frozenset(self._in_hand)
 
     def _drained(self) -> bool:
         drained: bool = self._retry_source(self.source.drained)

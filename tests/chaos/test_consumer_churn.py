@@ -1,0 +1,79 @@
+"""Daemons restarted again and again under stable names: the group's consumer list stays bounded."""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import time
+
+import pytest
+import redis
+
+from streamproc.synth import Generator
+from tests.chaos.checks import Feeder, figure, final_checks, logfile, tail
+from tests.conftest import Daemons
+from tests.test_crash import log_lines
+
+NAMES = ("w0", "w1", "w2")
+RESTARTS = 50
+
+
+def consumer_names(r: redis.Redis, stream: str) -> set[str]:
+    return {c["name"].decode() if isinstance(c["name"], bytes) else c["name"] for c in r.xinfo_consumers(stream, "g")}
+
+
+@pytest.mark.slow
+def test_fifty_restarts_keep_xinfo_consumers_bounded(make_settings, schema, r, stream, daemons: Daemons) -> None:
+    """Three slots run daemons named w0, w1, w2; each lives 0.1-0.8 s past its `ready` line (so
+    it has read, claimed or acked under its name), is stopped by SIGTERM or SIGKILL in turn and is
+    replaced under the same name, 50 times in all, while a producer writes. XINFO CONSUMERS never
+    lists more than the three names; a final `--drain` leaves nothing pending; totals are exact."""
+    rng = random.Random(40)
+    entries = list(Generator(seed=40, days=1, bad_ratio=0.004).entries(30_000))
+
+    def start(name: str) -> subprocess.Popen[bytes]:
+        return daemons.start(make_settings(consumer=name, batch_size=rng.choice((100, 500))))
+
+    def due(proc: subprocess.Popen[bytes], started: float, life_s: float) -> bool:
+        ready = log_lines(logfile(proc), "ready")
+        if not ready:
+            assert proc.poll() is None, f"daemon exited at start: {tail(proc)}"
+            assert time.monotonic() - started < 30, "daemon not ready after 30 s"
+            return False
+        return time.monotonic() - started >= life_s
+
+    restarts = max_seen = 0
+    exits: dict[int, int] = {}
+    deadline = time.monotonic() + 150
+    with Feeder(r, stream, entries, chunk=1000, pause_s=0.4):
+        slots = {name: (start(name), time.monotonic(), rng.uniform(0.1, 0.8)) for name in NAMES}
+        while restarts < RESTARTS:
+            assert time.monotonic() < deadline, f"only {restarts} restarts"
+            for name, (proc, started, life_s) in list(slots.items()):
+                if restarts >= RESTARTS or not due(proc, started, life_s):
+                    continue
+                proc.send_signal(signal.SIGKILL if restarts % 2 else signal.SIGTERM)
+                code = proc.wait(timeout=40)
+                assert code in (0, -signal.SIGTERM, -signal.SIGKILL), f"{name} exited with {code}"
+                exits[code] = exits.get(code, 0) + 1
+                restarts += 1
+                slots[name] = (start(name), time.monotonic(), rng.uniform(0.1, 0.8))
+            if r.exists(stream) and r.xinfo_groups(stream):
+                seen = consumer_names(r, stream)
+                assert seen <= set(NAMES), seen
+                max_seen = max(max_seen, len(seen))
+            time.sleep(0.05)
+    for proc, _, _ in slots.values():
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+    final = make_settings(consumer="w0", min_idle_ms=500)
+    assert daemons.start(final, "--drain").wait(timeout=120) == 0, daemons.logs()[-3000:]
+    names = consumer_names(r, stream)
+    assert names <= set(NAMES), names
+    _, lost, doubled = final_checks(final, r, stream, entries, daemons)
+    figure(
+        f"Consumer churn: {restarts} restarts (exit codes {exits}), XINFO CONSUMERS max {max_seen},"
+        f" final {len(names)} ({', '.join(sorted(names))}); {len(entries):,} entries, {lost} lost, {doubled} doubled"
+    )

@@ -47,7 +47,11 @@ class Failpoints:
     def __init__(self, spec: str = "") -> None:
         self._at: dict[str, tuple[int, signal.Signals]] = {}
         self._hits: dict[str, int] = {}
+        self.content: bytes | None = None  # ``content=MARKER``: die on any entry carrying MARKER
         for item in filter(None, (p.strip() for p in spec.split(","))):
+            if item.startswith("content="):
+                self.content = item.removeprefix("content=").encode()
+                continue
             point, _, action = item.partition(":")
             name, _, nth = point.partition("@")
             sig = signal.SIGSTOP if action == "stop" else signal.SIGKILL
@@ -56,6 +60,11 @@ class Failpoints:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Failpoints:
         return cls(environ.get("STREAMPROC_FAILPOINTS", ""))
+
+    def check_content(self, fields: Mapping[bytes, bytes] | None) -> None:
+        """SIGKILL if an entry carries the content marker: an entry that crashes the worker."""
+        if self.content is not None and fields and any(self.content in v for v in fields.values()):
+            os.kill(os.getpid(), signal.SIGKILL)
 
     def hit(self, name: str) -> None:
         if name not in self._at:

@@ -164,6 +164,15 @@ class RedisSource:
         batch.delivery_counts = self._delivery_counts(batch)
         return batch
 
+    def own_pending_max_deliveries(self, scan: int = 10_000) -> int:
+        """Highest delivery count among this consumer's pending entries (0 if none); no side effect."""
+        highest = 0
+        with self._errors():
+            for stream in self.streams:
+                rows = self.client.xpending_range(stream, self.group, "-", "+", scan, consumername=self.consumer)
+                highest = max([highest, *(int(row["times_delivered"]) for row in rows)])
+        return highest
+
     def reclaim(self, min_idle_ms: int, count: int, in_hand: Collection[tuple[str, bytes]] = ()) -> Batch:
         """Take over entries idle longer than ``min_idle_ms``: other consumers' entries,
         and this consumer's own entries that it does not hold.

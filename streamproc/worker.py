@@ -117,7 +117,8 @@ class Worker:
                     self.notifier.watchdog()
                     batch = self.next_batch()
                     if not batch.is_empty():
-                        flusher.submit(self.prepare(batch))
+                        for part in split_suspicious(batch):
+                            flusher.submit(self.prepare(part))
                     elif self.drain and self._drained():
                         drained = True
                         break
@@ -167,14 +168,25 @@ class Worker:
     # -- steps -------------------------------------------------------------------
 
     def recover_own_pending(self) -> None:
-        """After a restart, finish this consumer's own pending entries first."""
+        """After a restart, finish this consumer's own pending entries first.
+
+        If some were already re-read after an earlier crash (delivered twice or
+        more), the worker may be dying on one of them: read them one at a time,
+        so each crash adds a delivery to one entry only and the culprit reaches
+        max_deliveries (and the dead-letter stream) before its neighbours.
+        """
+        suspicious = self._retry_source(self.source.own_pending_max_deliveries) > 1
+        count = 1 if suspicious else self.settings.batch_size
+        if suspicious:
+            log.warning("recovering own pending entries one at a time: an earlier run died on them")
         while not self.stopping.is_set():
-            batch = self._retry_source(lambda: self.source.read_own_pending(self.settings.batch_size))
+            batch = self._retry_source(lambda: self.source.read_own_pending(count))
             if batch.is_empty():
                 return
             log.info("recovering own pending entries", entries=len(batch))
-            self.process(batch)
-            self.notifier.watchdog()
+            for part in split_suspicious(batch):
+                self.process(part)
+                self.notifier.watchdog()
 
     def next_batch(self) -> Batch:
         """Reclaim stalled entries when due, else read new ones."""
@@ -241,6 +253,9 @@ class Worker:
             poison = [(eid, f) for eid, f in entries if counts.get(eid, 1) > limit]
             if poison:
                 entries = [(eid, f) for eid, f in entries if counts.get(eid, 1) <= limit]
+            if self.failpoints.content is not None:
+                for _eid, f in entries:
+                    self.failpoints.check_content(f)
             decoded = decode_batch(entries, now_ms, self.settings.max_entry_bytes)
             for eid, f in poison:
                 reason = (
@@ -414,3 +429,26 @@ def _id_range(batch: Batch) -> dict[str, str]:
     if not ids:
         return {}
     return {"first_id": min(ids, key=split_entry_id).decode(), "last_id": max(ids, key=split_entry_id).decode()}
+
+
+def split_suspicious(batch: Batch) -> list[Batch]:
+    """Entries delivered before (the worker may have died on them) each get a batch of their own.
+
+    A poison entry that kills the worker then takes down only itself: the good
+    entries that shared its batch commit on their next delivery, instead of
+    being redelivered with it until they all reach max_deliveries.
+    """
+    if not any(n > 1 for counts in batch.delivery_counts.values() for n in counts.values()):
+        return [batch]
+    rest = Batch(trimmed=batch.trimmed)
+    singles: list[Batch] = []
+    for stream, entries in batch.entries.items():
+        counts = batch.delivery_counts.get(stream, {})
+        for entry in entries:
+            n = counts.get(entry[0], 1)
+            if n > 1:
+                singles.append(Batch({stream: [entry]}, {stream: {entry[0]: n}}))
+            else:
+                rest.entries.setdefault(stream, []).append(entry)
+                rest.delivery_counts.setdefault(stream, {})[entry[0]] = n
+    return [rest, *singles] if not rest.is_empty() else singles

@@ -131,7 +131,7 @@ def test_batches_in_hand_are_not_reclaimed_while_postgres_stalls(
     blocker = psycopg.connect(database_url, options=f"-c search_path={schema}")
     try:
         blocker.execute("LOCK TABLE applied_entries IN EXCLUSIVE MODE")
-        settings = make_settings(batch_size=100, min_idle_ms=300, reclaim_interval_ms=100, max_deliveries=2)
+        settings = make_settings(batch_size=100, min_idle_ms=300, reclaim_interval_ms=100, max_deliveries=3)
         proc = daemons.start(settings, "--drain")
         wait_for(lambda: r.xpending(stream, "g")["pending"] > 0, 30, "a batch in hand")
         time.sleep(3)  # ten reclaim rounds while the in-hand entries sit idle past min-idle
@@ -143,3 +143,29 @@ def test_batches_in_hand_are_not_reclaimed_while_postgres_stalls(
     assert proc.wait(timeout=60) == 0, daemons.logs()[-2000:]
     drained = log_lines(proc.logfile, "drained")[0]  # type: ignore[attr-defined]
     assert (drained["ok"], drained["duplicates"], drained["reclaimed"], drained["dead_lettered"]) == (300, 0, 0, 0)
+
+
+def test_entry_that_kills_the_worker_is_dead_lettered_and_the_stream_flows(
+    make_settings, schema, r, stream, daemons: Daemons
+) -> None:
+    """An entry that crashes the worker process itself (a failpoint keyed on its content) is
+    retried alone after the first crash, dead-lettered once its delivery count passes
+    max_deliveries, and every good entry around it is counted exactly once."""
+    gen = Generator(seed=12, days=1, bad_ratio=0)
+    good = list(gen.entries(2000))
+    produce(r, stream, good[:1000])
+    poison_id = r.xadd(stream, {"type": "page_view", "site": "s.example", "ts": "1790000000000", "path": "/POISON-XYZ"})
+    produce(r, stream, good[1000:])
+    settings = make_settings(batch_size=100, max_deliveries=3)
+    exits = []
+    for _ in range(8):  # what systemd's Restart=on-failure does, bounded
+        proc = daemons.start(settings, "--drain", STREAMPROC_FAILPOINTS="content=POISON-XYZ")
+        exits.append(proc.wait(timeout=120))
+        if exits[-1] == 0:
+            break
+    assert exits[-1] == 0 and exits.count(-signal.SIGKILL) == 3, exits  # deliveries 1..3 crash, the 4th is diverted
+    dead = r.xrange(f"{stream}:dlq")
+    assert [d[1][b"_dlq_id"] for d in dead] == [poison_id]
+    assert b"delivered 4 times" in dead[0][1][b"_dlq_reason"]
+    assert r.xpending(stream, "g")["pending"] == 0
+    assert_totals(settings, good)

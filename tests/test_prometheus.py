@@ -49,6 +49,7 @@ ALERTS = {
     "StreamprocReconnecting",
     "StreamprocGroupStateStale",
     "StreamprocFlushSlow",
+    "StreamprocEntriesTrimmedUnprocessed",
 }
 REQUIRED_EXPOSED = (
     "streamproc_consumer_lag",

@@ -117,8 +117,7 @@ class Worker:
                     self.notifier.watchdog()
                     batch = self.next_batch()
                     if not batch.is_empty():
-                        for part in split_suspicious(batch):
-                            flusher.submit(self.prepare(part))
+                        flusher.submit(self.prepare(batch))
                     elif self.drain and self._drained():
                         drained = True
                         break
@@ -184,9 +183,8 @@ class Worker:
             if batch.is_empty():
                 return
             log.info("recovering own pending entries", entries=len(batch))
-            for part in split_suspicious(batch):
-                self.process(part)
-                self.notifier.watchdog()
+            self.process(batch)
+            self.notifier.watchdog()
 
     def next_batch(self) -> Batch:
         """Reclaim stalled entries when due, else read new ones."""
@@ -429,26 +427,3 @@ def _id_range(batch: Batch) -> dict[str, str]:
     if not ids:
         return {}
     return {"first_id": min(ids, key=split_entry_id).decode(), "last_id": max(ids, key=split_entry_id).decode()}
-
-
-def split_suspicious(batch: Batch) -> list[Batch]:
-    """Entries delivered before (the worker may have died on them) each get a batch of their own.
-
-    A poison entry that kills the worker then takes down only itself: the good
-    entries that shared its batch commit on their next delivery, instead of
-    being redelivered with it until they all reach max_deliveries.
-    """
-    if not any(n > 1 for counts in batch.delivery_counts.values() for n in counts.values()):
-        return [batch]
-    rest = Batch(trimmed=batch.trimmed)
-    singles: list[Batch] = []
-    for stream, entries in batch.entries.items():
-        counts = batch.delivery_counts.get(stream, {})
-        for entry in entries:
-            n = counts.get(entry[0], 1)
-            if n > 1:
-                singles.append(Batch({stream: [entry]}, {stream: {entry[0]: n}}))
-            else:
-                rest.entries.setdefault(stream, []).append(entry)
-                rest.delivery_counts.setdefault(stream, {})[entry[0]] = n
-    return [rest, *singles] if not rest.is_empty() else singles

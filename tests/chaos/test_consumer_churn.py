@@ -57,7 +57,10 @@ def test_fifty_restarts_keep_xinfo_consumers_bounded(make_settings, schema, r, s
                 if restarts >= RESTARTS or not due(proc, started, life_s):
                     continue
                 proc.send_signal(signal.SIGKILL if restarts % 2 else signal.SIGTERM)
-                code = proc.wait(timeout=40)
+                try:
+                    code = proc.wait(timeout=40)
+                except subprocess.TimeoutExpired:
+                    raise AssertionError(f"{name} did not exit 40 s after the signal: {tail(proc)}") from None
                 assert code in (0, -signal.SIGTERM, -signal.SIGKILL), f"{name} exited with {code}"
                 exits[code] = exits.get(code, 0) + 1
                 restarts += 1

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -95,6 +94,8 @@ class Worker:
         self.on_batch = on_batch
         self.notifier = notifier or Notifier({})
         self._next_status = 0.0
+        self._stop_reason = "requested"
+        self._stop_announced = False
         self._in_hand: set[tuple[str, bytes]] = set()  # (stream, id) read and not yet acked
         self._in_hand_lock = threading.Lock()
         self.totals = Totals()
@@ -121,8 +122,10 @@ class Worker:
                     elif self.drain and self._drained():
                         drained = True
                         break
+                self._announce_stop()
         except BaseException as exc:
             self.stop(f"error: {type(exc).__name__}")  # gives the flusher a deadline
+            self._announce_stop()
             raise
         log.info("drained" if drained else "shutdown", **self._totals_view())
         return 0
@@ -144,10 +147,19 @@ class Worker:
         self.notifier.ready(f"consuming {', '.join(self.source.streams)} as {self.source.consumer}")
 
     def stop(self, reason: str = "requested") -> None:
+        """Ask the loop to finish the batch in hand and stop. Safe in a signal handler:
+        it takes no lock and writes nothing (the loop announces the stop)."""
         if not self.stopping.is_set():
-            log.info("stopping", reason=reason, drain_timeout_s=self.settings.drain_timeout_s)
+            self._stop_reason = reason
             self._stop_deadline = time.monotonic() + self.settings.drain_timeout_s
             self.stopping.set()
+
+    def _announce_stop(self) -> None:
+        """Log and notify the stop once, from the loop (never from a signal handler, where
+        taking the log's lock could deadlock with the line being written)."""
+        if self.stopping.is_set() and not self._stop_announced:
+            self._stop_announced = True
+            log.info("stopping", reason=self._stop_reason, drain_timeout_s=self.settings.drain_timeout_s)
             self.notifier.stopping()
 
     def _install_signals(self) -> None:
@@ -156,8 +168,8 @@ class Worker:
 
         def handler(signum: int, _frame: FrameType | None) -> None:
             if self.stopping.is_set():
-                log.warning("second signal, exiting at once", signal=signal.Signals(signum).name)
-                sys.stderr.flush()
+                # No logging here: the interrupted code may hold the log's lock.
+                os.write(2, b'{"event": "second signal, exiting at once", "level": "warning"}\n')
                 os._exit(1)  # uncommitted batches stay pending and are redelivered
             self.stop(signal.Signals(signum).name)
 

@@ -160,9 +160,13 @@ def test_daemon_runs_under_the_redis_acl(
         produce(producer, streams[0], entries[0::2])
         produce(producer, streams[1], entries[1::2])
 
+    with acl_redis.client("streamproc") as dead:  # a consumer that died holding 100 entries
+        dead.xreadgroup("g", "dead", {streams[0]: ">"}, count=100)
+
     settings = make_settings(redis_url=acl_redis.url("streamproc"), streams="events:{0..1}")
     proc = daemons.start(settings, "--drain", STREAMPROC_LOG_LEVEL="debug")
     assert proc.wait(timeout=90) == 0, daemons.logs()[-3000:]
+    assert "reclaimed" in daemons.logs(), "the dead consumer's entries were taken over (XPENDING + XCLAIM)"
     logs = daemons.logs()
     assert "NOPERM" not in logs and "no permissions" not in logs, logs[-3000:]
     assert "group state refresh failed" not in logs, logs[-3000:]  # metrics: XINFO, XLEN, XPENDING

@@ -409,28 +409,24 @@ class Worker:
             ) from exc
 
     def _retry_source(self, call: Callable[[], T], step: str = "read") -> T:
-        backoff = Backoff()
-        while True:
-            try:
-                return call()
-            except SourceUnavailable as exc:
-                self._check_deadline(step, exc)
-                metrics.RECONNECTS.labels("redis").inc()
-                self.notifier.watchdog()
-                delay = backoff.wait()
-                log.warning("redis unavailable, retrying", step=step, error=str(exc), retry_in_s=round(delay, 2))
+        return self._retry(call, "redis", step)
 
     def _retry_sink(self, call: Callable[[], T]) -> T:
+        return self._retry(call, "postgres", "connect")
+
+    def _retry(self, call: Callable[[], T], server: str, step: str) -> T:
+        """Call until the server answers, backing off; bounded by the drain deadline once stopping."""
+        unavailable = SourceUnavailable if server == "redis" else SinkUnavailable
         backoff = Backoff()
         while True:
             try:
                 return call()
-            except SinkUnavailable as exc:
-                self._check_deadline("connect", exc)
-                metrics.RECONNECTS.labels("postgres").inc()
+            except unavailable as exc:
+                self._check_deadline(step, exc)
+                metrics.RECONNECTS.labels(server).inc()
                 self.notifier.watchdog()
                 delay = backoff.wait()
-                log.warning("postgres unavailable, retrying", error=str(exc), retry_in_s=round(delay, 2))
+                log.warning(f"{server} unavailable, retrying", step=step, error=str(exc), retry_in_s=round(delay, 2))
 
 
 def _id_range(batch: Batch) -> dict[str, str]:

@@ -19,6 +19,7 @@ from typing import Any
 import psycopg
 import redis
 
+from streamproc.source import split_entry_id
 from streamproc.synth import SynthEntry, produce
 
 GROUP = "bench"
@@ -262,10 +263,10 @@ def latency(
     proc.wait(timeout=60)
     batches = [json.loads(x) for x in log.read_text().splitlines() if x.startswith("{")]
     batches = [b for b in batches if b.get("event") == "batch" and "first_id" in b]
-    ends = sorted((_id(b["first_id"]), _id(b["last_id"]), _ts(b)) for b in batches)
+    ends = sorted((split_entry_id(b["first_id"]), split_entry_id(b["last_id"]), _ts(b)) for b in batches)
     lat: list[float] = []
     for eid in added:
-        key = _id(eid.decode())
+        key = split_entry_id(eid)
         for lo, hi, t in ends:
             if lo <= key <= hi:
                 lat.append(t * 1000 - key[0])
@@ -285,8 +286,3 @@ def latency(
         "p99_ms": pick(0.99),
         "max_ms": round(lat[-1], 1),
     }
-
-
-def _id(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)

@@ -14,7 +14,8 @@ from typing import Any, Final
 import redis
 
 from streamproc.errors import SourceError
-from streamproc.ops import check_group, check_stream, id_after, id_tuple, text, xclaim_ids, xrange
+from streamproc.ops import check_group, check_stream, id_after, text, xclaim_ids, xrange
+from streamproc.source import split_entry_id
 
 DRAIN_CHUNK: Final = 1000
 
@@ -162,7 +163,7 @@ def plan_trim(client: redis.Redis, stream: str) -> TrimPlan:
     info = client.xinfo_stream(stream)
     bounds = [_group_bound(client, stream, g) for g in groups]
     needed = [b.keep_from for b in bounds if b.keep_from is not None]
-    minid = min(needed, key=id_tuple) if needed else id_after(text(info["last-generated-id"]))
+    minid = min(needed, key=split_entry_id) if needed else id_after(text(info["last-generated-id"]))
     length = int(info["length"])
     return TrimPlan(
         stream=stream, length=length, minid=minid, removable=length - _count_from(client, stream, minid), groups=bounds
@@ -177,7 +178,7 @@ def _group_bound(client: redis.Redis, stream: str, g: dict[str, Any]) -> GroupBo
     nxt = xrange(client, stream, "(" + last, "+", 1)
     first_new = text(nxt[0][0]) if nxt else None
     candidates = [x for x in (oldest, first_new) if x is not None]
-    keep = min(candidates, key=id_tuple) if candidates else None
+    keep = min(candidates, key=split_entry_id) if candidates else None
     return GroupBound(name, last, oldest, first_new, keep)
 
 

@@ -24,6 +24,7 @@ from streamproc.config import Settings, mask_url
 from streamproc.decode import Accepted, decode_entry
 from streamproc.errors import SourceError, SourceUnavailable, StreamprocError
 from streamproc.groupstate import read_group_state
+from streamproc.source import split_entry_id
 
 OPS_SOCKET_TIMEOUT_S: Final = 10.0
 
@@ -91,14 +92,9 @@ def parse_entry_id(text: str) -> str:
     return f"{int(m.group(1))}-{int(m.group(2) or 0)}"
 
 
-def id_tuple(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
-
-
 def id_after(entry_id: str) -> str:
     """The smallest id greater than ``entry_id``."""
-    ms, seq = id_tuple(entry_id)
+    ms, seq = split_entry_id(entry_id)
     return f"{ms + 1}-0" if seq >= 2**64 - 1 else f"{ms}-{seq + 1}"
 
 
@@ -192,7 +188,7 @@ def status(client: redis.Redis, streams: Sequence[str], group: str) -> list[dict
         check_group(client, stream, group)
         state = read_group_state(client, stream, group)
         oldest = state["oldest_pending_id"]
-        state["oldest_pending_age_ms"] = max(0, now_ms() - id_tuple(oldest)[0]) if oldest else None
+        state["oldest_pending_age_ms"] = max(0, now_ms() - split_entry_id(oldest)[0]) if oldest else None
         states.append(state)
     return states
 

@@ -27,6 +27,7 @@ from psycopg import sql
 from streamproc import rollups as R
 from streamproc.decode import Accepted
 from streamproc.errors import SchemaNotReady, SinkError, SinkUnavailable, TransactionAborted
+from streamproc.source import split_entry_id
 
 CONNECT_TIMEOUT_S: Final = 5
 STATEMENT_TIMEOUT_MS: Final = 30_000
@@ -53,11 +54,6 @@ RETRYABLE: Final = (
     pge.AdminShutdown,
     pge.CannotConnectNow,
 )
-
-
-def split_entry_id(entry_id: bytes) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition(b"-")
-    return int(ms), int(seq or 0)
 
 
 class Claim:

@@ -308,7 +308,7 @@ class RedisSource:
             if state.lag is not None:
                 if state.lag:
                     return False
-            elif _id_tuple(state.last_delivered_id) < _id_tuple(state.last_generated_id):
+            elif split_entry_id(state.last_delivered_id) < split_entry_id(state.last_generated_id):
                 return False
         return True
 
@@ -317,7 +317,7 @@ class RedisSource:
         with self._errors():
             for stream in self.streams:
                 first = self.client.xrange(stream, count=1)
-                out[stream] = _id_tuple(_s(first[0][0] or b"0-0"))[0] if first else None
+                out[stream] = split_entry_id(_s(first[0][0] or b"0-0"))[0] if first else None
         return out
 
     def close(self) -> None:
@@ -345,6 +345,8 @@ def _s(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _id_tuple(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
+def split_entry_id(entry_id: bytes | str) -> tuple[int, int]:
+    """``b"1763800000000-3"`` (or the str) -> ``(1763800000000, 3)``: sortable, as Redis orders ids."""
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    ms, _, seq = text.partition("-")
     return int(ms), int(seq or 0)

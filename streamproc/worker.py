@@ -27,8 +27,8 @@ from streamproc.fold import Hasher, KeyCap, fold
 from streamproc.migrate import check_migrated
 from streamproc.notify import Notifier
 from streamproc.rollups import Shard
-from streamproc.sink import Claim, PostgresSink, split_entry_id
-from streamproc.source import Batch, RedisSource
+from streamproc.sink import Claim, PostgresSink
+from streamproc.source import Batch, RedisSource, split_entry_id
 
 log = structlog.get_logger("streamproc")
 T = TypeVar("T")

@@ -2,13 +2,16 @@
 
 Producers spread events over hash-tagged shards `events:{0..N-1}`; K daemons in
 one consumer group read all shards. Reports throughput and the group's lag
-sampled while it drains. On a 2-core machine Redis, Postgres and every worker
-share the cores: the figures show coordination overhead, not capacity.
+sampled while it drains. With ``--cluster P`` the shards live on a throwaway
+Redis Cluster of P primaries (hash tags spread them over the nodes). On a
+2-core machine Redis, Postgres and every worker share the cores: the figures
+show coordination overhead, not capacity.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
@@ -18,11 +21,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import redis
-
 from bench.__main__ import servers
 from bench.yardsticks import GROUP
+from streamproc.localservers import start_redis_cluster
 from streamproc.migrate import migrate
+from streamproc.redisclient import connect
 from streamproc.synth import Generator, produce
 
 
@@ -32,13 +35,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=4)
     p.add_argument("--events", type=int, default=200_000)
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--cluster", type=int, default=0, metavar="P", help="put the shards on a P-primary Redis Cluster")
     args = p.parse_args(argv)
     import subprocess
 
     entries = list(Generator(seed=7, days=1, bad_ratio=0.002).entries(args.events))
-    with servers() as (redis_url, database_url), tempfile.TemporaryDirectory() as logdir:
+    cluster = start_redis_cluster(primaries=args.cluster, replicas=0) if args.cluster else None
+    stack = contextlib.ExitStack()
+    if cluster is not None:
+        stack.callback(cluster.stop)
+    with stack, servers() as (redis_url, database_url), tempfile.TemporaryDirectory() as logdir:
+        if cluster is not None:
+            redis_url = cluster.url
         migrate(database_url, "bench")
-        client = redis.Redis.from_url(redis_url)
+        client = connect(redis_url, cluster=cluster is not None, socket_timeout=30)
         tag = secrets.token_hex(3)
         shards = [f"bench:{tag}:events:{{{i}}}" for i in range(args.shards)]
         for i, shard in enumerate(shards):
@@ -47,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("STREAMPROC_")},
             "STREAMPROC_REDIS_URL": redis_url,
+            "STREAMPROC_REDIS_CLUSTER": "1" if cluster else "0",
             "STREAMPROC_DATABASE_URL": database_url,
             "STREAMPROC_DB_SCHEMA": "bench",
             "STREAMPROC_VISITOR_SECRET": secrets.token_hex(16),
@@ -79,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "shards": args.shards,
         "workers": args.workers,
+        "redis_cluster_primaries": args.cluster,
         "events": args.events,
         "seconds": round(seconds, 2),
         "events_per_s": round(args.events / seconds),
@@ -86,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         "lag_samples": samples[:: max(1, len(samples) // 12)],
     }
     print(
-        f"{args.shards} shards x {args.workers} workers: {args.events:,} events in {seconds:.1f} s"
+        f"{args.shards} shards x {args.workers} workers{f' on a {args.cluster}-primary cluster' if cluster else ''}:"
+        f" {args.events:,} events in {seconds:.1f} s"
         f" = {args.events / seconds:,.0f}/s; exit codes {codes}"
     )
     print("lag while draining: " + ", ".join(f"{s['t']}s:{s['lag']:,}" for s in result["lag_samples"]))

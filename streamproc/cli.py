@@ -232,7 +232,7 @@ def setup(
     )
     applied = [] if skip_migrate else apply(settings.database_url, settings.db_schema)
     made = [] if skip_migrate else partition(settings.database_url, settings.db_schema, drop=False).created
-    source = RedisSource(settings.redis_url, settings.streams, settings.group, "setup", settings.socket_timeout_s)
+    source = RedisSource.from_settings(settings, "setup")
     try:
         created = source.ensure_groups(settings.group_start_id)
     finally:

@@ -61,7 +61,7 @@ def first_entries_from(settings: Settings) -> partitions.FirstEntries:
 
     def first(registered: Sequence[str]) -> Mapping[str, int | None]:
         streams = sorted({*registered, *settings.streams})
-        source = RedisSource(settings.redis_url, streams, settings.group, "maintain", settings.socket_timeout_s)
+        source = RedisSource.from_settings(settings, "maintain", streams)
         try:
             return source.first_entry_ms()
         finally:

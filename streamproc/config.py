@@ -19,6 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 import msgspec
 
 from streamproc.errors import ConfigError
+from streamproc.redisclient import cluster_key_problem
 
 ENV_PREFIX: Final = "STREAMPROC_"
 SECRET_FIELDS: Final = ("visitor_secret",)
@@ -32,6 +33,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     """Every knob of the daemon. Units are in the names."""
 
     redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_cluster: bool = False  # redis_url names one seed node of a Redis Cluster
     database_url: str = "postgresql://127.0.0.1:5432/streamproc"
     db_schema: Annotated[str, msgspec.Meta(pattern=r"^[a-z_][a-z0-9_]{0,62}$")] = "streamproc"
     streams: Annotated[tuple[str, ...], msgspec.Meta(min_length=1)] = ("events",)
@@ -165,9 +167,14 @@ def load_settings(
     if "streams" in merged:
         merged["streams"] = expand_streams(merged["streams"])
     try:
-        return msgspec.convert(merged, Settings, strict=False)
+        settings = msgspec.convert(merged, Settings, strict=False)
     except msgspec.ValidationError as exc:
         raise ConfigError(_explain(exc)) from None
+    if settings.redis_cluster:
+        problem = cluster_key_problem(settings.streams)
+        if problem:
+            raise ConfigError(f"invalid streams (STREAMPROC_STREAMS / --streams): {problem}")
+    return settings
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import redis
 import structlog
 
 from streamproc import metrics
@@ -11,6 +10,7 @@ from streamproc.config import Settings
 from streamproc.errors import StreamprocError
 from streamproc.logs import configure
 from streamproc.notify import Notifier
+from streamproc.redisclient import connect
 from streamproc.sink import PostgresSink
 from streamproc.source import RedisSource
 from streamproc.worker import Worker
@@ -19,9 +19,7 @@ log = structlog.get_logger("streamproc")
 
 
 def build_worker(settings: Settings, drain: bool = False, notifier: Notifier | None = None) -> Worker:
-    source = RedisSource(
-        settings.redis_url, settings.streams, settings.group, settings.consumer, settings.socket_timeout_s
-    )
+    source = RedisSource.from_settings(settings)
     sink = PostgresSink(settings.database_url, settings.db_schema)
     return Worker(settings, source, sink, drain=drain, failpoints=Failpoints.from_env(), notifier=notifier)
 
@@ -36,7 +34,7 @@ def run_daemon(settings: Settings, drain: bool = False) -> int:
     metrics.init(settings.streams, settings.group)
     metrics.serve(settings.metrics_port, settings.metrics_addr)
     refresher = metrics.GroupStateRefresher(
-        lambda: redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5),
+        lambda: connect(settings.redis_url, cluster=settings.redis_cluster, socket_timeout=10),
         settings.streams,
         settings.group,
         settings.metrics_interval_s,

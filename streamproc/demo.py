@@ -8,10 +8,10 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import redis
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from streamproc import redisclient
 from streamproc.config import load_settings
 from streamproc.daemon import build_worker
 from streamproc.localservers import local_servers
@@ -69,7 +69,7 @@ def run_demo(n: int, seed: int, external: bool, console: Console) -> dict[str, A
         if settings.visitor_secret is None:
             settings = load_settings({**overrides, "visitor_secret": secrets.token_hex(16)})
         migrate(settings.database_url, settings.db_schema)
-        client = redis.Redis.from_url(settings.redis_url)
+        client = redisclient.connect(settings.redis_url, cluster=settings.redis_cluster, socket_timeout=30)
         gen = Generator(seed=seed)
         expected_bad = 0
         with _progress(console) as progress:

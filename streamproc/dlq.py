@@ -14,10 +14,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-import redis
-
 from streamproc.decode import Accepted, decode_entry
 from streamproc.ops import Entry, check_stream, fields_text, now_ms, text, xrange, xrevrange
+from streamproc.redisclient import Client, run_script
 from streamproc.source import dlq_key
 
 META_FIELDS: Final = (b"_dlq_source", b"_dlq_id", b"_dlq_reason")
@@ -78,7 +77,7 @@ def _dead_letter(stream: str, eid: bytes, raw: dict[bytes, bytes]) -> DeadLetter
     )
 
 
-def check_dlq(client: redis.Redis, stream: str) -> None:
+def check_dlq(client: Client, stream: str) -> None:
     """The stream or its DLQ must exist (a typo in --stream should not look like an empty DLQ)."""
     if client.exists(dlq_key(stream)):
         check_stream(client, dlq_key(stream))
@@ -86,18 +85,18 @@ def check_dlq(client: redis.Redis, stream: str) -> None:
         check_stream(client, stream)
 
 
-def dlq_length(client: redis.Redis, stream: str) -> int:
+def dlq_length(client: Client, stream: str) -> int:
     return int(client.xlen(dlq_key(stream)))
 
 
-def list_dead(client: redis.Redis, stream: str, limit: int) -> tuple[int, list[DeadLetter]]:
+def list_dead(client: Client, stream: str, limit: int) -> tuple[int, list[DeadLetter]]:
     """The DLQ's length and its ``limit`` oldest dead letters."""
     check_dlq(client, stream)
     rows = xrange(client, dlq_key(stream), count=limit) if limit > 0 else []
     return dlq_length(client, stream), [_dead_letter(stream, eid, raw) for eid, raw in rows]
 
 
-def show(client: redis.Redis, stream: str, dlq_id: str, max_entry_bytes: int) -> DeadLetter | None:
+def show(client: Client, stream: str, dlq_id: str, max_entry_bytes: int) -> DeadLetter | None:
     """One dead letter with all its fields, and whether its original fields would decode now."""
     rows = xrange(client, dlq_key(stream), dlq_id, dlq_id, 1)
     if not rows:
@@ -111,7 +110,7 @@ def show(client: redis.Redis, stream: str, dlq_id: str, max_entry_bytes: int) ->
     return letter
 
 
-def _walk(client: redis.Redis, stream: str, upto: str) -> Iterator[Rows]:
+def _walk(client: Client, stream: str, upto: str) -> Iterator[Rows]:
     """The DLQ in chunks, oldest first, up to ``upto`` (dead letters added meanwhile are left alone)."""
     start = "-"
     while True:
@@ -131,7 +130,7 @@ class ReplayResult:
     skipped: list[dict[str, str]] = field(default_factory=list)  # {dlq_id, why}
 
 
-def replay(client: redis.Redis, stream: str, ids: Sequence[str] | None, *, dry_run: bool = False) -> ReplayResult:
+def replay(client: Client, stream: str, ids: Sequence[str] | None, *, dry_run: bool = False) -> ReplayResult:
     """Move dead letters (``ids``, or all of them when None) back to their source stream, oldest first."""
     check_dlq(client, stream)
     result = ReplayResult(stream=stream, dry_run=dry_run)
@@ -151,11 +150,9 @@ def replay(client: redis.Redis, stream: str, ids: Sequence[str] | None, *, dry_r
                 else:
                     result.skipped.append(_skip(d))
             continue
-        pipe = client.pipeline(transaction=False)
         now = str(now_ms())
-        for d in letters:
-            script(keys=[dlq_key(stream), d.source, log], args=[d.id, now], client=pipe)
-        for d, (outcome, new_id) in zip(letters, pipe.execute(), strict=True):
+        calls = [([dlq_key(stream), d.source, log], [d.id, now]) for d in letters]
+        for d, (outcome, new_id) in zip(letters, run_script(client, script, calls), strict=True):
             status = text(outcome)
             if status == "replayed":
                 result.replayed.append(_move(d, text(new_id)))
@@ -174,7 +171,7 @@ def _skip(d: DeadLetter) -> dict[str, str]:
     return {"dlq_id": d.id, "why": "the dead letter has no original fields to replay"}
 
 
-def _fetch(client: redis.Redis, stream: str, ids: Sequence[str], result: ReplayResult) -> Rows:
+def _fetch(client: Client, stream: str, ids: Sequence[str], result: ReplayResult) -> Rows:
     rows = []
     for eid in ids:
         found = xrange(client, dlq_key(stream), eid, eid, 1)
@@ -185,7 +182,7 @@ def _fetch(client: redis.Redis, stream: str, ids: Sequence[str], result: ReplayR
     return rows
 
 
-def count_before(client: redis.Redis, stream: str, before_id: str) -> int:
+def count_before(client: Client, stream: str, before_id: str) -> int:
     """How many dead letters have an id lower than ``before_id``."""
     total, start = 0, "-"
     while True:
@@ -196,7 +193,7 @@ def count_before(client: redis.Redis, stream: str, before_id: str) -> int:
         start = "(" + text(rows[-1][0])
 
 
-def purge(client: redis.Redis, stream: str, before_id: str) -> int:
+def purge(client: Client, stream: str, before_id: str) -> int:
     """Delete the dead letters with an id lower than ``before_id`` (exact XTRIM MINID); returns how many."""
     return int(client.xtrim(dlq_key(stream), minid=before_id, approximate=False))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any, Final
 
-import redis
+from streamproc.redisclient import Client
 
 LAG_SCAN_LIMIT: Final = 10_000
 
@@ -14,7 +14,7 @@ def _s(value: Any) -> Any:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def read_group_state(client: redis.Redis, stream: str, group: str) -> dict[str, Any]:
+def read_group_state(client: Client, stream: str, group: str) -> dict[str, Any]:
     """Length, ids, lag, pending, oldest pending idle time, consumers and DLQ length.
 
     ``lag`` is Redis's own figure (XINFO GROUPS, Redis >= 7) when it has one;

@@ -245,3 +245,97 @@ def local_servers() -> Iterator[LocalServers]:
         yield servers
     finally:
         servers.stop()
+
+
+@dataclass
+class RedisCluster:
+    """A throwaway Redis Cluster: ``primaries`` primaries, each with ``replicas`` replicas."""
+
+    nodes: list[RedisServer]
+    directory: Path
+
+    @property
+    def url(self) -> str:
+        """A seed node; the cluster client discovers the others."""
+        return self.nodes[0].url.removesuffix("/0")
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def start_redis_cluster(primaries: int = 3, replicas: int = 1, node_timeout_ms: int = 1500) -> RedisCluster:
+    """Start ``primaries * (1 + replicas)`` nodes and join them with ``redis-cli --cluster create``."""
+    directory = Path(tempfile.mkdtemp(prefix="streamproc-cluster-"))
+    nodes: list[RedisServer] = []
+    cluster = RedisCluster(nodes, directory)
+    try:
+        for i in range(primaries * (1 + replicas)):
+            extra = (
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                str(node_timeout_ms),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "no",
+            )
+            nodes.append(start_redis(directory / f"node{i}", port=_free_cluster_port(), extra=extra))
+        addresses = [f"127.0.0.1:{n.port}" for n in nodes]
+        create = subprocess.run(
+            [
+                _which("redis-cli"),
+                "--cluster",
+                "create",
+                *addresses,
+                "--cluster-replicas",
+                str(replicas),
+                "--cluster-yes",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if create.returncode != 0:
+            raise ServerError(f"redis-cli --cluster create failed: {create.stdout[-500:]} {create.stderr[-500:]}")
+        _wait_cluster_ok(nodes)
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster
+
+
+def _free_cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is free too."""
+    for _ in range(200):
+        port = free_port()
+        if port + 10_000 > 65_535:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port + 10_000))
+            except OSError:
+                continue
+        return port
+    raise ServerError("no free pair of loopback ports (port, port + 10000) for a cluster node")
+
+
+def _wait_cluster_ok(nodes: Sequence[RedisServer], timeout_s: float = 30) -> None:
+    cli = _which("redis-cli")
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        states = [
+            subprocess.run(
+                [cli, "-p", str(n.port), "cluster", "info"], capture_output=True, text=True, timeout=10
+            ).stdout
+            for n in nodes
+            if n.process.poll() is None
+        ]
+        if all("cluster_state:ok" in s for s in states):
+            return
+        time.sleep(0.1)
+    raise ServerError(f"the cluster did not reach cluster_state:ok within {timeout_s:g} s")

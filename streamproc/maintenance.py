@@ -11,10 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-import redis
-
 from streamproc.errors import SourceError
 from streamproc.ops import check_group, check_stream, id_after, text, xclaim_ids, xrange
+from streamproc.redisclient import Client
 from streamproc.source import split_entry_id
 
 DRAIN_CHUNK: Final = 1000
@@ -35,12 +34,12 @@ class Consumer:
     idle_ms: int
 
 
-def consumers(client: redis.Redis, stream: str, group: str) -> list[Consumer]:
+def consumers(client: Client, stream: str, group: str) -> list[Consumer]:
     check_group(client, stream, group)
     return [Consumer(text(c["name"]), int(c["pending"]), int(c["idle"])) for c in client.xinfo_consumers(stream, group)]
 
 
-def delete_if_no_pending(client: redis.Redis, stream: str, group: str, name: str) -> bool:
+def delete_if_no_pending(client: Client, stream: str, group: str, name: str) -> bool:
     """XGROUP DELCONSUMER, atomically only if ``name`` holds no pending entry; True if deleted."""
     script = client.register_script(_DELETE_IF_IDLE_LUA)
     return int(script(keys=[stream], args=[group, name])) == 0
@@ -58,7 +57,7 @@ class DrainResult:
     present: bool = True
 
 
-def drain(client: redis.Redis, stream: str, group: str, name: str, to: str | None) -> DrainResult:
+def drain(client: Client, stream: str, group: str, name: str, to: str | None) -> DrainResult:
     """Move ``name``'s pending entries to ``to`` in chunks (XCLAIM JUSTID), then delete ``name`` if it has none.
 
     ``to=None`` picks the most recently active other consumer; a consumer with
@@ -104,7 +103,7 @@ class PruneResult:
     skipped: list[dict[str, str | int]] = field(default_factory=list)  # {name, pending, idle_ms, why}
 
 
-def prune(client: redis.Redis, stream: str, group: str, idle_ms: int, *, dry_run: bool = False) -> PruneResult:
+def prune(client: Client, stream: str, group: str, idle_ms: int, *, dry_run: bool = False) -> PruneResult:
     """Delete consumers idle at least ``idle_ms`` that hold no pending entries; report the others."""
     result = PruneResult(stream=stream, idle_ms=idle_ms, dry_run=dry_run)
     for c in consumers(client, stream, group):
@@ -152,7 +151,7 @@ class TrimPlan:
     removed: int | None = None  # set once trimmed
 
 
-def plan_trim(client: redis.Redis, stream: str) -> TrimPlan:
+def plan_trim(client: Client, stream: str) -> TrimPlan:
     """The safe XTRIM MINID: the lowest id still pending in ANY group or not yet delivered to ANY group."""
     check_stream(client, stream)
     groups = client.xinfo_groups(stream)
@@ -170,7 +169,7 @@ def plan_trim(client: redis.Redis, stream: str) -> TrimPlan:
     )
 
 
-def _group_bound(client: redis.Redis, stream: str, g: dict[str, Any]) -> GroupBound:
+def _group_bound(client: Client, stream: str, g: dict[str, Any]) -> GroupBound:
     name = text(g["name"])
     last = text(g["last-delivered-id"])
     summary = client.xpending(stream, name)
@@ -182,7 +181,7 @@ def _group_bound(client: redis.Redis, stream: str, g: dict[str, Any]) -> GroupBo
     return GroupBound(name, last, oldest, first_new, keep)
 
 
-def _count_from(client: redis.Redis, stream: str, start_id: str) -> int:
+def _count_from(client: Client, stream: str, start_id: str) -> int:
     total, start = 0, start_id
     while True:
         rows = xrange(client, stream, start, "+", 1000)
@@ -192,11 +191,11 @@ def _count_from(client: redis.Redis, stream: str, start_id: str) -> int:
         start = "(" + text(rows[-1][0])
 
 
-def trim(client: redis.Redis, plan: TrimPlan) -> TrimPlan:
+def trim(client: Client, plan: TrimPlan) -> TrimPlan:
     """Apply ``plan``: exact XTRIM MINID (never approximate, so never past the bound)."""
     plan.removed = int(client.xtrim(plan.stream, minid=plan.minid, approximate=False))
     return plan
 
 
-def streams_with_consumer(client: redis.Redis, streams: Sequence[str], group: str, name: str) -> list[str]:
+def streams_with_consumer(client: Client, streams: Sequence[str], group: str, name: str) -> list[str]:
     return [s for s in streams if any(c.name == name for c in consumers(client, s, group))]

@@ -15,12 +15,12 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
-import redis
 import structlog
 from prometheus_client import Counter, Gauge, Histogram, Info, start_http_server
 
 from streamproc import __version__
 from streamproc.errors import ConfigError
+from streamproc.redisclient import Client
 
 log = structlog.get_logger("streamproc.metrics")
 
@@ -109,7 +109,7 @@ class GroupStateRefresher:
     """Refresh lag / pending / oldest-pending / DLQ gauges every ``interval_s``."""
 
     def __init__(
-        self, make_client: Callable[[], redis.Redis], streams: Sequence[str], group: str, interval_s: float
+        self, make_client: Callable[[], Client], streams: Sequence[str], group: str, interval_s: float
     ) -> None:
         self._make_client = make_client
         self._streams = list(streams)
@@ -127,19 +127,22 @@ class GroupStateRefresher:
         self._thread.join(timeout=5)
 
     def _run(self) -> None:
-        client = self._make_client()
+        client: Client | None = None
         try:
             while not self._stop.is_set():
                 try:
+                    if client is None:  # a cluster client connects when made: retried here too
+                        client = self._make_client()
                     self.refresh(client)
                 except Exception as exc:  # never let the thread die: frozen gauges would lie
                     GROUP_STATE_ERRORS.inc()
                     log.warning("group state refresh failed", error=str(exc), kind=type(exc).__name__)
                 self._stop.wait(self._interval_s)
         finally:
-            client.close()
+            if client is not None:
+                client.close()
 
-    def refresh(self, client: redis.Redis) -> None:
+    def refresh(self, client: Client) -> None:
         from streamproc.groupstate import read_group_state
 
         for stream in self._streams:

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any, Final, cast
 
 import msgspec
-import redis
 import redis.exceptions as rx
 from redis.typing import StreamIdT
 
@@ -24,6 +23,7 @@ from streamproc.config import Settings, mask_url
 from streamproc.decode import Accepted, decode_entry
 from streamproc.errors import SourceError, SourceUnavailable, StreamprocError
 from streamproc.groupstate import read_group_state
+from streamproc.redisclient import CLUSTER_UNAVAILABLE, Client, connect, moved_hint
 from streamproc.source import split_entry_id
 
 OPS_SOCKET_TIMEOUT_S: Final = 10.0
@@ -120,17 +120,17 @@ def _b(value: Any) -> bytes:
     return value if isinstance(value, bytes) else str(value).encode()
 
 
-def xrange(client: redis.Redis, key: str, min: str = "-", max: str = "+", count: int | None = None) -> list[Entry]:
+def xrange(client: Client, key: str, min: str = "-", max: str = "+", count: int | None = None) -> list[Entry]:
     rows = client.xrange(key, min=min, max=max, count=count)
     return [(_b(eid), dict(cast(dict[bytes, bytes], fields or {}))) for eid, fields in rows or []]
 
 
-def xrevrange(client: redis.Redis, key: str, count: int) -> list[Entry]:
+def xrevrange(client: Client, key: str, count: int) -> list[Entry]:
     rows = client.xrevrange(key, count=count)
     return [(_b(eid), dict(cast(dict[bytes, bytes], fields or {}))) for eid, fields in rows or []]
 
 
-def xclaim_ids(client: redis.Redis, stream: str, group: str, to: str, ids: Sequence[str | bytes]) -> list[str]:
+def xclaim_ids(client: Client, stream: str, group: str, to: str, ids: Sequence[str | bytes]) -> list[str]:
     """XCLAIM ... 0 JUSTID: ownership moves, delivery counts stay. Ids deleted from the stream are dropped."""
     if not ids:
         return []
@@ -141,25 +141,37 @@ def xclaim_ids(client: redis.Redis, stream: str, group: str, to: str, ids: Seque
 # --- connection -------------------------------------------------------------------
 
 
+_UNREACHABLE: Final[tuple[type[Exception], ...]] = (rx.ConnectionError, rx.TimeoutError, *CLUSTER_UNAVAILABLE)
+_CANNOT_CONNECT: Final[tuple[type[Exception], ...]] = (*_UNREACHABLE, rx.RedisClusterException)
+
+
 @contextmanager
-def redis_client(settings: Settings) -> Iterator[redis.Redis]:
+def redis_client(settings: Settings) -> Iterator[Client]:
     """A short-lived client; Redis errors come out as streamproc errors naming the (masked) URL."""
-    client = redis.Redis.from_url(
-        settings.redis_url, socket_timeout=OPS_SOCKET_TIMEOUT_S, socket_connect_timeout=5, retry_on_timeout=False
-    )
+    try:
+        client = connect(
+            settings.redis_url,
+            cluster=settings.redis_cluster,
+            socket_timeout=OPS_SOCKET_TIMEOUT_S,
+            retry_on_timeout=False,
+        )
+    except _CANNOT_CONNECT as exc:
+        raise SourceUnavailable(f"Redis unreachable at {mask_url(settings.redis_url)}: {exc}") from exc
     try:
         yield client
-    except (rx.ConnectionError, rx.TimeoutError) as exc:
+    except _UNREACHABLE as exc:
         raise SourceUnavailable(f"Redis unreachable at {mask_url(settings.redis_url)}: {exc}") from exc
+    except rx.RedisClusterException as exc:
+        raise SourceError(f"Redis Cluster error: {exc}") from exc
     except rx.ResponseError as exc:
         if str(exc).startswith("NOGROUP"):
             raise NoSuchGroup(f"consumer group {settings.group!r} does not exist: {exc}") from exc
-        raise SourceError(f"Redis error: {exc}") from exc
+        raise SourceError(moved_hint(exc) or f"Redis error: {exc}") from exc
     finally:
         client.close()
 
 
-def check_stream(client: redis.Redis, stream: str) -> None:
+def check_stream(client: Client, stream: str) -> None:
     kind = text(client.type(stream))
     if kind == "none":
         raise StreamMissing(f"stream {stream!r} does not exist (check --stream/--streams and --redis-url)")
@@ -167,7 +179,7 @@ def check_stream(client: redis.Redis, stream: str) -> None:
         raise StreamMissing(f"key {stream!r} is a {kind}, not a stream")
 
 
-def check_group(client: redis.Redis, stream: str, group: str) -> None:
+def check_group(client: Client, stream: str, group: str) -> None:
     check_stream(client, stream)
     names = [text(g["name"]) for g in client.xinfo_groups(stream)]
     if group not in names:
@@ -181,7 +193,7 @@ def check_group(client: redis.Redis, stream: str, group: str) -> None:
 # --- status ---------------------------------------------------------------------------
 
 
-def status(client: redis.Redis, streams: Sequence[str], group: str) -> list[dict[str, Any]]:
+def status(client: Client, streams: Sequence[str], group: str) -> list[dict[str, Any]]:
     """`read_group_state` per stream, plus the age of the oldest pending entry (from its id)."""
     states = []
     for stream in streams:
@@ -220,7 +232,7 @@ class PendingReport:
 
 
 def pending(
-    client: redis.Redis,
+    client: Client,
     stream: str,
     group: str,
     *,
@@ -260,7 +272,7 @@ def pending(
     return report
 
 
-def _attach_payloads(client: redis.Redis, stream: str, entries: list[PendingEntry], max_entry_bytes: int) -> None:
+def _attach_payloads(client: Client, stream: str, entries: list[PendingEntry], max_entry_bytes: int) -> None:
     now = now_ms()
     for entry in entries:
         found = xrange(client, stream, entry.id, entry.id, 1)
@@ -290,7 +302,7 @@ class RepairResult:
     owners: dict[str, str] = field(default_factory=dict)  # id -> consumer before the action
 
 
-def owners(client: redis.Redis, stream: str, group: str, ids: Sequence[str]) -> dict[str, str]:
+def owners(client: Client, stream: str, group: str, ids: Sequence[str]) -> dict[str, str]:
     """Which consumer holds each of ``ids`` (only those that are pending)."""
     pipe = client.pipeline(transaction=False)
     for eid in ids:
@@ -302,7 +314,7 @@ def owners(client: redis.Redis, stream: str, group: str, ids: Sequence[str]) -> 
     return out
 
 
-def claim(client: redis.Redis, stream: str, group: str, ids: Sequence[str], to: str) -> RepairResult:
+def claim(client: Client, stream: str, group: str, ids: Sequence[str], to: str) -> RepairResult:
     """XCLAIM ``ids`` for consumer ``to`` regardless of idle time (JUSTID: delivery counts unchanged)."""
     held = owners(client, stream, group, ids)
     targets = [eid for eid in ids if eid in held]
@@ -317,7 +329,7 @@ def claim(client: redis.Redis, stream: str, group: str, ids: Sequence[str], to: 
     )
 
 
-def ack(client: redis.Redis, stream: str, group: str, ids: Sequence[str]) -> RepairResult:
+def ack(client: Client, stream: str, group: str, ids: Sequence[str]) -> RepairResult:
     """XACK ``ids``: they leave the pending list without being counted or dead-lettered."""
     held = owners(client, stream, group, ids)
     targets = [eid for eid in ids if eid in held]
@@ -343,7 +355,7 @@ class Sample:
     dlq_added: int  # entries ever added to the DLQ (not lowered by replay or purge)
 
 
-def sample(client: redis.Redis, streams: Sequence[str], group: str) -> list[Sample]:
+def sample(client: Client, streams: Sequence[str], group: str) -> list[Sample]:
     out = []
     for stream in streams:
         check_group(client, stream, group)

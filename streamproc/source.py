@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Self
 
-import redis
 import redis.exceptions as rx
+from redis.commands.core import Script
 
+from streamproc.config import Settings
 from streamproc.errors import GroupMissing, SourceError, SourceUnavailable
+from streamproc.redisclient import CLUSTER_UNAVAILABLE, Client, connect, is_cluster, moved_hint
 
 Fields = dict[bytes, bytes]
 Entry = tuple[bytes, Fields | None]
@@ -40,6 +42,9 @@ return written
 
 
 _MAX_PEL_PAGES: Final = 20  # pages of XPENDING scanned per reclaim, per stream
+# On a cluster each stream is read on its own; with nothing new anywhere the worker
+# waits on one stream at a time, this long at most, so new entries elsewhere wait no longer.
+CLUSTER_IDLE_BLOCK_MS: Final = 100
 
 
 def dlq_key(stream: str) -> str:
@@ -79,25 +84,61 @@ class RedisSource:
         group: str,
         consumer: str,
         socket_timeout_s: float,
-        client: redis.Redis | None = None,
+        client: Client | None = None,
+        cluster: bool = False,
     ) -> None:
         self.streams = list(streams)
         self.group = group
         self.consumer = consumer
-        self.client = client or redis.Redis.from_url(
-            url,
-            socket_timeout=socket_timeout_s,
-            socket_connect_timeout=5,
-            health_check_interval=30,
-            retry_on_timeout=False,
+        self._client = client
+        self._connect_args = (url, cluster, socket_timeout_s)
+        self._dead_letter_script: Script | None = None
+        self._idle_turn = 0
+
+    @property
+    def client(self) -> Client:
+        """Made on first use, inside ``_errors()``: a cluster client connects as it is made, and
+        an unreachable cluster must be retried like an unreachable server, not crash the start."""
+        if self._client is None:
+            try:
+                url, cluster, timeout = self._connect_args
+                self._client = connect(
+                    url, cluster=cluster, socket_timeout=timeout, health_check_interval=30, retry_on_timeout=False
+                )
+            except rx.RedisClusterException as exc:
+                raise SourceUnavailable(
+                    f"{exc} (are the seed nodes up, and may this Redis user run CLUSTER SLOTS and COMMAND?)"
+                ) from exc
+        return self._client
+
+    @property
+    def _dead_letter(self) -> Script:
+        if self._dead_letter_script is None:
+            self._dead_letter_script = self.client.register_script(_DEAD_LETTER_LUA)
+        return self._dead_letter_script
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, consumer: str | None = None, streams: Sequence[str] | None = None
+    ) -> Self:
+        return cls(
+            settings.redis_url,
+            settings.streams if streams is None else streams,
+            settings.group,
+            settings.consumer if consumer is None else consumer,
+            settings.socket_timeout_s,
+            cluster=settings.redis_cluster,
         )
-        self._dead_letter = self.client.register_script(_DEAD_LETTER_LUA)
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
         try:
             yield
+        except CLUSTER_UNAVAILABLE as exc:
+            raise SourceUnavailable(f"Redis Cluster unavailable: {exc}") from exc
         except rx.ResponseError as exc:
+            if hint := moved_hint(exc):
+                raise SourceError(hint) from exc
             if str(exc).startswith("NOGROUP"):
                 raise GroupMissing(
                     f"consumer group {self.group!r} does not exist on a stream it reads"
@@ -107,6 +148,8 @@ class RedisSource:
             raise SourceError(f"Redis error: {exc}") from exc
         except (rx.ConnectionError, rx.TimeoutError) as exc:
             raise SourceUnavailable(f"Redis unreachable: {exc}") from exc
+        except rx.RedisClusterException as exc:
+            raise SourceError(f"Redis Cluster error: {exc}") from exc
 
     def ping(self) -> None:
         with self._errors():
@@ -151,18 +194,42 @@ class RedisSource:
 
     def read_new(self, count: int, block_ms: int) -> Batch:
         with self._errors():
-            reply = self.client.xreadgroup(
-                self.group, self.consumer, {s: ">" for s in self.streams}, count=count, block=block_ms
-            )
+            reply: Any
+            if is_cluster(self.client):
+                reply = self._read_each(">", count)
+                if not reply:
+                    reply = self._wait_on_next_stream(count, min(block_ms, CLUSTER_IDLE_BLOCK_MS))
+            else:
+                reply = self.client.xreadgroup(
+                    self.group, self.consumer, {s: ">" for s in self.streams}, count=count, block=block_ms
+                )
         return _batch_from_reply(reply)
 
     def read_own_pending(self, count: int) -> Batch:
         """This consumer's pending entries (after a restart), oldest first."""
         with self._errors():
-            reply = self.client.xreadgroup(self.group, self.consumer, {s: "0" for s in self.streams}, count=count)
+            reply: Any
+            if is_cluster(self.client):
+                reply = self._read_each("0", count)
+            else:
+                reply = self.client.xreadgroup(self.group, self.consumer, {s: "0" for s in self.streams}, count=count)
         batch = _batch_from_reply(reply)
         batch.delivery_counts = self._delivery_counts(batch)
         return batch
+
+    def _read_each(self, start: str, count: int) -> list[Any]:
+        """One XREADGROUP per stream (a cluster allows one slot per command), pipelined."""
+        pipe = self.client.pipeline(transaction=False)
+        for stream in self.streams:
+            pipe.xreadgroup(self.group, self.consumer, {stream: start}, count=count)
+        return [part for reply in pipe.execute() for part in (reply or [])]
+
+    def _wait_on_next_stream(self, count: int, block_ms: int) -> list[Any]:
+        """Block on one stream, a different one each time, so every stream gets its turn."""
+        stream = self.streams[self._idle_turn % len(self.streams)]
+        self._idle_turn += 1
+        reply = self.client.xreadgroup(self.group, self.consumer, {stream: ">"}, count=count, block=block_ms)
+        return list(reply or [])
 
     def own_pending_max_deliveries(self, scan: int = 10_000) -> int:
         """Highest delivery count among this consumer's pending entries (0 if none); no side effect."""
@@ -257,22 +324,23 @@ class RedisSource:
         entry already dead-lettered by another delivery is not written again).
         """
         with self._errors():
+            cluster = is_cluster(self.client)
             pipe = self.client.pipeline(transaction=False)
+            written: dict[str, int] = {}
             for stream, items in dead.items():
                 if items:
-                    args: list[Any] = []
-                    for eid, fields, reason in items:
-                        args.extend((eid, reason, len(fields)))
-                        for k, v in fields.items():
-                            args.extend((k, v))
-                    args.append(self.group)
-                    self._dead_letter(keys=[stream, dlq_key(stream)], args=args, client=pipe)
+                    args = _dead_letter_args(items, self.group)
+                    keys = [stream, dlq_key(stream)]
+                    if cluster:  # a cluster pipeline cannot carry scripts: one call per stream
+                        written[stream] = int(self._dead_letter(keys=keys, args=args))
+                    else:
+                        self._dead_letter(keys=keys, args=args, client=pipe)
+                        written[stream] = -1
             for stream, ids in acks.items():
                 if ids:
                     pipe.xack(stream, self.group, *ids)
-            results = pipe.execute()
-        streams = [stream for stream, items in dead.items() if items]
-        return {stream: int(r) for stream, r in zip(streams, results, strict=False)}
+            results = iter(pipe.execute())
+        return {stream: int(next(results)) if n < 0 else n for stream, n in written.items()}
 
     # -- state ---------------------------------------------------------------------
 
@@ -321,7 +389,18 @@ class RedisSource:
         return out
 
     def close(self) -> None:
-        self.client.close()
+        if self._client is not None:
+            self._client.close()
+
+
+def _dead_letter_args(items: Sequence[DeadLetter], group: str) -> list[Any]:
+    args: list[Any] = []
+    for eid, fields, reason in items:
+        args.extend((eid, reason, len(fields)))
+        for k, v in fields.items():
+            args.extend((k, v))
+    args.append(group)
+    return args
 
 
 def _batch_from_reply(reply: Any) -> Batch:

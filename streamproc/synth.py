@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Final
 
-import redis
+from streamproc.redisclient import Client
 
 SITES: Final = ("shop.example", "blog.example", "docs.example", "news.example", "app.example")
 REFERRERS: Final = (
@@ -161,7 +161,7 @@ class Generator:
 
 
 def produce(
-    client: redis.Redis,
+    client: Client,
     stream: str,
     entries: Iterable[SynthEntry],
     chunk: int = 1000,
@@ -172,7 +172,7 @@ def produce(
     pipe = client.pipeline(transaction=False)
     pending = 0
     for entry in entries:
-        pipe.xadd(stream, entry.fields)  # type: ignore[arg-type]  # str fields are accepted
+        pipe.xadd(stream, entry.fields)  # type: ignore[arg-type,unused-ignore]  # str fields are accepted
         pending += 1
         if pending == chunk:
             pipe.execute()

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Final, TypeVar
+from typing import Final, NoReturn, TypeVar
 
 import structlog
 
@@ -109,7 +109,12 @@ class Worker:
     def run(self) -> int:
         """Run until drained (``drain``) or signalled; returns the exit code."""
         self._install_signals()
-        self.start()
+        try:
+            self.start()
+        except _StoppedBeforeReady:
+            self._announce_stop()
+            log.info("shutdown", before_ready=True, **self._totals_view())
+            return 0
         drained = False
         try:
             self.recover_own_pending()
@@ -131,11 +136,18 @@ class Worker:
         return 0
 
     def start(self) -> None:
-        self._retry_source(self.source.ping)
+        """Wait for both servers and check them; a stop request while waiting ends the run
+        (nothing is in hand yet)."""
+        self._retry(self.source.ping, "redis", "connect", on_stop=_stopped_before_ready)
         created = self.source.ensure_groups(self.settings.group_start_id)
-        self._retry_sink(self.sink.open)
+        self._retry(self.sink.open, "postgres", "connect", on_stop=_stopped_before_ready)
         check_migrated(self.sink.conn)
-        self._retry_sink(lambda: self.sink.register_streams(self.source.streams))
+        self._retry(
+            lambda: self.sink.register_streams(self.source.streams),
+            "postgres",
+            "connect",
+            on_stop=_stopped_before_ready,
+        )
         log.info(
             "ready",
             streams=self.source.streams,
@@ -186,12 +198,12 @@ class Worker:
         so each crash adds a delivery to one entry only and the culprit reaches
         max_deliveries (and the dead-letter stream) before its neighbours.
         """
-        suspicious = self._retry_source(self.source.own_pending_max_deliveries) > 1
+        suspicious = self._retry_read(self.source.own_pending_max_deliveries, on_stop=lambda: 0) > 1
         count = 1 if suspicious else self.settings.batch_size
         if suspicious:
             log.warning("recovering own pending entries one at a time: an earlier run died on them")
         while not self.stopping.is_set():
-            batch = self._retry_source(lambda: self.source.read_own_pending(count))
+            batch = self._retry_read(lambda: self.source.read_own_pending(count))
             if batch.is_empty():
                 return
             log.info("recovering own pending entries", entries=len(batch))
@@ -204,7 +216,7 @@ class Worker:
         if now >= self._next_reclaim:
             self._next_reclaim = now + self.settings.reclaim_interval_ms / 1000
             in_hand = self._in_hand_snapshot()
-            batch = self._retry_source(
+            batch = self._retry_read(
                 lambda: self.source.reclaim(self.settings.min_idle_ms, self.settings.batch_size, in_hand)
             )
             if not batch.is_empty():
@@ -214,7 +226,7 @@ class Worker:
                 log.info("reclaimed", entries=len(batch), trimmed=sum(map(len, batch.trimmed.values())))
                 return batch
         block = min(self.settings.block_ms, DRAIN_BLOCK_MS) if self.drain else self.settings.block_ms
-        return self._retry_source(lambda: self.source.read_new(self.settings.batch_size, block))
+        return self._retry_read(lambda: self.source.read_new(self.settings.batch_size, block))
 
     def process(self, batch: Batch) -> BatchResult:
         """decode -> fold -> flush (commit) -> ack, for one batch, in this thread."""
@@ -317,7 +329,7 @@ class Worker:
             dead[stream] = [(r.entry_id, r.fields, r.reason) for r in d.rejected]
         for stream, ids in batch.trimmed.items():
             acks.setdefault(stream, []).extend(ids)
-        return self._retry_source(lambda: self.source.ack(acks, dead), "ack")
+        return self._retry(lambda: self.source.ack(acks, dead), "redis", "ack")
 
     def maybe_prune(self) -> None:
         now = time.monotonic()
@@ -325,7 +337,7 @@ class Worker:
             return
         self._next_prune = now + PRUNE_INTERVAL_S
         floor_ms = int(time.time() * 1000) - self.settings.ledger_retention_s * 1000
-        firsts = self._retry_source(self.source.first_entry_ms)
+        firsts = self._retry(self.source.first_entry_ms, "redis", "prune")
         keep_from = {s: min(floor_ms, first if first is not None else floor_ms) for s, first in firsts.items()}
         try:
             removed = self.sink.prune_ledger(keep_from)
@@ -342,7 +354,7 @@ class Worker:
             return frozenset(self._in_hand)
 
     def _drained(self) -> bool:
-        drained: bool = self._retry_source(self.source.drained)
+        drained: bool = self._retry(self.source.drained, "redis", "read", on_stop=lambda: False)
         return drained
 
     def _account(
@@ -408,25 +420,35 @@ class Worker:
                 " will be redelivered; nothing is lost."
             ) from exc
 
-    def _retry_source(self, call: Callable[[], T], step: str = "read") -> T:
-        return self._retry(call, "redis", step)
+    def _retry_read(self, call: Callable[[], T], on_stop: Callable[[], T] = Batch) -> T:  # type: ignore[assignment]
+        """A read waits for Redis only until a stop is requested: then it comes back empty
+        (``on_stop``), since a read that never happened leaves nothing to finish."""
+        return self._retry(call, "redis", "read", on_stop=on_stop)
 
-    def _retry_sink(self, call: Callable[[], T]) -> T:
-        return self._retry(call, "postgres", "connect")
-
-    def _retry(self, call: Callable[[], T], server: str, step: str) -> T:
-        """Call until the server answers, backing off; bounded by the drain deadline once stopping."""
+    def _retry(self, call: Callable[[], T], server: str, step: str, on_stop: Callable[[], T] | None = None) -> T:
+        """Call until the server answers, backing off. Once stopping: ``on_stop()`` if given
+        (nothing in hand depends on this call), else retried until the drain deadline."""
         unavailable = SourceUnavailable if server == "redis" else SinkUnavailable
         backoff = Backoff()
         while True:
             try:
                 return call()
             except unavailable as exc:
+                if on_stop is not None and self.stopping.is_set():
+                    return on_stop()
                 self._check_deadline(step, exc)
                 metrics.RECONNECTS.labels(server).inc()
                 self.notifier.watchdog()
                 delay = backoff.wait()
                 log.warning(f"{server} unavailable, retrying", step=step, error=str(exc), retry_in_s=round(delay, 2))
+
+
+class _StoppedBeforeReady(Exception):
+    """A stop request arrived while start-up waited for a server."""
+
+
+def _stopped_before_ready() -> NoReturn:
+    raise _StoppedBeforeReady
 
 
 def _id_range(batch: Batch) -> dict[str, str]:

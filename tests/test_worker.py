@@ -6,6 +6,7 @@ import json
 import signal
 import time
 
+from streamproc.localservers import free_port
 from streamproc.synth import Generator, produce
 from tests.conftest import Daemons, wait_for
 from tests.test_crash import assert_totals, log_lines
@@ -71,6 +72,19 @@ def test_sigterm_finishes_the_batch_in_hand_and_exits_0(make_settings, schema, r
     # The rest is processed by the next run; totals stay exact.
     assert daemons.start(settings, "--drain").wait(timeout=120) == 0
     assert_totals(settings, entries)
+
+
+def test_sigterm_while_waiting_for_redis_at_start_exits_0_at_once(make_settings, schema, daemons: Daemons) -> None:
+    """Redis unreachable at start: the daemon retries; a SIGTERM then ends it cleanly (exit 0,
+    a `shutdown` line) instead of retrying until the drain deadline and failing - nothing is
+    in hand yet. The deadline is set far beyond the wait below, so only the clean path passes."""
+    settings = make_settings(redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    proc = daemons.start(settings, STREAMPROC_DRAIN_TIMEOUT_S="3600")
+    wait_for(lambda: "redis unavailable, retrying" in daemons.logs(), 60, "a retry line")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0, daemons.logs()[-2000:]
+    (line,) = log_lines(proc.logfile, "shutdown")  # type: ignore[attr-defined]
+    assert line["before_ready"] is True and line["batches"] == 0
 
 
 def test_lost_group_is_an_error_not_a_silent_restart(make_settings, schema, r, stream, daemons: Daemons) -> None:

@@ -49,6 +49,16 @@ MSG
     fi
 fi
 
+# Approximate uniques are tested against the Postgres `hll` extension, packaged per major version.
+if [ "${1:-}" = test ] && command -v apt-get >/dev/null 2>&1; then
+    pg_major=$(ls /usr/lib/postgresql 2>/dev/null | sort -n | tail -1)
+    if [ -n "$pg_major" ] && [ ! -f "/usr/share/postgresql/$pg_major/extension/hll.control" ]; then
+        say "installing postgresql-$pg_major-hll with apt-get"
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "postgresql-$pg_major-hll"
+    fi
+fi
+
 if [ ! -x .venv/bin/python ]; then
     say "creating .venv"
     python3 -m venv .venv

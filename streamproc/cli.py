@@ -22,6 +22,7 @@ from streamproc.clikit import (
     LogLevelOpt,
     RedisOpt,
     SchemaOpt,
+    UniquesOpt,
     err,
     friendly,
     out,
@@ -138,6 +139,7 @@ def run(
         bool,
         typer.Option("--drain", help="Exit 0 once no stream has undelivered or pending entries (backfills, tests)."),
     ] = False,
+    uniques: UniquesOpt = None,
     log_level: LogLevelOpt = None,
 ) -> None:
     """Run the daemon: read, validate, fold, commit to Postgres, then XACK.
@@ -168,6 +170,7 @@ def run(
         block_ms=block_ms,
         min_idle_ms=min_idle_ms,
         max_deliveries=max_deliveries,
+        uniques=uniques,
         log_level=log_level,
     )
     raise typer.Exit(run_daemon(settings, drain=drain))
@@ -179,16 +182,20 @@ def migrate(
     config: ConfigOpt = None,
     database_url: DatabaseOpt = None,
     schema: SchemaOpt = None,
+    uniques: UniquesOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Apply the SQL migrations in `sql/` (idempotent, versioned, safe to run concurrently).
+
+    With `--uniques approximate` also those of `sql/approximate/` (HyperLogLog
+    tables; the Postgres `hll` extension must be installable).
 
     Example: `streamproc migrate --database-url postgresql://owner@db/analytics`
     """
     from streamproc.migrate import migrate as apply
 
-    settings = settings_from(config, database_url=database_url, db_schema=schema)
-    applied = apply(settings.database_url, settings.db_schema)
+    settings = settings_from(config, database_url=database_url, db_schema=schema, uniques=uniques)
+    applied = apply(settings.database_url, settings.db_schema, settings.approximate_uniques)
     names = [f"{m.version:03d}_{m.name}" for m in applied]
     if as_json:
         out.print_json(json.dumps({"schema": settings.db_schema, "applied": names}))
@@ -213,6 +220,7 @@ def setup(
         str | None, typer.Option("--group", help="Consumer group [env: STREAMPROC_GROUP].", show_default=False)
     ] = None,
     skip_migrate: Annotated[bool, typer.Option("--skip-migrate", help="Only create the consumer groups.")] = False,
+    uniques: UniquesOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Provision with an account that has the rights: migrations, then the consumer groups.
@@ -228,9 +236,15 @@ def setup(
     from streamproc.source import RedisSource
 
     settings = settings_from(
-        config, redis_url=redis_url, database_url=database_url, db_schema=schema, streams=streams, group=group
+        config,
+        redis_url=redis_url,
+        database_url=database_url,
+        db_schema=schema,
+        streams=streams,
+        group=group,
+        uniques=uniques,
     )
-    applied = [] if skip_migrate else apply(settings.database_url, settings.db_schema)
+    applied = [] if skip_migrate else apply(settings.database_url, settings.db_schema, settings.approximate_uniques)
     made = [] if skip_migrate else partition(settings.database_url, settings.db_schema, drop=False).created
     source = RedisSource.from_settings(settings, "setup")
     try:

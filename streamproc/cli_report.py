@@ -85,6 +85,7 @@ def report(
     from streamproc.migrate import check_migrated
     from streamproc.report import build_report
     from streamproc.sink import connect
+    from streamproc.uniques import Uniques
 
     if not site:
         raise typer.BadParameter(
@@ -98,8 +99,8 @@ def report(
         raise typer.BadParameter("--to is before --from", param_hint="--to")
     settings = settings_from(config, database_url=database_url, db_schema=schema)
     with connect(settings.database_url, settings.db_schema, "streamproc-report") as conn:
-        check_migrated(conn)
-        data = build_report(conn, site, first, last)
+        check_migrated(conn, settings.approximate_uniques)
+        data = build_report(conn, site, first, last, Uniques(settings.approximate_uniques))
     if as_json:
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
     else:
@@ -159,7 +160,7 @@ def overview(
     from streamproc.report_views import overview as build
 
     with reading(a) as conn:
-        data = build(conn, a.site, a.window, a.unit)
+        data = build(conn, a.site, a.window, a.unit, a.uniques)
     emit(a, data, render.print_overview)
 
 
@@ -205,7 +206,7 @@ def pages(
     from streamproc.report_views import pages as build
 
     with reading(a) as conn:
-        data = build(conn, a.site, a.window, limit)
+        data = build(conn, a.site, a.window, limit, a.uniques)
     emit(a, data, render.print_pages)
 
 
@@ -213,7 +214,7 @@ def _show_dimensions(a: Ask, view: str, names: tuple[str, ...], limit: int) -> N
     from streamproc.report_views import dimensions
 
     with reading(a) as conn:
-        data = dimensions(conn, a.site, a.window, names, limit, view)
+        data = dimensions(conn, a.site, a.window, names, limit, view, a.uniques)
     emit(a, data, render.print_dimensions)
 
 

@@ -25,6 +25,7 @@ from streamproc.timerange import RangeError, Unit, Window, make_window, parse_in
 
 if TYPE_CHECKING:
     from streamproc.report_views import Conn
+    from streamproc.uniques import Uniques
 
 APPROX = (
     "Page views, API figures, conversions, bounce rate and session length are exact for any range"
@@ -102,6 +103,12 @@ class Ask:
     settings: Settings
     now: dt.datetime
 
+    @property
+    def uniques(self) -> Uniques:
+        from streamproc.uniques import Uniques
+
+        return Uniques(self.settings.approximate_uniques)
+
 
 def ask(
     ctx: typer.Context,
@@ -165,7 +172,7 @@ def reading(a: Ask) -> Iterator[Conn]:
     from streamproc.sink import connect
 
     with connect(a.settings.database_url, a.settings.db_schema, "streamproc-report") as conn:
-        check_migrated(conn)
+        check_migrated(conn, a.settings.approximate_uniques)
         try:
             check_site(conn, a.site)
             yield conn

@@ -61,6 +61,15 @@ SchemaOpt = Annotated[
         show_default=False,
     ),
 ]
+UniquesOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--uniques",
+        help="exact (a set row per visitor and session per day) or approximate (HyperLogLog sketches,"
+        " needs the Postgres hll extension) [env: STREAMPROC_UNIQUES] (default exact).",
+        show_default=False,
+    ),
+]
 LogLevelOpt = Annotated[
     str | None,
     typer.Option("--log-level", help="debug, info, warning or error [env: STREAMPROC_LOG_LEVEL].", show_default=False),

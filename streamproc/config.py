@@ -13,7 +13,7 @@ import socket
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
@@ -51,6 +51,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     drain_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0
     max_entry_bytes: Annotated[int, msgspec.Meta(ge=256)] = 64 * 1024
     max_keys_per_batch: Annotated[int, msgspec.Meta(ge=10)] = 10_000
+    # exact: one set row per visitor (and session) per day; approximate: HyperLogLog sketches.
+    uniques: Literal["exact", "approximate"] = "exact"
     ledger_retention_s: Annotated[int, msgspec.Meta(ge=3600)] = 7 * 86_400
     group_start_id: str = "0"
     visitor_secret: str | None = None
@@ -58,6 +60,10 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     metrics_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 9464
     metrics_addr: str = "127.0.0.1"
     metrics_interval_s: Annotated[float, msgspec.Meta(gt=0)] = 5.0
+
+    @property
+    def approximate_uniques(self) -> bool:
+        return self.uniques == "approximate"
 
     @property
     def socket_timeout_s(self) -> float:

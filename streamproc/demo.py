@@ -21,6 +21,7 @@ from streamproc.render import print_report
 from streamproc.report import build_report, sites
 from streamproc.sink import connect
 from streamproc.synth import Generator, produce
+from streamproc.uniques import Uniques
 
 DEMO_STREAM = "streamproc-demo:events"
 DEMO_SCHEMA = "streamproc_demo"
@@ -68,7 +69,7 @@ def run_demo(n: int, seed: int, external: bool, console: Console) -> dict[str, A
         settings = load_settings(overrides)
         if settings.visitor_secret is None:
             settings = load_settings({**overrides, "visitor_secret": secrets.token_hex(16)})
-        migrate(settings.database_url, settings.db_schema)
+        migrate(settings.database_url, settings.db_schema, settings.approximate_uniques)
         client = redisclient.connect(settings.redis_url, cluster=settings.redis_cluster, socket_timeout=30)
         gen = Generator(seed=seed)
         expected_bad = 0
@@ -115,7 +116,8 @@ def run_demo(n: int, seed: int, external: bool, console: Console) -> dict[str, A
             last = time.strftime("%Y-%m-%d", time.gmtime(gen.now_ms / 1000))
             import datetime as dt
 
-            data = build_report(conn, top, dt.date.fromisoformat(first), dt.date.fromisoformat(last))
+            first_day, last_day = dt.date.fromisoformat(first), dt.date.fromisoformat(last)
+            data = build_report(conn, top, first_day, last_day, Uniques(settings.approximate_uniques))
         print_report(console, data)
         summary["report"] = data
         client.close()

@@ -110,10 +110,14 @@ class KeyCap:
         return msgspec.structs.replace(ev, **changes)
 
 
-def fold(events: Iterable[Accepted], hasher: Hasher, cap: KeyCap | None = None) -> dict[str, R.Shard]:
-    """Aggregate a batch of accepted events into one shard per rollup."""
+def fold(
+    events: Iterable[Accepted], hasher: Hasher, cap: KeyCap | None = None, approximate: bool = False
+) -> dict[str, R.Shard]:
+    """Aggregate a batch of accepted events into one shard per rollup (``approximate``:
+    unique visitors and sessions go to HyperLogLog rollups instead of exact sets)."""
     cap = cap or KeyCap()
-    shards = R.new_shards()
+    shards = R.new_shards(approximate)
+    page_view = _page_view_approximate if approximate else _page_view
     s_events = shards[R.EVENTS.table]
     s_sessions = shards[R.SESSIONS.table]
     for item in events:
@@ -132,7 +136,7 @@ def fold(events: Iterable[Accepted], hasher: Hasher, cap: KeyCap | None = None) 
         if session is not None:
             s_sessions.merge((site, session), (ts, ts, 1 if kind is PageView else 0, 1))
         if kind is PageView:
-            _page_view(shards, ev, hour, day, visitor, session)  # type: ignore[arg-type]
+            page_view(shards, ev, hour, day, visitor, session)  # type: ignore[arg-type]
         elif kind is Click:
             _click(shards, ev, day)  # type: ignore[arg-type]
         elif kind is ApiRequest:
@@ -151,6 +155,37 @@ def _page_view(
     session: int | None,
 ) -> None:
     site, path = ev.site, ev.path
+    values = _page_view_counts(shards, ev, hour, day)
+    if visitor is not None:
+        shards[R.PATH_VISITORS.table].add((site, day, path, visitor))
+        shards[R.SITE_VISITORS.table].add((site, day, visitor, profile_hash(values)), values)
+    if session is not None:
+        shards[R.SITE_SESSIONS.table].add((site, day, session))
+
+
+def _page_view_approximate(
+    shards: dict[str, R.Shard],
+    ev: PageView,
+    hour: int,
+    day: int,
+    visitor: int | None,
+    session: int | None,
+) -> None:
+    site, path = ev.site, ev.path
+    values = _page_view_counts(shards, ev, hour, day)
+    if visitor is not None:
+        shards[R.PATH_VISITORS_HLL.table].add((site, day, path, visitor))
+        shards[R.SITE_VISITORS_HLL.table].add((site, day, visitor))
+        dims = shards[R.DIMENSION_VISITORS_HLL.table]
+        for dim, value in zip(R.DIMENSION_NAMES, values, strict=True):
+            dims.add((site, day, dim, value, visitor))
+    if session is not None:
+        shards[R.SITE_SESSIONS_HLL.table].add((site, day, session))
+
+
+def _page_view_counts(shards: dict[str, R.Shard], ev: PageView, hour: int, day: int) -> tuple[str, ...]:
+    """Page view counts common to both modes; returns the dimension values."""
+    site, path = ev.site, ev.path
     shards[R.PAGEVIEWS_HOURLY.table].count((site, hour, path))
     shards[R.PAGEVIEWS_DAILY.table].count((site, day, path))
     values = (
@@ -166,11 +201,7 @@ def _page_view(
     dims = shards[R.DIMENSIONS.table]
     for dim, value in zip(R.DIMENSION_NAMES, values, strict=True):
         dims.count((site, day, dim, value))
-    if visitor is not None:
-        shards[R.PATH_VISITORS.table].add((site, day, path, visitor))
-        shards[R.SITE_VISITORS.table].add((site, day, visitor, profile_hash(values)), values)
-    if session is not None:
-        shards[R.SITE_SESSIONS.table].add((site, day, session))
+    return values
 
 
 def profile_hash(values: tuple[str, ...]) -> int:

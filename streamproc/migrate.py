@@ -1,5 +1,9 @@
 """Versioned, idempotent SQL migrations from ``sql/NNN_name.sql``.
 
+``sql/approximate/1NN_name.sql`` hold the tables of approximate uniques
+(HyperLogLog, ``hll`` extension): applied only when that mode is asked for,
+so an install that never uses it needs no extension.
+
 Each file runs once, in its own transaction, recorded in
 ``schema_migrations`` with a checksum. An advisory lock makes concurrent
 ``streamproc migrate`` runs (several hosts deploying at once) safe.
@@ -42,6 +46,10 @@ def migrations_dir() -> Path:
     raise SinkError("cannot find streamproc's sql/ migrations directory")
 
 
+def approximate_dir() -> Path:
+    return migrations_dir() / "approximate"
+
+
 def load_migrations(directory: Path | None = None) -> list[Migration]:
     out = []
     for path in sorted((directory or migrations_dir()).glob("*.sql")):
@@ -52,8 +60,13 @@ def load_migrations(directory: Path | None = None) -> list[Migration]:
     return out
 
 
-def migrate(database_url: str, schema: str) -> list[Migration]:
-    """Apply pending migrations; returns those applied by this call."""
+def wanted(approximate: bool) -> list[Migration]:
+    return load_migrations() + (load_migrations(approximate_dir()) if approximate else [])
+
+
+def migrate(database_url: str, schema: str, approximate: bool = False) -> list[Migration]:
+    """Apply pending migrations (with ``approximate``, those of approximate uniques too);
+    returns those applied by this call."""
     applied: list[Migration] = []
     conn = connect(database_url, schema, application_name="streamproc-migrate")
     try:
@@ -68,7 +81,7 @@ def migrate(database_url: str, schema: str) -> list[Migration]:
             " applied_at timestamptz NOT NULL DEFAULT now())"
         )
         done = dict(conn.execute("SELECT version, checksum FROM schema_migrations").fetchall())
-        for mig in load_migrations():
+        for mig in wanted(approximate):
             if mig.version in done:
                 if done[mig.version] != mig.checksum:
                     raise SinkError(
@@ -77,7 +90,14 @@ def migrate(database_url: str, schema: str) -> list[Migration]:
                     )
                 continue
             with conn.transaction():
-                conn.execute(mig.sql.encode())
+                try:
+                    conn.execute(mig.sql.encode())
+                except (psycopg.errors.FeatureNotSupported, psycopg.errors.UndefinedFile) as exc:
+                    raise SinkError(_HLL_MISSING.format(error=str(exc).strip())) from exc
+                except psycopg.errors.InsufficientPrivilege as exc:
+                    if "extension" not in str(exc):
+                        raise
+                    raise SinkError(_HLL_MISSING.format(error=str(exc).strip())) from exc
                 conn.execute(
                     "INSERT INTO schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
                     (mig.version, mig.name, mig.checksum),
@@ -92,8 +112,27 @@ def migrate(database_url: str, schema: str) -> list[Migration]:
     return applied
 
 
-def check_migrated(conn: psycopg.Connection[Any]) -> None:
+_HLL_MISSING: Final = (
+    "approximate uniques need the Postgres `hll` extension ({error}). Install it on the database"
+    " server (Debian/Ubuntu: `apt-get install postgresql-<version>-hll`), have a superuser run"
+    " `CREATE EXTENSION hll SCHEMA public` in this database, then migrate again"
+)
+
+
+def check_migrated(conn: psycopg.Connection[Any], approximate: bool = False) -> None:
     """Fail early with a clear message when the schema lags behind the code."""
+    if approximate:
+        needed = {m.version for m in wanted(True)}
+        try:
+            present = {v for (v,) in conn.execute("SELECT version FROM schema_migrations").fetchall()}
+        except psycopg.errors.UndefinedTable:
+            present = set()
+        conn.rollback()
+        if needed - present:
+            raise SchemaNotReady(
+                "uniques = approximate, but the schema lacks its tables: run `streamproc migrate`"
+                " with STREAMPROC_UNIQUES=approximate (needs the Postgres `hll` extension)"
+            )
     latest = max(m.version for m in load_migrations())
     try:
         row = conn.execute("SELECT max(version) FROM schema_migrations").fetchone()

@@ -44,6 +44,13 @@ DAILY_TABLES: Final = (
     "clicks_grid_daily",
     "clicks_selector_daily",
 )
+# Approximate uniques (sql/approximate/): maintained when present.
+SKETCH_TABLES: Final = (
+    "visitors_daily_hll",
+    "path_visitors_daily_hll",
+    "dimension_visitors_daily_hll",
+    "sessions_daily_hll",
+)
 LEDGER_TABLE: Final = "applied_entries"
 
 # Days a rollup partition is kept after the end of its range. The ledger has no
@@ -51,8 +58,12 @@ LEDGER_TABLE: Final = "applied_entries"
 DEFAULT_RETENTION_DAYS: Final[Mapping[str, int]] = {
     **dict.fromkeys(HOURLY_TABLES, 90),
     **dict.fromkeys(DAILY_TABLES, 400),
+    **dict.fromkeys(SKETCH_TABLES, 400),
 }
-RETENTION_GROUPS: Final[Mapping[str, tuple[str, ...]]] = {"hourly": HOURLY_TABLES, "daily": DAILY_TABLES}
+RETENTION_GROUPS: Final[Mapping[str, tuple[str, ...]]] = {
+    "hourly": HOURLY_TABLES,
+    "daily": DAILY_TABLES + SKETCH_TABLES,
+}
 
 LOCK_CLASS: Final = 0x5350_4D54  # "SPMT"; the second key is derived from the schema name
 LOCK_TIMEOUT_MS: Final = 3000  # a waiting DDL statement queues the daemons behind it: keep it short
@@ -119,6 +130,7 @@ LAYOUTS: Final = (
     *(Layout(t, "day", Bound.DATE, monthly=True) for t in DAILY_TABLES),
     Layout(LEDGER_TABLE, "entry_ms", Bound.EPOCH_MS, monthly=False),
 )
+OPTIONAL_LAYOUTS: Final = tuple(Layout(t, "day", Bound.DATE, monthly=True) for t in SKETCH_TABLES)
 
 
 @dataclass(frozen=True)
@@ -292,6 +304,7 @@ def maintain(
             return result
         when = now or dt.datetime.now(dt.UTC)
         states = [read_state(conn, layout) for layout in LAYOUTS]  # first: fails on an unmigrated schema
+        states += [read_state(conn, layout) for layout in OPTIONAL_LAYOUTS if _exists(conn, layout.table)]
         keep_ms = _ledger_bound(conn, result, ledger_retention_s, first_entries, when) if drop else None
         for state in states:
             layout = state.layout
@@ -313,6 +326,11 @@ def maintain(
     finally:
         conn.close()  # also releases the advisory lock
     return result
+
+
+def _exists(conn: psycopg.Connection[Any], table: str) -> bool:
+    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()
+    return bool(row and row[0])
 
 
 def read_state(conn: psycopg.Connection[Any], layout: Layout) -> TableState:

@@ -9,11 +9,14 @@ from __future__ import annotations
 import datetime as dt
 from collections import defaultdict
 from decimal import Decimal
-from typing import Any
+from typing import Any, Final
 
 import psycopg
 
 from streamproc.histogram import quantiles
+from streamproc.uniques import Uniques
+
+EXACT: Final = Uniques()
 
 
 def _one(conn: psycopg.Connection[Any], query: str, params: tuple[Any, ...]) -> Any:
@@ -21,7 +24,9 @@ def _one(conn: psycopg.Connection[Any], query: str, params: tuple[Any, ...]) -> 
     return row[0] if row else None
 
 
-def build_report(conn: psycopg.Connection[Any], site: str, start: dt.date, end: dt.date) -> dict[str, Any]:
+def build_report(
+    conn: psycopg.Connection[Any], site: str, start: dt.date, end: dt.date, u: Uniques = EXACT
+) -> dict[str, Any]:
     """All figures for ``site`` from ``start`` to ``end`` (inclusive UTC days)."""
     t0 = dt.datetime.combine(start, dt.time(), dt.UTC)
     t1 = dt.datetime.combine(end + dt.timedelta(days=1), dt.time(), dt.UTC)
@@ -30,12 +35,9 @@ def build_report(conn: psycopg.Connection[Any], site: str, start: dt.date, end: 
     pageviews = _one(
         conn, "SELECT coalesce(sum(views), 0) FROM pageviews_daily WHERE site = %s AND day BETWEEN %s AND %s", days
     )
-    visitors = _one(
-        conn, "SELECT count(DISTINCT visitor) FROM visitors_daily WHERE site = %s AND day BETWEEN %s AND %s", days
-    )
-    sessions = _one(
-        conn, "SELECT count(DISTINCT session) FROM sessions_daily WHERE site = %s AND day BETWEEN %s AND %s", days
-    )
+    day_list = [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
+    visitors = u.total(conn, "visitors", site, day_list)
+    sessions = u.total(conn, "sessions", site, day_list)
     bounced, engaged, avg_s = conn.execute(
         "SELECT count(*) FILTER (WHERE pageviews = 1), count(*),"
         " avg(extract(epoch FROM last_seen - first_seen))"
@@ -62,6 +64,7 @@ def build_report(conn: psycopg.Connection[Any], site: str, start: dt.date, end: 
         "site": site,
         "from": start.isoformat(),
         "to": end.isoformat(),
+        "uniques": u.mode,
         "pageviews": int(pageviews),
         "visitors": int(visitors),
         "sessions": int(sessions),
@@ -70,23 +73,22 @@ def build_report(conn: psycopg.Connection[Any], site: str, start: dt.date, end: 
         "events": {k: int(v) for k, v in events.items()},
         "revenue": str(revenue),
         "conversions": conversions,
-        "top_paths": _top_paths(conn, days),
+        "top_paths": _top_paths(conn, days, day_list, u),
         "api": _api(conn, hours),
     }
 
 
-def _top_paths(conn: psycopg.Connection[Any], days: tuple[Any, ...], limit: int = 10) -> list[dict[str, Any]]:
-    rows = conn.execute(
-        "WITH top AS ("
-        "  SELECT path, sum(views)::bigint AS views FROM pageviews_daily"
-        "  WHERE site = %s AND day BETWEEN %s AND %s GROUP BY path"
-        '  ORDER BY views DESC, path COLLATE "C" LIMIT %s)'
-        " SELECT top.path, top.views, (SELECT count(DISTINCT visitor) FROM path_visitors_daily p"
-        "   WHERE p.site = %s AND p.day BETWEEN %s AND %s AND p.path = top.path)"
-        ' FROM top ORDER BY top.views DESC, top.path COLLATE "C"',
-        (*days, limit, *days),
+def _top_paths(
+    conn: psycopg.Connection[Any], days: tuple[Any, ...], day_list: list[dt.date], u: Uniques, limit: int = 10
+) -> list[dict[str, Any]]:
+    top = conn.execute(
+        "SELECT path, sum(views)::bigint AS views FROM pageviews_daily"
+        " WHERE site = %s AND day BETWEEN %s AND %s GROUP BY path"
+        ' ORDER BY views DESC, path COLLATE "C" LIMIT %s',
+        (*days, limit),
     ).fetchall()
-    return [{"path": p, "views": int(v), "visitors": int(u)} for p, v, u in rows]
+    visitors = u.by_path(conn, days[0], day_list, [p for p, _ in top])
+    return [{"path": p, "views": int(v), "visitors": visitors.get(p, 0)} for p, v in top]
 
 
 def _api(conn: psycopg.Connection[Any], hours: tuple[Any, ...]) -> list[dict[str, Any]]:

@@ -5,7 +5,8 @@ and returns a JSON-ready dict (no Decimal, no datetime). Page views and
 session timings come from hourly or per-session rows and are exact for any
 window on whole UTC hours; unique visitors, sessions and dimension values
 come from per-UTC-day sets and are exact only for whole UTC days, which each
-view states in its ``exact`` map.
+view states in its ``exact`` map (never exact with ``uniques = "approximate"``:
+then they come from HyperLogLog sketches, see :mod:`streamproc.uniques`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from psycopg import sql
 from streamproc.errors import StreamprocError
 from streamproc.rollups import DIMENSION_NAMES
 from streamproc.timerange import HOUR, Bucket, Unit, Window, buckets, iso, noon_days, rebucket
+from streamproc.uniques import Uniques
+
+EXACT: Final = Uniques()
 
 SOURCES: Final = ("referrer", "utm_source", "utm_medium", "utm_campaign")
 DEVICES: Final = ("device", "browser", "os", "country")
@@ -51,17 +55,10 @@ def _ratio(num: float, den: float, digits: int = 4) -> float | None:
     return round(float(num) / float(den), digits) if den else None
 
 
-def _distinct(conn: Conn, table: str, column: str, site: str, days: list[dt.date]) -> int:
-    query = sql.SQL("SELECT count(DISTINCT {}) FROM {} WHERE site = %s AND day = ANY(%s)").format(
-        sql.Identifier(column), sql.Identifier(table)
-    )
-    return int(_scalar(conn, query, (site, days)) or 0)
-
-
 # --- overview ------------------------------------------------------------------------------------
 
 
-def headline(conn: Conn, site: str, w: Window) -> dict[str, Any]:
+def headline(conn: Conn, site: str, w: Window, u: Uniques = EXACT) -> dict[str, Any]:
     """Views, visitors, sessions, bounce rate and average session length over one window.
 
     Visitors and sessions are None for a window shorter than a day without a UTC noon:
@@ -80,8 +77,8 @@ def headline(conn: Conn, site: str, w: Window) -> dict[str, Any]:
     ).fetchone() or (0, 0, None)
     return {
         "pageviews": int(views),
-        "visitors": _distinct(conn, "visitors_daily", "visitor", site, days) if days else None,
-        "sessions": _distinct(conn, "sessions_daily", "session", site, days) if days else None,
+        "visitors": u.total(conn, "visitors", site, days) if days else None,
+        "sessions": u.total(conn, "sessions", site, days) if days else None,
         "bounce_rate": _ratio(bounced, engaged),
         "avg_session_seconds": round(float(avg_s), 3) if avg_s is not None else None,
     }
@@ -94,13 +91,13 @@ def _change(cur: float | None, prev: float | None) -> tuple[float | None, float 
     return (int(diff) if isinstance(cur, int) and isinstance(prev, int) else diff), _ratio(cur - prev, prev)
 
 
-def overview(conn: Conn, site: str, w: Window, unit: Unit) -> dict[str, Any]:
+def overview(conn: Conn, site: str, w: Window, unit: Unit, u: Uniques = EXACT) -> dict[str, Any]:
     prev_w = w.previous()
-    cur, prev = headline(conn, site, w), headline(conn, site, prev_w)
+    cur, prev = headline(conn, site, w, u), headline(conn, site, prev_w, u)
     exact = {
         "pageviews": w.hour_exact,
-        "visitors": w.utc_days_exact,
-        "sessions": w.utc_days_exact,
+        "visitors": w.utc_days_exact and not u.approximate,
+        "sessions": w.utc_days_exact and not u.approximate,
         "bounce_rate": True,
         "avg_session_seconds": True,
     }
@@ -120,12 +117,13 @@ def overview(conn: Conn, site: str, w: Window, unit: Unit) -> dict[str, Any]:
         "range": w.as_json(),
         "previous_range": prev_w.as_json(),
         "visitor_days": [d.isoformat() for d in w.noon_days()],
+        "uniques": u.mode,
         "metrics": metrics,
-        "series": traffic_series(conn, site, w, unit),
+        "series": traffic_series(conn, site, w, unit, u),
     }
 
 
-def traffic_series(conn: Conn, site: str, w: Window, unit: Unit) -> dict[str, Any]:
+def traffic_series(conn: Conn, site: str, w: Window, unit: Unit, u: Uniques = EXACT) -> dict[str, Any]:
     """Page views and sessions started per bucket (exact); visitors per day bucket (per UTC day)."""
     bks = buckets(w, unit)
     views = rebucket(
@@ -149,7 +147,7 @@ def traffic_series(conn: Conn, site: str, w: Window, unit: Unit) -> dict[str, An
     )
     visitors: list[int | None] = [None] * len(bks)
     if unit == "day":
-        visitors = list(_visitors_per_bucket(conn, site, bks))
+        visitors = list(_visitors_per_bucket(conn, site, bks, u))
     return {
         "unit": unit,
         "exact": {
@@ -157,7 +155,8 @@ def traffic_series(conn: Conn, site: str, w: Window, unit: Unit) -> dict[str, An
             "sessions": w.hour_exact,
             "visitors": unit == "day"
             and all(b.end - b.start == dt.timedelta(days=1) for b in bks)
-            and w.utc_days_exact,
+            and w.utc_days_exact
+            and not u.approximate,
         },
         "buckets": [
             {"start": iso(b.start), "label": b.label, "pageviews": v, "sessions": s, "visitors": u}
@@ -166,15 +165,10 @@ def traffic_series(conn: Conn, site: str, w: Window, unit: Unit) -> dict[str, An
     }
 
 
-def _visitors_per_bucket(conn: Conn, site: str, bks: list[Bucket]) -> list[int | None]:
+def _visitors_per_bucket(conn: Conn, site: str, bks: list[Bucket], u: Uniques) -> list[int | None]:
     per_bucket = [noon_days(b.start, b.end) for b in bks]
     singles = sorted({days[0] for days in per_bucket if len(days) == 1})
-    counts = dict(
-        conn.execute(
-            "SELECT day, count(DISTINCT visitor) FROM visitors_daily WHERE site = %s AND day = ANY(%s) GROUP BY day",
-            (site, singles),
-        ).fetchall()
-    )
+    counts = u.by_day(conn, site, singles)
     out: list[int | None] = []
     for days in per_bucket:
         if not days:
@@ -182,14 +176,14 @@ def _visitors_per_bucket(conn: Conn, site: str, bks: list[Bucket]) -> list[int |
         elif len(days) == 1:
             out.append(int(counts.get(days[0], 0)))
         else:
-            out.append(_distinct(conn, "visitors_daily", "visitor", site, days))
+            out.append(u.total(conn, "visitors", site, days))
     return out
 
 
 # --- pages and dimensions --------------------------------------------------------------------------
 
 
-def pages(conn: Conn, site: str, w: Window, limit: int) -> dict[str, Any]:
+def pages(conn: Conn, site: str, w: Window, limit: int, u: Uniques = EXACT) -> dict[str, Any]:
     """Top paths by page views; visitors per path are None for a window without a UTC noon."""
     days = w.noon_days()
     total = int(
@@ -204,19 +198,14 @@ def pages(conn: Conn, site: str, w: Window, limit: int) -> dict[str, Any]:
         ' GROUP BY path ORDER BY views DESC, path COLLATE "C" LIMIT %s',
         (site, w.start, w.end, limit),
     ).fetchall()
-    visitors = dict(
-        conn.execute(
-            "SELECT path, count(DISTINCT visitor) FROM path_visitors_daily"
-            " WHERE site = %s AND day = ANY(%s) AND path = ANY(%s) GROUP BY path",
-            (site, days, [p for p, _ in top]),
-        ).fetchall()
-    )
+    visitors = u.by_path(conn, site, days, [p for p, _ in top])
     return {
         "view": "pages",
         "site": site,
         "range": w.as_json(),
         "visitor_days": [d.isoformat() for d in days],
-        "exact": {"views": w.hour_exact, "visitors": w.utc_days_exact},
+        "uniques": u.mode,
+        "exact": {"views": w.hour_exact, "visitors": w.utc_days_exact and not u.approximate},
         "pageviews": total,
         "paths": [
             {
@@ -230,7 +219,9 @@ def pages(conn: Conn, site: str, w: Window, limit: int) -> dict[str, Any]:
     }
 
 
-def dimensions(conn: Conn, site: str, w: Window, names: tuple[str, ...], limit: int, view: str) -> dict[str, Any]:
+def dimensions(
+    conn: Conn, site: str, w: Window, names: tuple[str, ...], limit: int, view: str, u: Uniques = EXACT
+) -> dict[str, Any]:
     """Views and visitors per value of each dimension (``''`` = absent), busiest first."""
     days = w.visitor_days()
     out: dict[str, list[dict[str, Any]]] = {}
@@ -243,18 +234,15 @@ def dimensions(conn: Conn, site: str, w: Window, names: tuple[str, ...], limit: 
             ' GROUP BY value ORDER BY views DESC, value COLLATE "C" LIMIT %s',
             (site, days, name, limit),
         ).fetchall()
-        query = sql.SQL(
-            "SELECT {col}, count(DISTINCT visitor) FROM visitors_daily WHERE site = %s AND day = ANY(%s)"
-            " AND {col} = ANY(%s) GROUP BY {col}"
-        ).format(col=sql.Identifier(name))
-        visitors = dict(conn.execute(query, (site, days, [v for v, _ in top])).fetchall())
+        visitors = u.by_value(conn, site, days, name, [v for v, _ in top])
         out[name] = [{"value": v, "views": int(n), "visitors": int(visitors.get(v, 0))} for v, n in top]
     return {
         "view": view,
         "site": site,
         "range": w.as_json(),
         "visitor_days": [d.isoformat() for d in days],
-        "exact": {"views": w.utc_days_exact, "visitors": w.utc_days_exact},
+        "uniques": u.mode,
+        "exact": {"views": w.utc_days_exact, "visitors": w.utc_days_exact and not u.approximate},
         "dimensions": out,
     }
 

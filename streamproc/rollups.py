@@ -2,7 +2,10 @@
 
 A rollup is a target table, its key columns and its measures, each measure
 with a merge rule. A rollup without measures is a *set*: rows are inserted
-once and never updated (exact unique visitors, sessions). The in-memory
+once and never updated (exact unique visitors, sessions). A set with a
+*sketch* column keeps its members as a HyperLogLog instead (approximate
+uniques): the last key column is hashed into one sketch per remaining key,
+and sketches merge inside the upsert (``hll_union``). The in-memory
 accumulation (:class:`Shard`) and the upsert SQL are both derived from the
 declaration, so adding a rollup means adding one declaration, one migration
 and one line in :mod:`streamproc.fold`.
@@ -84,6 +87,7 @@ class Rollup:
     measures: tuple[Measure, ...] = ()
     doc: str = ""
     payload: tuple[Col, ...] = ()  # set rollups only: stored with the key, never updated
+    sketch: str = ""  # set rollups only: the HyperLogLog column the last key column is added to
 
     @property
     def is_set(self) -> bool:
@@ -107,10 +111,24 @@ class Rollup:
             f"SELECT {names} FROM unnest({arrays}) AS t({names}) ORDER BY {keys} "
             f"ON CONFLICT ({keys}) DO "
         )
+        if self.sketch:
+            return self._sketch_sql(arrays, names)
         if self.is_set:
             return head + "NOTHING"
         sets = ", ".join(_merge_expr(self.table, m) for m in self.measures)
         return head + f"UPDATE SET {sets}"
+
+    def _sketch_sql(self, arrays: str, names: str) -> str:
+        """Members grouped into one sketch per key, merged with the stored one (``hll`` extension)."""
+        *group, member = self.keys
+        keys = ", ".join(c.name for c in group)
+        s = self.sketch
+        return (
+            f"INSERT INTO {self.table} ({keys}, {s}) "
+            f"SELECT {keys}, hll_add_agg(hll_hash_bigint({member.name})) "
+            f"FROM unnest({arrays}) AS t({names}) GROUP BY {keys} ORDER BY {keys} "
+            f"ON CONFLICT ({keys}) DO UPDATE SET {s} = hll_union({self.table}.{s}, EXCLUDED.{s})"
+        )
 
     def parameters(self, rows: Iterable[tuple[Any, ...]]) -> list[list[Any]]:
         """Column arrays for :meth:`upsert_sql` from in-memory rows."""
@@ -241,6 +259,40 @@ EVENTS = Rollup(
     "Events per site, UTC hour, type and custom event name ('' when none).",
 )
 
+# Approximate uniques (``uniques = "approximate"``): one HyperLogLog per key instead of one row per
+# member. Needs the ``hll`` extension (sql/approximate/).
+SESSION = Col("session", Kind.BIGINT)
+PATH_VISITORS_HLL = Rollup(
+    "path_visitors_daily_hll",
+    (SITE, DAY, PATH, VISITOR),
+    (),
+    "HyperLogLog of the hashed visitors that viewed a path on a UTC day (approximate uniques).",
+    sketch="visitors",
+)
+SITE_VISITORS_HLL = Rollup(
+    "visitors_daily_hll",
+    (SITE, DAY, VISITOR),
+    (),
+    "HyperLogLog of the hashed visitors with a page view on a UTC day (approximate uniques).",
+    sketch="visitors",
+)
+DIMENSION_VISITORS_HLL = Rollup(
+    "dimension_visitors_daily_hll",
+    (SITE, DAY, Col("dimension", Kind.TEXT), Col("value", Kind.TEXT), VISITOR),
+    (),
+    "HyperLogLog of the hashed visitors per dimension value and UTC day (approximate uniques).",
+    sketch="visitors",
+)
+SITE_SESSIONS_HLL = Rollup(
+    "sessions_daily_hll",
+    (SITE, DAY, SESSION),
+    (),
+    "HyperLogLog of the hashed sessions with a page view on a UTC day (approximate uniques).",
+    sketch="sessions",
+)
+EXACT_UNIQUES: Final = ("path_visitors_daily", "visitors_daily", "sessions_daily")
+APPROXIMATE_UNIQUES: Final = (PATH_VISITORS_HLL, SITE_VISITORS_HLL, DIMENSION_VISITORS_HLL, SITE_SESSIONS_HLL)
+
 ALL: Final = (
     PAGEVIEWS_HOURLY,
     PAGEVIEWS_DAILY,
@@ -311,8 +363,15 @@ class Shard:
         return [(*k, *v) for k, v in self.rows.items()]
 
 
-def new_shards() -> dict[str, Shard]:
-    return {r.table: Shard(r) for r in ALL}
+def rollups(approximate: bool = False) -> tuple[Rollup, ...]:
+    """The rollups a worker writes, in the order every worker writes them (no deadlocks)."""
+    if not approximate:
+        return ALL
+    return (*(r for r in ALL if r.table not in EXACT_UNIQUES), *APPROXIMATE_UNIQUES)
+
+
+def new_shards(approximate: bool = False) -> dict[str, Shard]:
+    return {r.table: Shard(r) for r in rollups(approximate)}
 
 
 ZERO = Decimal(0)

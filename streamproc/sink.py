@@ -67,7 +67,7 @@ class Claim:
 def connect(database_url: str, schema: str, application_name: str = "streamproc") -> psycopg.Connection[Any]:
     """Open a session with streamproc's schema and timeouts set."""
     options = (
-        f"-c search_path={schema} -c statement_timeout={STATEMENT_TIMEOUT_MS}"
+        f"-c search_path={schema},public -c statement_timeout={STATEMENT_TIMEOUT_MS}"
         f" -c lock_timeout={LOCK_TIMEOUT_MS}"
         f" -c idle_in_transaction_session_timeout={IDLE_IN_TX_TIMEOUT_MS}"
     )
@@ -229,12 +229,11 @@ class BatchTransaction:
         """Upsert every non-empty shard; returns the number of rows sent."""
         sent = 0
         with self._conn.pipeline(), self._conn.cursor() as cur:
-            for rollup in R.ALL:
-                shard = shards[rollup.table]
+            for shard in shards.values():  # always in rollups() order
                 if not len(shard):
                     continue
                 rows = shard.flat_rows()
-                cur.execute(_sql(rollup), rollup.parameters(rows))
+                cur.execute(_sql(shard.rollup), shard.rollup.parameters(rows))
                 sent += len(rows)
         return sent
 

@@ -67,8 +67,11 @@ def _zipf_weights(n: int, s: float = 1.1) -> list[float]:
 
 
 class Generator:
-    def __init__(self, seed: int = 1, now_ms: int | None = None, days: int = 3, bad_ratio: float = 0.005) -> None:
+    def __init__(
+        self, seed: int = 1, now_ms: int | None = None, days: int = 3, bad_ratio: float = 0.005, visitors: int = 4000
+    ) -> None:
         self.rng = random.Random(seed)
+        self.visitors = visitors
         self.now_ms = now_ms if now_ms is not None else int(dt.datetime.now(dt.UTC).timestamp() * 1000)
         self.start_ms = self.now_ms - days * 86_400_000
         self.bad_ratio = bad_ratio
@@ -99,7 +102,7 @@ class Generator:
         ts = self.start_ms + span * i // max(n, 1) + rng.randrange(-60_000, 60_000)
         ts = min(max(ts, self.start_ms), self.now_ms - 1)
         # A few loyal visitors come back often; most are seen a handful of times.
-        visitor_n = rng.randrange(40) if rng.random() < 0.3 else rng.randrange(4000)
+        visitor_n = rng.randrange(40) if rng.random() < 0.3 else rng.randrange(self.visitors)
         ev: dict[str, Any] = {"site": site, "ts": ts}
         if rng.random() < 0.95:
             ev["visitor"] = f"v{visitor_n}"

@@ -90,6 +90,7 @@ class Worker:
         self.sink = sink
         self.drain = drain
         self.hasher = Hasher(settings.require_secret())
+        self.approximate = settings.approximate_uniques
         self.failpoints = failpoints or Failpoints()
         self.on_batch = on_batch
         self.notifier = notifier or Notifier({})
@@ -141,7 +142,7 @@ class Worker:
         self._retry(self.source.ping, "redis", "connect", on_stop=_stopped_before_ready)
         created = self.source.ensure_groups(self.settings.group_start_id)
         self._retry(self.sink.open, "postgres", "connect", on_stop=_stopped_before_ready)
-        check_migrated(self.sink.conn)
+        check_migrated(self.sink.conn, self.approximate)
         self._retry(
             lambda: self.sink.register_streams(self.source.streams),
             "postgres",
@@ -238,7 +239,7 @@ class Worker:
             self._in_hand.update((s, eid) for s, entries in batch.entries.items() for eid, _ in entries)
         decoded = self.decode(batch)
         cap = KeyCap(self.settings.max_keys_per_batch)
-        prefold = fold((a for items in decoded.values() for a in items.accepted), self.hasher, cap)
+        prefold = fold((a for items in decoded.values() for a in items.accepted), self.hasher, cap, self.approximate)
         if cap.overflowed:
             metrics.KEY_OVERFLOW.inc(cap.overflowed)
             log.warning("distinct key cap reached", events_in_overflow=cap.overflowed, max_keys_per_batch=cap.limit)
@@ -303,7 +304,9 @@ class Worker:
                     shards = (
                         prefold
                         if len(claim.counted) == n
-                        else fold(claim.counted, self.hasher, KeyCap(self.settings.max_keys_per_batch))
+                        else fold(
+                            claim.counted, self.hasher, KeyCap(self.settings.max_keys_per_batch), self.approximate
+                        )
                     )
                     self.failpoints.hit("before_commit")
                     tx.write(shards)

@@ -93,3 +93,43 @@ def test_scaleout_simulation_smoke_run(tmp_path: Path, redis_url: str, database_
     data = json.loads(out.read_text())
     assert (data["shards"], data["workers"], data["exit_codes"]) == (3, 2, [0, 0])
     assert data["lag_samples"][0]["lag"] > 0 and data["events_per_s"] > 0
+
+
+def test_scaleout_on_a_cluster_smoke_run(tmp_path: Path, redis_url: str, database_url: str) -> None:
+    """`python -m bench.scaleout --cluster 3` puts the shards on a throwaway 3-primary cluster."""
+    out = tmp_path / "scaleout.json"
+    env = {"PATH": "/usr/bin:/bin", "STREAMPROC_REDIS_URL": redis_url, "STREAMPROC_DATABASE_URL": database_url}
+    args = ["--shards", "4", "--workers", "1", "--events", "2000", "--cluster", "3", "--json", str(out)]
+    res = subprocess.run(
+        [sys.executable, "-m", "bench.scaleout", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert (data["redis_cluster_primaries"], data["exit_codes"]) == (3, [0])
+    assert "on a 3-primary cluster" in res.stdout
+
+
+def test_uniques_bench_smoke_run(tmp_path: Path, redis_url: str, database_url: str) -> None:
+    """`python -m bench.uniques` runs both modes on one workload and reports errors and space."""
+    out = tmp_path / "uniques.json"
+    env = {"PATH": "/usr/bin:/bin", "STREAMPROC_REDIS_URL": redis_url, "STREAMPROC_DATABASE_URL": database_url}
+    res = subprocess.run(
+        [sys.executable, "-m", "bench.uniques", "--events", "4000", "--visitors", "3000", "--json", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    data = json.loads(out.read_text())
+    exact, approx = data["runs"]["exact"], data["runs"]["approximate"]
+    assert exact["unique_rows"] > approx["unique_rows"] > 0
+    assert data["errors"]["site_range_visitors"]["figures"] == 5
+    assert 0 <= data["errors"]["path_visitors"]["max_abs_rel_error"] < 0.5
+    assert "throughput approximate / exact" in res.stdout

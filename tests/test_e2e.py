@@ -21,7 +21,8 @@ N_EVENTS = 30_000
 def report_json(settings: Any, site: str, start: str, end: str) -> dict[str, Any]:
     result = CliRunner().invoke(
         app,
-        [
+        env={"STREAMPROC_UNIQUES": settings.uniques},
+        args=[
             "report",
             "--site",
             site,

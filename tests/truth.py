@@ -96,11 +96,33 @@ def expected_report(events: list[dict[str, Any]], site: str, start: dt.date, end
     }
 
 
-def assert_report_matches(got: dict[str, Any], want: dict[str, Any]) -> None:
-    """Exact on counts and money; within the histogram's bound on latency quantiles."""
+# Approximate uniques: HyperLogLog with 2^11 registers has a standard error of 1.04 / sqrt(2048)
+# = 2.3 %; three standard errors bound the error of any one figure.
+HLL_TOLERANCE = 3 * 1.04 / math.sqrt(2048)
+
+
+def close_enough(got: int, want: int) -> bool:
+    return abs(got - want) <= HLL_TOLERANCE * want
+
+
+def assert_report_matches(got: dict[str, Any], want: dict[str, Any], approximate: bool = False) -> None:
+    """Exact on counts and money; within the histogram's bound on latency quantiles; with
+    ``approximate`` uniques, visitors and sessions within HyperLogLog's bound."""
     where = f"{want['site']} {want['from']}..{want['to']}"
-    for key in ("pageviews", "visitors", "sessions", "events", "top_paths"):
+    exact_keys = (
+        ("pageviews", "events") if approximate else ("pageviews", "visitors", "sessions", "events", "top_paths")
+    )
+    for key in exact_keys:
         assert got[key] == want[key], f"{where}: {key} {got[key]!r} != {want[key]!r}"
+    if approximate:
+        assert got["uniques"] == "approximate"
+        for key in ("visitors", "sessions"):
+            assert close_enough(got[key], want[key]), f"{where}: {key} {got[key]} vs exact {want[key]}"
+        assert [(p["path"], p["views"]) for p in got["top_paths"]] == [
+            (p["path"], p["views"]) for p in want["top_paths"]
+        ]
+        for g, w in zip(got["top_paths"], want["top_paths"], strict=True):
+            assert close_enough(g["visitors"], w["visitors"]), f"{where}: visitors of {w['path']} {g} vs {w}"
     for key in ("bounce_rate", "avg_session_seconds"):
         if want[key] is None:
             assert got[key] is None, f"{where}: {key}"

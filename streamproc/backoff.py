@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import ClassVar
@@ -47,6 +48,7 @@ class Failpoints:
     def __init__(self, spec: str = "") -> None:
         self._at: dict[str, tuple[int, signal.Signals]] = {}
         self._hits: dict[str, int] = {}
+        self._lock = threading.Lock()  # flusher threads pass the same points
         self.content: bytes | None = None  # ``content=MARKER``: die on any entry carrying MARKER
         for item in filter(None, (p.strip() for p in spec.split(","))):
             if item.startswith("content="):
@@ -69,7 +71,9 @@ class Failpoints:
     def hit(self, name: str) -> None:
         if name not in self._at:
             return
-        self._hits[name] = self._hits.get(name, 0) + 1
+        with self._lock:
+            self._hits[name] = self._hits.get(name, 0) + 1
+            hits = self._hits[name]
         nth, sig = self._at[name]
-        if self._hits[name] == nth:
+        if hits == nth:
             os.kill(os.getpid(), sig)

@@ -51,6 +51,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     drain_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0
     max_entry_bytes: Annotated[int, msgspec.Meta(ge=256)] = 64 * 1024
     max_keys_per_batch: Annotated[int, msgspec.Meta(ge=10)] = 10_000
+    # Batches committed at once, each by its own thread and Postgres connection.
+    flushers: Annotated[int, msgspec.Meta(ge=1, le=8)] = 2
     # exact: one set row per visitor (and session) per day; approximate: HyperLogLog sketches.
     uniques: Literal["exact", "approximate"] = "exact"
     ledger_retention_s: Annotated[int, msgspec.Meta(ge=3600)] = 7 * 86_400

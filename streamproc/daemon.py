@@ -49,5 +49,5 @@ def run_daemon(settings: Settings, drain: bool = False) -> int:
     finally:
         refresher.stop()
         worker.source.close()
-        worker.sink.close()
+        worker.close_sinks()
         notifier.close()

@@ -26,6 +26,7 @@ REVENUE_MAX_PLACES: Final = 6
 _EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _ONE_MS: Final = dt.timedelta(milliseconds=1)
 _json_decoder: Final = msgspec.json.Decoder(Event)
+_flat_decoder: Final = msgspec.json.Decoder(Event, strict=False)  # flat form: every value is a string
 
 
 class Accepted(NamedTuple):
@@ -128,7 +129,9 @@ def _decode_flat(fields: Mapping[bytes, bytes]) -> Event | str:
     except UnicodeDecodeError as exc:
         return f"flat entry is not valid UTF-8: {exc}"
     try:
-        converted: Event = msgspec.convert(attrs, type=Event, strict=False)
+        # Through JSON rather than msgspec.convert: the same lax conversions ("12" -> 12) and
+        # the same error messages, in a third of the time.
+        converted: Event = _flat_decoder.decode(msgspec.json.encode(attrs))
         return converted
     except msgspec.ValidationError as exc:
         return f"invalid event: {exc}"

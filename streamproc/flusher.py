@@ -1,10 +1,14 @@
-"""Overlap Postgres with Redis: one batch commits while the next is read and folded.
+"""Overlap Postgres with Redis and Python: batches commit while the next is read and folded.
 
-A single flusher thread takes prepared batches from a one-slot queue and runs
-``finish`` (commit, then ack) on each, in order. The main loop blocks when the
-slot is full, so at most three batches are in memory: one committing, one
-waiting, one being prepared. An exception in the flusher stops the flusher and
-is re-raised in the main thread at its next call.
+``threads`` flusher threads take prepared batches from a one-slot queue and
+run ``finish`` (commit, then ack) on each, each thread with its own Postgres
+connection: while one waits for Postgres, another builds its statements, so
+the daemon's Python and Postgres work overlap. Batches may commit in any
+order; each is its own transaction and the ledger makes the order irrelevant.
+The main loop blocks when the slot is full, so at most ``threads + 2``
+batches are in memory: ``threads`` committing, one waiting, one being
+prepared. An exception in a flusher stops that flusher and is re-raised in
+the main thread at its next call.
 """
 
 from __future__ import annotations
@@ -21,15 +25,20 @@ _POLL_S: Final = 0.2
 
 
 class Flusher(Generic[J]):
-    def __init__(self, finish: Callable[[J], object]) -> None:
+    def __init__(self, finish: Callable[[J], object], threads: int = 1) -> None:
         self._finish = finish
         self._queue: queue.Queue[object] = queue.Queue(maxsize=1)
         self._error: BaseException | None = None
-        self._busy = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="flusher", daemon=True)
+        self._busy = 0
+        self._lock = threading.Lock()
+        self._threads = [
+            threading.Thread(target=self._run, name=f"flusher-{i}" if threads > 1 else "flusher", daemon=True)
+            for i in range(threads)
+        ]
 
     def __enter__(self) -> Flusher[J]:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
         return self
 
     def __exit__(
@@ -51,34 +60,38 @@ class Flusher(Generic[J]):
 
     def idle(self) -> bool:
         """Nothing queued and nothing being committed."""
-        return self._queue.empty() and not self._busy.is_set()
+        with self._lock:
+            return self._queue.empty() and self._busy == 0
 
     def raise_if_failed(self) -> None:
         if self._error is not None:
             raise self._error
 
     def close(self) -> None:
-        """Finish the batches handed over, then stop the thread."""
-        if not self._thread.is_alive():
-            return
-        while self._thread.is_alive():
-            try:
-                self._queue.put(_STOP, timeout=_POLL_S)
-                break
-            except queue.Full:
-                continue
-        self._thread.join()
+        """Finish the batches handed over, then stop the threads."""
+        for _ in self._threads:
+            while any(t.is_alive() for t in self._threads):
+                try:
+                    self._queue.put(_STOP, timeout=_POLL_S)
+                    break
+                except queue.Full:
+                    continue
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join()
 
     def _run(self) -> None:
         while True:
             job = self._queue.get()
             if job is _STOP:
                 return
-            self._busy.set()
+            with self._lock:
+                self._busy += 1
             try:
                 self._finish(job)  # type: ignore[arg-type]  # only J or _STOP are queued
             except BaseException as exc:  # handed to the main thread, which decides
                 self._error = exc
                 return
             finally:
-                self._busy.clear()
+                with self._lock:
+                    self._busy -= 1

@@ -110,6 +110,8 @@ class KeyCap:
         return msgspec.structs.replace(ev, **changes)
 
 
+# Every event field read below must also be covered by sink.event_digest, which decides when a
+# skipped entry repeats a counted one (today: all fields but `props`, with `ts` as ts_ms).
 def fold(
     events: Iterable[Accepted], hasher: Hasher, cap: KeyCap | None = None, approximate: bool = False
 ) -> dict[str, R.Shard]:

@@ -13,52 +13,31 @@ and one line in :mod:`streamproc.fold`.
 
 from __future__ import annotations
 
-import datetime as dt
 import enum
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from functools import lru_cache
 from typing import Any, Final
-
-_EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-
-
-@lru_cache(maxsize=65536)
-def hour_start(hour_index: int) -> dt.datetime:
-    """UTC start of hour number ``hour_index`` since the epoch."""
-    return _EPOCH + dt.timedelta(hours=hour_index)
-
-
-@lru_cache(maxsize=8192)
-def day_date(day_index: int) -> dt.date:
-    """UTC date of day number ``day_index`` since the epoch."""
-    return (_EPOCH + dt.timedelta(days=day_index)).date()
-
-
-def ms_timestamp(ms: int) -> dt.datetime:
-    return _EPOCH + dt.timedelta(milliseconds=ms)
-
-
-def _same(value: Any) -> Any:
-    return value
 
 
 class Kind(enum.Enum):
-    """Column kinds: the SQL type and how an in-memory value becomes a parameter."""
+    """Column kinds: the SQL type, the type sent over the wire and how Postgres turns
+    the one into the other. Times travel as integers (cheap to build and to send) and
+    become timestamps or dates in the statement, with exact integer arithmetic."""
 
-    TEXT = ("text", _same)
-    SMALLINT = ("smallint", _same)
-    BIGINT = ("bigint", _same)
-    FLOAT = ("double precision", _same)
-    NUMERIC = ("numeric", _same)
-    HOUR = ("timestamptz", hour_start)  # kept in memory as hours since the epoch
-    DAY = ("date", day_date)  # kept in memory as days since the epoch
-    TIME_MS = ("timestamptz", ms_timestamp)  # kept in memory as ms since the epoch
+    TEXT = ("text",)
+    SMALLINT = ("smallint",)
+    BIGINT = ("bigint",)
+    FLOAT = ("double precision",)
+    NUMERIC = ("numeric",)
+    HOUR = ("timestamptz", "bigint", "(TIMESTAMPTZ 'epoch' + {} * INTERVAL '1 hour')")  # hours since the epoch
+    DAY = ("date", "bigint", "(DATE '1970-01-01' + {}::integer)")  # days since the epoch
+    TIME_MS = ("timestamptz", "bigint", "(TIMESTAMPTZ 'epoch' + {} * INTERVAL '1 millisecond')")  # ms since the epoch
 
-    def __init__(self, sql_type: str, to_param: Callable[[Any], Any]) -> None:
+    def __init__(self, sql_type: str, wire_type: str | None = None, from_wire: str = "{}") -> None:
         self.sql_type = sql_type
-        self.to_param = to_param
+        self.wire_type = wire_type or sql_type
+        self.from_wire = from_wire
 
 
 class Merge(enum.Enum):
@@ -104,11 +83,13 @@ class Rollup:
         touch overlapping keys wait on each other instead of deadlocking.
         """
         names = ", ".join(c.name for c in self.columns)
-        arrays = ", ".join(f"%b::{c.kind.sql_type}[]" for c in self.columns)
+        arrays = ", ".join(f"%b::{c.kind.wire_type}[]" for c in self.columns)
+        values = ", ".join(_value(c) for c in self.columns)
         keys = ", ".join(c.name for c in self.keys)
+        order = ", ".join(f"t.{c.name}" for c in self.keys)
         head = (
             f"INSERT INTO {self.table} ({names}) "
-            f"SELECT {names} FROM unnest({arrays}) AS t({names}) ORDER BY {keys} "
+            f"SELECT {values} FROM unnest({arrays}) AS t({names}) ORDER BY {order} "
             f"ON CONFLICT ({keys}) DO "
         )
         if self.sketch:
@@ -122,21 +103,24 @@ class Rollup:
         """Members grouped into one sketch per key, merged with the stored one (``hll`` extension)."""
         *group, member = self.keys
         keys = ", ".join(c.name for c in group)
+        values = ", ".join(_value(c) for c in group)
+        by = ", ".join(f"t.{c.name}" for c in group)
         s = self.sketch
         return (
             f"INSERT INTO {self.table} ({keys}, {s}) "
-            f"SELECT {keys}, hll_add_agg(hll_hash_bigint({member.name})) "
-            f"FROM unnest({arrays}) AS t({names}) GROUP BY {keys} ORDER BY {keys} "
+            f"SELECT {values}, hll_add_agg(hll_hash_bigint(t.{member.name})) "
+            f"FROM unnest({arrays}) AS t({names}) GROUP BY {by} ORDER BY {by} "
             f"ON CONFLICT ({keys}) DO UPDATE SET {s} = hll_union({self.table}.{s}, EXCLUDED.{s})"
         )
 
     def parameters(self, rows: Iterable[tuple[Any, ...]]) -> list[list[Any]]:
-        """Column arrays for :meth:`upsert_sql` from in-memory rows."""
-        columns = list(zip(*rows, strict=True))
-        return [
-            [c.kind.to_param(v) for v in values] if c.kind.to_param is not _same else list(values)
-            for c, values in zip(self.columns, columns, strict=True)
-        ]
+        """Column arrays for :meth:`upsert_sql` from in-memory rows (sent as they are)."""
+        return [list(values) for values in zip(*rows, strict=True)]
+
+
+def _value(c: Col | Measure) -> str:
+    """The column's value in the statement, from the array element ``t.<name>``."""
+    return c.kind.from_wire.format(f"t.{c.name}")
 
 
 def _merge_expr(table: str, m: Measure) -> str:
@@ -346,6 +330,23 @@ class Shard:
                 row[i] = min(row[i], values[i])
             else:
                 row[i] = max(row[i], values[i])
+
+    def without_sums_of(self, repeats: Shard) -> Shard:
+        """A copy with the sums of ``repeats`` (a fold of events that repeat ones already
+        counted) taken out; their set members, minima and maxima change nothing and
+        stay. Rows left with nothing but zero sums are dropped. ``self`` is unchanged
+        (a retried transaction starts again from it)."""
+        measures = self.rollup.measures
+        only_sums = all(m.merge is Merge.SUM for m in measures)
+        rows = {k: list(v) for k, v in self.rows.items()}
+        for key, values in repeats.rows.items():
+            row = rows[key]
+            for i, m in enumerate(measures):
+                if m.merge is Merge.SUM:
+                    row[i] -= values[i]
+            if only_sums and not any(row):
+                del rows[key]
+        return Shard(self.rollup, rows, self.members)
 
     def add(self, key: tuple[Any, ...], payload: tuple[Any, ...] = ()) -> None:
         """Add a member (and its payload, first one wins) to a set rollup."""

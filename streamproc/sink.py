@@ -15,11 +15,13 @@ statement) so concurrent workers wait on each other instead of deadlocking:
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Final
 
+import msgspec
 import psycopg
 import psycopg.errors as pge
 from psycopg import sql
@@ -40,9 +42,13 @@ _CLAIM_ENTRIES: Final = (
     "ORDER BY s, m, q ON CONFLICT DO NOTHING RETURNING stream_id, entry_ms, entry_seq"
 )
 _CLAIM_PRODUCER_IDS: Final = (
-    "INSERT INTO producer_ids (site, event_id, entry_ms) "
-    "SELECT s, e, m FROM unnest(%b::text[], %b::text[], %b::bigint[]) AS t(s, e, m) "
+    "INSERT INTO producer_ids (site, event_id, entry_ms, digest) "
+    "SELECT s, e, m, d FROM unnest(%b::text[], %b::text[], %b::bigint[], %b::bigint[]) AS t(s, e, m, d) "
     "ORDER BY s, e ON CONFLICT DO NOTHING RETURNING site, event_id"
+)
+_WINNER_DIGESTS: Final = (
+    "SELECT p.site, p.event_id, p.digest FROM producer_ids p "
+    "JOIN unnest(%b::text[], %b::text[]) AS k(s, e) ON p.site = k.s AND p.event_id = k.e"
 )
 
 # Errors after which the same batch may simply be retried.
@@ -57,11 +63,21 @@ RETRYABLE: Final = (
 
 
 class Claim:
-    """The outcome of step 1: which accepted entries are counted."""
+    """The outcome of step 1: which accepted entries are counted.
 
-    def __init__(self, counted: list[Accepted], duplicates: int) -> None:
+    ``skipped`` are the others. ``repeats`` is True when each skipped entry is
+    known to repeat the content of an event already counted (an entry applied
+    before, or a producer retry whose event equals the one that won its id):
+    folding it changed no set, minimum or maximum, only sums, which the worker
+    can take back out instead of folding the batch again.
+    """
+
+    def __init__(self, counted: list[Accepted], duplicates: int, skipped: list[Accepted] | None = None) -> None:
         self.counted = counted
         self.duplicates = duplicates
+        self.skipped = skipped or []
+        self.repeats = False
+        self.refolded = False  # set by the worker: the batch was folded again without the skipped entries
 
 
 def connect(database_url: str, schema: str, application_name: str = "streamproc") -> psycopg.Connection[Any]:
@@ -89,6 +105,12 @@ class PostgresSink:
         self._conn: psycopg.Connection[Any] | None = None
         self._stream_ids: dict[str, int] = {}
         self.reconnects = 0
+
+    def twin(self) -> PostgresSink:
+        """Another connection to the same schema, sharing the stream ids (for another thread)."""
+        other = PostgresSink(self._url, self._schema)
+        other._stream_ids = self._stream_ids
+        return other
 
     # -- connection -----------------------------------------------------------
 
@@ -178,26 +200,26 @@ class BatchTransaction:
         self._stream_ids = stream_ids
 
     def claim(self, accepted: Mapping[str, Sequence[Accepted]]) -> Claim:
-        sids: list[int] = []
-        mss: list[int] = []
-        seqs: list[int] = []
-        for stream, items in accepted.items():
-            sid = self._stream_ids[stream]
-            for item in items:
-                ms, seq = split_entry_id(item.entry_id)
-                sids.append(sid)
-                mss.append(ms)
-                seqs.append(seq)
-        if not sids:
+        keys = [
+            (self._stream_ids[stream], *split_entry_id(item.entry_id))
+            for stream, items in accepted.items()
+            for item in items
+        ]
+        if not keys:
             return Claim([], 0)
-        new = {(s, m, q) for s, m, q in self._conn.execute(_CLAIM_ENTRIES, (sids, mss, seqs)).fetchall()}
-        fresh: list[Accepted] = []
-        for stream, items in accepted.items():
-            sid = self._stream_ids[stream]
-            fresh.extend(i for i in items if (sid, *split_entry_id(i.entry_id)) in new)
+        sids, mss, seqs = (list(column) for column in zip(*keys, strict=True))
+        new = set(self._conn.execute(_CLAIM_ENTRIES, (sids, mss, seqs)).fetchall())
+        items = [item for entries in accepted.values() for item in entries]
+        fresh = [item for key, item in zip(keys, items, strict=True) if key in new]
         counted = self._claim_producer_ids(fresh)
-        total = len(sids)
-        return Claim(counted, total - len(counted))
+        total = len(keys)
+        if len(counted) == total:
+            return Claim(counted, 0)
+        kept = {id(i) for i in counted}
+        skipped = [i for items in accepted.values() for i in items if id(i) not in kept]
+        claim = Claim(counted, total - len(counted), skipped)
+        claim.repeats = self._all_repeats(skipped)
+        return claim
 
     def _claim_producer_ids(self, fresh: list[Accepted]) -> list[Accepted]:
         """Drop entries whose producer id was already counted (here or before)."""
@@ -215,6 +237,7 @@ class BatchTransaction:
                 [k[0] for k in keys],
                 [k[1] for k in keys],
                 [split_entry_id(winners[k].entry_id)[0] for k in keys],
+                [event_digest(winners[k]) for k in keys],
             ),
         ).fetchall()
         new_keys = {(site, eid) for site, eid in rows}
@@ -224,6 +247,25 @@ class BatchTransaction:
             if item.event.id is None
             or ((item.event.site, item.event.id) in new_keys and winners[(item.event.site, item.event.id)] is item)
         ]
+
+    def _all_repeats(self, skipped: list[Accepted]) -> bool:
+        """Whether every skipped entry repeats an event already counted (see :class:`Claim`).
+
+        Without a producer id, an entry is skipped only as already applied: its
+        content was counted then. With one, its digest must equal the stored
+        digest of the event that won the id (in this batch or before).
+        """
+        with_id = {(i.event.site, i.event.id): i for i in skipped if i.event.id is not None}
+        if not with_id:
+            return True
+        keys = list(with_id)
+        stored = {
+            (site, eid): digest
+            for site, eid, digest in self._conn.execute(
+                _WINNER_DIGESTS, ([k[0] for k in keys], [k[1] for k in keys])
+            ).fetchall()
+        }
+        return all(stored.get((i.event.site, i.event.id)) == event_digest(i) for i in skipped if i.event.id is not None)
 
     def write(self, shards: Mapping[str, R.Shard]) -> int:
         """Upsert every non-empty shard; returns the number of rows sent."""
@@ -246,6 +288,19 @@ def _sql(rollup: R.Rollup) -> sql.SQL:
     if text is None:
         text = _SQL_CACHE[rollup.table] = sql.SQL(rollup.upsert_sql())  # built from declarations, not input
     return text
+
+
+def event_digest(item: Accepted) -> int:
+    """64 bits of BLAKE2b over what the rollups read of an event, canonically encoded: two
+    events with equal digests fold the same way. The time is the instant in ms (an integer
+    and an RFC 3339 string for it are one event); ``props`` is left out, since no rollup
+    reads it (a rollup that starts to must drop that exception)."""
+    fields = msgspec.structs.asdict(item.event)
+    fields["ts"] = item.ts_ms
+    fields["type"] = item.event.__struct_config__.tag
+    fields.pop("props", None)
+    digest = hashlib.blake2b(msgspec.json.encode(fields), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -61,6 +61,7 @@ class Job:
     batch: Batch
     decoded: dict[str, Decoded]
     prefold: dict[str, Shard]
+    capped: bool = False  # the fold mapped values to (other): it cannot be corrected, only redone
 
 
 @dataclass
@@ -104,6 +105,11 @@ class Worker:
         self._stop_deadline: float | None = None
         self._next_reclaim = 0.0
         self._next_prune = 0.0
+        self._prune_lock = threading.Lock()
+        self._account_lock = threading.Lock()  # flusher threads account their batches one at a time
+        self._local = threading.local()
+        self._sinks_lock = threading.Lock()
+        self._sinks_in_use: list[PostgresSink] = []
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -119,7 +125,7 @@ class Worker:
         drained = False
         try:
             self.recover_own_pending()
-            with Flusher[Job](self.finish) as flusher:
+            with Flusher[Job](self.finish, self.settings.flushers) as flusher:
                 while not self.stopping.is_set():
                     self.notifier.watchdog()
                     batch = self.next_batch()
@@ -243,13 +249,13 @@ class Worker:
         if cap.overflowed:
             metrics.KEY_OVERFLOW.inc(cap.overflowed)
             log.warning("distinct key cap reached", events_in_overflow=cap.overflowed, max_keys_per_batch=cap.limit)
-        return Job(batch, decoded, prefold)
+        return Job(batch, decoded, prefold, capped=cap.overflowed > 0)
 
     def finish(self, job: Job) -> BatchResult:
         """The I/O half: commit in Postgres, then ack in Redis, then account."""
         batch, decoded = job.batch, job.decoded
         started = time.perf_counter()
-        claim = self.flush(decoded, job.prefold)
+        claim = self.flush(decoded, job.prefold, job.capped)
         flush_s = time.perf_counter() - started
         written = self.ack(batch, decoded)
         with self._in_hand_lock:
@@ -262,7 +268,8 @@ class Worker:
             trimmed=sum(len(v) for v in batch.trimmed.values()),
             flush_s=flush_s,
         )
-        self._account(batch, decoded, claim, result, written)
+        with self._account_lock:
+            self._account(batch, decoded, claim, result, written)
         self.maybe_prune()
         return result
 
@@ -289,7 +296,7 @@ class Worker:
             out[stream] = decoded
         return out
 
-    def flush(self, decoded: Mapping[str, Decoded], prefold: dict[str, Shard]) -> Claim:
+    def flush(self, decoded: Mapping[str, Decoded], prefold: dict[str, Shard], capped: bool = False) -> Claim:
         """Apply the batch in one Postgres transaction; retried until it commits."""
         accepted = {s: d.accepted for s, d in decoded.items() if d.accepted}
         n = sum(len(v) for v in accepted.values())
@@ -299,15 +306,9 @@ class Worker:
         backoff = Backoff()
         while True:
             try:
-                with self.sink.transaction() as tx:
+                with self._sink().transaction() as tx:
                     claim = tx.claim(accepted)
-                    shards = (
-                        prefold
-                        if len(claim.counted) == n
-                        else fold(
-                            claim.counted, self.hasher, KeyCap(self.settings.max_keys_per_batch), self.approximate
-                        )
-                    )
+                    shards = self.shards_for(claim, prefold, capped)
                     self.failpoints.hit("before_commit")
                     tx.write(shards)
                 self.failpoints.hit("after_commit")
@@ -323,6 +324,19 @@ class Worker:
                 delay = backoff.wait()
                 log.warning("flush failed, retrying", error=str(exc), retry_in_s=round(delay, 2))
 
+    def shards_for(self, claim: Claim, prefold: dict[str, Shard], capped: bool) -> dict[str, Shard]:
+        """The rollups of the counted entries: the batch's fold when nothing was skipped;
+        the fold minus the sums of the skipped entries when they only repeat counted
+        events; else a fold of the counted entries alone."""
+        if not claim.skipped:
+            return prefold
+        cap = KeyCap(self.settings.max_keys_per_batch)
+        if claim.repeats and not capped:
+            repeats = fold(claim.skipped, self.hasher, cap, self.approximate)
+            return {t: s.without_sums_of(repeats[t]) if repeats[t].rows else s for t, s in prefold.items()}
+        claim.refolded = True
+        return fold(claim.counted, self.hasher, cap, self.approximate)
+
     def ack(self, batch: Batch, decoded: Mapping[str, Decoded]) -> dict[str, int]:
         """XACK the batch; dead-letter the rejected entries in the same round trip."""
         acks: dict[str, list[bytes]] = {}
@@ -335,15 +349,16 @@ class Worker:
         return self._retry(lambda: self.source.ack(acks, dead), "redis", "ack")
 
     def maybe_prune(self) -> None:
-        now = time.monotonic()
-        if now < self._next_prune:
-            return
-        self._next_prune = now + PRUNE_INTERVAL_S
+        with self._prune_lock:
+            now = time.monotonic()
+            if now < self._next_prune:
+                return
+            self._next_prune = now + PRUNE_INTERVAL_S
         floor_ms = int(time.time() * 1000) - self.settings.ledger_retention_s * 1000
         firsts = self._retry(self.source.first_entry_ms, "redis", "prune")
         keep_from = {s: min(floor_ms, first if first is not None else floor_ms) for s, first in firsts.items()}
         try:
-            removed = self.sink.prune_ledger(keep_from)
+            removed = self._sink().prune_ledger(keep_from)
         except SinkError as exc:  # pruning is housekeeping: never worth stopping the daemon for
             log.warning("ledger prune skipped", error=str(exc))
             return
@@ -351,6 +366,22 @@ class Worker:
             log.info("ledger pruned", rows=removed)
 
     # -- helpers -------------------------------------------------------------------
+
+    def _sink(self) -> PostgresSink:
+        """This thread's Postgres connection: the first thread to ask gets the worker's own
+        (already open), each further flusher thread a twin of it."""
+        sink: PostgresSink | None = getattr(self._local, "sink", None)
+        if sink is None:
+            with self._sinks_lock:
+                sink = self.sink.twin() if self._sinks_in_use else self.sink
+                self._sinks_in_use.append(sink)
+            self._local.sink = sink
+        return sink
+
+    def close_sinks(self) -> None:
+        with self._sinks_lock:
+            for sink in {id(s): s for s in [self.sink, *self._sinks_in_use]}.values():
+                sink.close()
 
     def _in_hand_snapshot(self) -> frozenset[tuple[str, bytes]]:
         with self._in_hand_lock:
@@ -392,6 +423,7 @@ class Worker:
             trimmed=r.trimmed,
             flush_ms=round(r.flush_s * 1000, 1),
             **_id_range(batch),
+            **({"refolded": claim.refolded} if claim.duplicates else {}),
             **({"by_stream": {s: len(e) for s, e in batch.entries.items()}} if len(batch.entries) > 1 else {}),
         )
         if self.on_batch is not None:

@@ -120,6 +120,7 @@ def daemon_env(settings: Settings, **extra: str) -> dict[str, str]:
             "STREAMPROC_REDIS_URL": settings.redis_url,
             "STREAMPROC_REDIS_CLUSTER": "1" if settings.redis_cluster else "0",
             "STREAMPROC_UNIQUES": settings.uniques,
+            "STREAMPROC_FLUSHERS": str(settings.flushers),
             "STREAMPROC_DATABASE_URL": settings.database_url,
             "STREAMPROC_DB_SCHEMA": settings.db_schema,
             "STREAMPROC_STREAMS": ",".join(settings.streams),

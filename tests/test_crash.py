@@ -109,10 +109,13 @@ def test_crash_mid_transaction_counts_once(make_settings, schema, r, stream, dae
 
 def test_zombie_consumer_late_commit_adds_nothing(make_settings, schema, r, stream, daemons: Daemons) -> None:
     """Worker A freezes (SIGSTOP) holding a batch; B reclaims it after min-idle and commits;
-    A wakes up (SIGCONT) and commits the same batch late: the ledger makes it add nothing."""
+    A wakes up (SIGCONT) and commits the same batch late: the ledger makes it add nothing.
+    A has one flusher so that it freezes outside any transaction: a second flusher could be
+    frozen inside one, holding row locks B would wait for until Postgres ends the idle
+    transaction (idle_in_transaction_session_timeout) - another scenario."""
     entries = list(Generator(seed=8, days=1, bad_ratio=0).entries(4000))
     produce(r, stream, entries)
-    a_settings = make_settings(consumer="a", batch_size=500, min_idle_ms=600_000)
+    a_settings = make_settings(consumer="a", batch_size=500, min_idle_ms=600_000, flushers=1)
     a = daemons.start(a_settings, "--drain", STREAMPROC_FAILPOINTS="before_flush@3:stop")
     wait_for(lambda: is_stopped(a.pid), 60, "worker A to freeze")
 

@@ -30,7 +30,7 @@ def test_approximate_mode_swaps_the_exact_sets_for_sketches() -> None:
     assert exact - approximate == set(R.EXACT_UNIQUES)
     assert approximate - exact == {r.table for r in R.APPROXIMATE_UNIQUES}
     sql = R.SITE_VISITORS_HLL.upsert_sql()
-    assert "hll_add_agg(hll_hash_bigint(visitor))" in sql and "GROUP BY site, day" in sql
+    assert "hll_add_agg(hll_hash_bigint(t.visitor))" in sql and "GROUP BY t.site, t.day" in sql
     assert "hll_union(visitors_daily_hll.visitors, EXCLUDED.visitors)" in sql
 
 

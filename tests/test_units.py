@@ -39,12 +39,13 @@ def test_upsert_sql_applies_rows_in_key_order() -> None:
     measures by their declared rule."""
     sql = R.API_REQUESTS.upsert_sql()
     keys = "site, hour, method, route, status_class"
-    assert f"ORDER BY {keys} ON CONFLICT ({keys})" in sql
+    order = "t.site, t.hour, t.method, t.route, t.status_class"
+    assert f"ORDER BY {order} ON CONFLICT ({keys})" in sql
     assert "duration_min_ms = LEAST(api_hourly.duration_min_ms, EXCLUDED.duration_min_ms)" in sql
     assert "duration_max_ms = GREATEST(api_hourly.duration_max_ms, EXCLUDED.duration_max_ms)" in sql
     assert "requests = api_hourly.requests + EXCLUDED.requests" in sql
     assert R.SITE_VISITORS.upsert_sql().endswith("DO NOTHING")
-    assert "ORDER BY site, day, visitor, profile ON CONFLICT (site, day, visitor, profile)" in (
+    assert "ORDER BY t.site, t.day, t.visitor, t.profile ON CONFLICT (site, day, visitor, profile)" in (
         R.SITE_VISITORS.upsert_sql()
     )
 

@@ -1,0 +1,11 @@
+-- streamproc 003: a digest of each counted producer event.
+--
+-- A batch is folded before Postgres says which of its entries are duplicates.
+-- When a duplicate is known to carry exactly the content of an event already
+-- counted, the worker takes its sums back out of the batch's rollups instead of
+-- folding the whole batch again: sets, minima and maxima are unchanged by a
+-- repeat of an event already applied. For a producer id that proof is this
+-- digest of the event that won the id (64 bits of BLAKE2b over its canonical
+-- JSON). Rows from before this migration have none: their duplicates make the
+-- worker fold the batch again, as before.
+ALTER TABLE producer_ids ADD COLUMN digest bigint;

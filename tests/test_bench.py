@@ -133,3 +133,22 @@ def test_uniques_bench_smoke_run(tmp_path: Path, redis_url: str, database_url: s
     assert data["errors"]["site_range_visitors"]["figures"] == 5
     assert 0 <= data["errors"]["path_visitors"]["max_abs_rel_error"] < 0.5
     assert "throughput approximate / exact" in res.stdout
+
+
+def test_memory_bench_smoke_run(tmp_path: Path, redis_url: str, database_url: str) -> None:
+    """`python -m bench.memory` drains streams of several lengths and reports peak RSS for each."""
+    out = tmp_path / "memory.json"
+    env = {"PATH": "/usr/bin:/bin", "STREAMPROC_REDIS_URL": redis_url, "STREAMPROC_DATABASE_URL": database_url}
+    res = subprocess.run(
+        [sys.executable, "-m", "bench.memory", "--events", "1000,3000", "--json", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = json.loads(out.read_text())
+    assert [r["events"] for r in rows] == [1000, 3000]
+    assert all(r["peak_rss_mb"] > 10 and r["events_per_s"] > 0 for r in rows)
+    assert "peak RSS from 1,000 to 3,000 events" in res.stdout

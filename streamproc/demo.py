@@ -93,7 +93,7 @@ def run_demo(n: int, seed: int, external: bool, console: Console) -> dict[str, A
                 worker.run()
             finally:
                 worker.source.close()
-                worker.sink.close()
+                worker.close_sinks()
             process_s = time.perf_counter() - started
         t = worker.totals
         summary: dict[str, Any] = {

@@ -88,6 +88,7 @@ class KeyCap:
     def __init__(self, limit: int = DEFAULT_MAX_KEYS) -> None:
         self.limit = limit
         self.overflowed = 0
+        self.capped: set[int] = set()  # id() of the Accepted entries folded with a capped value
         self._seen: dict[str, set[str]] = {}
 
     def apply(self, ev: Event) -> Event:
@@ -124,6 +125,8 @@ def fold(
     s_sessions = shards[R.SESSIONS.table]
     for item in events:
         ev, ts = cap.apply(item.event), item.ts_ms
+        if ev is not item.event:
+            cap.capped.add(id(item))
         site, hour, day = ev.site, ts // HOUR_MS, ts // DAY_MS
         if ev.visitor:
             visitor: int | None = hasher.visitor(site, ev.visitor)

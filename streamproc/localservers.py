@@ -324,6 +324,19 @@ def _free_cluster_port() -> int:
     raise ServerError("no free pair of loopback ports (port, port + 10000) for a cluster node")
 
 
+def _replicas_synced(cli: str, nodes: Sequence[RedisServer]) -> bool:
+    """Every replica has finished its first sync with its primary."""
+    for n in nodes:
+        if n.process.poll() is not None:
+            continue
+        info = subprocess.run(
+            [cli, "-p", str(n.port), "info", "replication"], capture_output=True, text=True, timeout=10
+        ).stdout
+        if "role:slave" in info and "master_link_status:up" not in info:
+            return False
+    return True
+
+
 def _wait_cluster_ok(nodes: Sequence[RedisServer], timeout_s: float = 30) -> None:
     cli = _which("redis-cli")
     deadline = time.monotonic() + timeout_s
@@ -335,7 +348,7 @@ def _wait_cluster_ok(nodes: Sequence[RedisServer], timeout_s: float = 30) -> Non
             for n in nodes
             if n.process.poll() is None
         ]
-        if all("cluster_state:ok" in s for s in states):
+        if all("cluster_state:ok" in s for s in states) and _replicas_synced(cli, nodes):
             return
         time.sleep(0.1)
     raise ServerError(f"the cluster did not reach cluster_state:ok within {timeout_s:g} s")

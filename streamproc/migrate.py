@@ -133,15 +133,16 @@ def check_migrated(conn: psycopg.Connection[Any], approximate: bool = False) -> 
                 "uniques = approximate, but the schema lacks its tables: run `streamproc migrate`"
                 " with STREAMPROC_UNIQUES=approximate (needs the Postgres `hll` extension)"
             )
-    latest = max(m.version for m in load_migrations())
+    core = {m.version for m in load_migrations()}
     try:
-        row = conn.execute("SELECT max(version) FROM schema_migrations").fetchone()
+        present = {v for (v,) in conn.execute("SELECT version FROM schema_migrations").fetchall()}
     except psycopg.errors.UndefinedTable:
         conn.rollback()
         raise SchemaNotReady("the database is not migrated: run `streamproc migrate`") from None
-    have = row[0] if row else None
     conn.rollback()
-    if have is None or have < latest:
+    missing = sorted(core - present)
+    if missing:
         raise SchemaNotReady(
-            f"the database schema is at version {have or 0}, this streamproc needs {latest}: run `streamproc migrate`"
+            f"the database schema lacks migration(s) {', '.join(f'{v:03d}' for v in missing)}"
+            " that this streamproc needs: run `streamproc migrate`"
         )

@@ -164,7 +164,7 @@ def redis_client(settings: Settings) -> Iterator[Client]:
     except rx.RedisClusterException as exc:
         raise SourceError(f"Redis Cluster error: {exc}") from exc
     except rx.ResponseError as exc:
-        if str(exc).startswith("NOGROUP"):
+        if "NOGROUP" in str(exc):
             raise NoSuchGroup(f"consumer group {settings.group!r} does not exist: {exc}") from exc
         raise SourceError(moved_hint(exc) or f"Redis error: {exc}") from exc
     finally:

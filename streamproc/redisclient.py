@@ -65,6 +65,12 @@ def moved_hint(exc: Exception) -> str | None:
     return None
 
 
+def cross_slot(exc: Exception) -> bool:
+    """A command over keys of several slots: a naming mistake, not an outage."""
+    text = str(exc)
+    return "same key slot" in text or "CROSSSLOT" in text
+
+
 def is_cluster(client: Client) -> bool:
     return isinstance(client, RedisCluster)
 

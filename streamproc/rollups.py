@@ -334,17 +334,18 @@ class Shard:
     def without_sums_of(self, repeats: Shard) -> Shard:
         """A copy with the sums of ``repeats`` (a fold of events that repeat ones already
         counted) taken out; their set members, minima and maxima change nothing and
-        stay. Rows left with nothing but zero sums are dropped. ``self`` is unchanged
-        (a retried transaction starts again from it)."""
+        stay. A row whose counts (the integer sums) fall to zero was touched by repeats
+        only, and is dropped with whatever minimum or maximum it carried. ``self`` is
+        unchanged (a retried transaction starts again from it)."""
         measures = self.rollup.measures
-        only_sums = all(m.merge is Merge.SUM for m in measures)
+        counts = [i for i, m in enumerate(measures) if m.merge is Merge.SUM and m.kind is Kind.BIGINT]
         rows = {k: list(v) for k, v in self.rows.items()}
         for key, values in repeats.rows.items():
             row = rows[key]
             for i, m in enumerate(measures):
                 if m.merge is Merge.SUM:
                     row[i] -= values[i]
-            if only_sums and not any(row):
+            if not any(row[i] for i in counts):
                 del rows[key]
         return Shard(self.rollup, rows, self.members)
 

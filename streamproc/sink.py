@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Final
 
@@ -37,9 +37,14 @@ LOCK_TIMEOUT_MS: Final = 10_000
 IDLE_IN_TX_TIMEOUT_MS: Final = 60_000
 
 _CLAIM_ENTRIES: Final = (
-    "INSERT INTO applied_entries (stream_id, entry_ms, entry_seq) "
-    "SELECT s, m, q FROM unnest(%b::smallint[], %b::bigint[], %b::bigint[]) AS t(s, m, q) "
+    "INSERT INTO applied_entries (stream_id, entry_ms, entry_seq, capped) "
+    "SELECT s, m, q, c FROM unnest(%b::smallint[], %b::bigint[], %b::bigint[], %b::boolean[]) AS t(s, m, q, c) "
     "ORDER BY s, m, q ON CONFLICT DO NOTHING RETURNING stream_id, entry_ms, entry_seq"
+)
+_ANY_CAPPED: Final = (
+    "SELECT EXISTS (SELECT 1 FROM applied_entries a "
+    "JOIN unnest(%b::smallint[], %b::bigint[], %b::bigint[]) AS k(s, m, q) "
+    "ON a.stream_id = k.s AND a.entry_ms = k.m AND a.entry_seq = k.q WHERE a.capped)"
 )
 _CLAIM_PRODUCER_IDS: Final = (
     "INSERT INTO producer_ids (site, event_id, entry_ms, digest) "
@@ -199,29 +204,32 @@ class BatchTransaction:
         self._conn = conn
         self._stream_ids = stream_ids
 
-    def claim(self, accepted: Mapping[str, Sequence[Accepted]]) -> Claim:
+    def claim(self, accepted: Mapping[str, Sequence[Accepted]], capped: Collection[int] = ()) -> Claim:
+        """Claim the batch's entries; ``capped`` holds the ``id()`` of the entries whose fold
+        mapped a value to "(other)" (recorded, see migration 005)."""
+        items = [item for entries in accepted.values() for item in entries]
         keys = [
             (self._stream_ids[stream], *split_entry_id(item.entry_id))
-            for stream, items in accepted.items()
-            for item in items
+            for stream, entries in accepted.items()
+            for item in entries
         ]
         if not keys:
             return Claim([], 0)
         sids, mss, seqs = (list(column) for column in zip(*keys, strict=True))
-        new = set(self._conn.execute(_CLAIM_ENTRIES, (sids, mss, seqs)).fetchall())
-        items = [item for entries in accepted.values() for item in entries]
+        flags = [id(item) in capped for item in items] if capped else [False] * len(items)
+        new = set(self._conn.execute(_CLAIM_ENTRIES, (sids, mss, seqs, flags)).fetchall())
         fresh = [item for key, item in zip(keys, items, strict=True) if key in new]
-        counted = self._claim_producer_ids(fresh)
+        counted = self._claim_producer_ids(fresh, capped)
         total = len(keys)
         if len(counted) == total:
             return Claim(counted, 0)
         kept = {id(i) for i in counted}
-        skipped = [i for items in accepted.values() for i in items if id(i) not in kept]
-        claim = Claim(counted, total - len(counted), skipped)
+        skipped = [(key, i) for key, i in zip(keys, items, strict=True) if id(i) not in kept]
+        claim = Claim(counted, total - len(counted), [i for _, i in skipped])
         claim.repeats = self._all_repeats(skipped)
         return claim
 
-    def _claim_producer_ids(self, fresh: list[Accepted]) -> list[Accepted]:
+    def _claim_producer_ids(self, fresh: list[Accepted], capped: Collection[int]) -> list[Accepted]:
         """Drop entries whose producer id was already counted (here or before)."""
         winners: dict[tuple[str, str], Accepted] = {}
         for item in fresh:
@@ -237,7 +245,8 @@ class BatchTransaction:
                 [k[0] for k in keys],
                 [k[1] for k in keys],
                 [split_entry_id(winners[k].entry_id)[0] for k in keys],
-                [event_digest(winners[k]) for k in keys],
+                # A capped winner was folded differently from its content: no digest, no repeats.
+                [None if id(winners[k]) in capped else event_digest(winners[k]) for k in keys],
             ),
         ).fetchall()
         new_keys = {(site, eid) for site, eid in rows}
@@ -248,14 +257,21 @@ class BatchTransaction:
             or ((item.event.site, item.event.id) in new_keys and winners[(item.event.site, item.event.id)] is item)
         ]
 
-    def _all_repeats(self, skipped: list[Accepted]) -> bool:
+    def _all_repeats(self, skipped: list[tuple[tuple[int, int, int], Accepted]]) -> bool:
         """Whether every skipped entry repeats an event already counted (see :class:`Claim`).
 
         Without a producer id, an entry is skipped only as already applied: its
-        content was counted then. With one, its digest must equal the stored
-        digest of the event that won the id (in this batch or before).
+        content was counted then, as it folds now unless that fold was capped.
+        With one, its digest must equal the stored digest of the event that won
+        the id (in this batch or before; none is stored for a capped winner).
         """
-        with_id = {(i.event.site, i.event.id): i for i in skipped if i.event.id is not None}
+        plain = [key for key, i in skipped if i.event.id is None]
+        if plain:
+            sids, mss, seqs = (list(column) for column in zip(*plain, strict=True))
+            row = self._conn.execute(_ANY_CAPPED, (sids, mss, seqs)).fetchone()
+            if row is None or row[0]:
+                return False
+        with_id = {(i.event.site, i.event.id): i for _, i in skipped if i.event.id is not None}
         if not with_id:
             return True
         keys = list(with_id)
@@ -265,7 +281,9 @@ class BatchTransaction:
                 _WINNER_DIGESTS, ([k[0] for k in keys], [k[1] for k in keys])
             ).fetchall()
         }
-        return all(stored.get((i.event.site, i.event.id)) == event_digest(i) for i in skipped if i.event.id is not None)
+        return all(
+            stored.get((i.event.site, i.event.id)) == event_digest(i) for _, i in skipped if i.event.id is not None
+        )
 
     def write(self, shards: Mapping[str, R.Shard]) -> int:
         """Upsert every non-empty shard; returns the number of rows sent."""

@@ -12,7 +12,7 @@ from redis.commands.core import Script
 
 from streamproc.config import Settings
 from streamproc.errors import GroupMissing, SourceError, SourceUnavailable
-from streamproc.redisclient import CLUSTER_UNAVAILABLE, Client, connect, is_cluster, moved_hint
+from streamproc.redisclient import CLUSTER_UNAVAILABLE, Client, connect, cross_slot, is_cluster, moved_hint
 
 Fields = dict[bytes, bytes]
 Entry = tuple[bytes, Fields | None]
@@ -139,7 +139,7 @@ class RedisSource:
         except rx.ResponseError as exc:
             if hint := moved_hint(exc):
                 raise SourceError(hint) from exc
-            if str(exc).startswith("NOGROUP"):
+            if "NOGROUP" in str(exc):  # a cluster pipeline prefixes the reply with the command
                 raise GroupMissing(
                     f"consumer group {self.group!r} does not exist on a stream it reads"
                     f" ({exc}); Redis may have restarted empty. Not recreating it, so no data"
@@ -149,7 +149,10 @@ class RedisSource:
         except (rx.ConnectionError, rx.TimeoutError) as exc:
             raise SourceUnavailable(f"Redis unreachable: {exc}") from exc
         except rx.RedisClusterException as exc:
-            raise SourceError(f"Redis Cluster error: {exc}") from exc
+            if cross_slot(exc):
+                raise SourceError(f"Redis Cluster error: {exc}") from exc
+            # No node reachable, slots not covered during a failover: wait like any outage.
+            raise SourceUnavailable(f"Redis Cluster unavailable: {exc}") from exc
 
     def ping(self) -> None:
         with self._errors():

@@ -61,7 +61,7 @@ class Job:
     batch: Batch
     decoded: dict[str, Decoded]
     prefold: dict[str, Shard]
-    capped: bool = False  # the fold mapped values to (other): it cannot be corrected, only redone
+    capped: frozenset[int] = frozenset()  # id() of entries folded with a value capped to (other)
 
 
 @dataclass
@@ -249,7 +249,7 @@ class Worker:
         if cap.overflowed:
             metrics.KEY_OVERFLOW.inc(cap.overflowed)
             log.warning("distinct key cap reached", events_in_overflow=cap.overflowed, max_keys_per_batch=cap.limit)
-        return Job(batch, decoded, prefold, capped=cap.overflowed > 0)
+        return Job(batch, decoded, prefold, capped=frozenset(cap.capped))
 
     def finish(self, job: Job) -> BatchResult:
         """The I/O half: commit in Postgres, then ack in Redis, then account."""
@@ -296,7 +296,9 @@ class Worker:
             out[stream] = decoded
         return out
 
-    def flush(self, decoded: Mapping[str, Decoded], prefold: dict[str, Shard], capped: bool = False) -> Claim:
+    def flush(
+        self, decoded: Mapping[str, Decoded], prefold: dict[str, Shard], capped: frozenset[int] = frozenset()
+    ) -> Claim:
         """Apply the batch in one Postgres transaction; retried until it commits."""
         accepted = {s: d.accepted for s, d in decoded.items() if d.accepted}
         n = sum(len(v) for v in accepted.values())
@@ -307,8 +309,8 @@ class Worker:
         while True:
             try:
                 with self._sink().transaction() as tx:
-                    claim = tx.claim(accepted)
-                    shards = self.shards_for(claim, prefold, capped)
+                    claim = tx.claim(accepted, capped)
+                    shards = self.shards_for(claim, prefold, bool(capped))
                     self.failpoints.hit("before_commit")
                     tx.write(shards)
                 self.failpoints.hit("after_commit")
@@ -331,7 +333,7 @@ class Worker:
         if not claim.skipped:
             return prefold
         cap = KeyCap(self.settings.max_keys_per_batch)
-        if claim.repeats and not capped:
+        if claim.repeats and not capped:  # a capped fold cannot be corrected, only redone
             repeats = fold(claim.skipped, self.hasher, cap, self.approximate)
             return {t: s.without_sums_of(repeats[t]) if repeats[t].rows else s for t, s in prefold.items()}
         claim.refolded = True
@@ -355,7 +357,8 @@ class Worker:
                 return
             self._next_prune = now + PRUNE_INTERVAL_S
         floor_ms = int(time.time() * 1000) - self.settings.ledger_retention_s * 1000
-        firsts = self._retry(self.source.first_entry_ms, "redis", "prune")
+        no_firsts: dict[str, int | None] = {}  # stopping while Redis is away: skip the housekeeping
+        firsts = self._retry(self.source.first_entry_ms, "redis", "prune", on_stop=lambda: no_firsts)
         keep_from = {s: min(floor_ms, first if first is not None else floor_ms) for s, first in firsts.items()}
         try:
             removed = self._sink().prune_ledger(keep_from)

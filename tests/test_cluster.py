@@ -41,7 +41,7 @@ def cluster() -> Iterator[LocalCluster]:
 def cluster_client(cluster: LocalCluster) -> RedisCluster:
     """A client whose seeds are all nodes still running: it finds the cluster after a failover too."""
     alive = [n for n in cluster.nodes if n.process.poll() is None]
-    return RedisCluster.from_url(alive[0].url.removesuffix("/0"))
+    return RedisCluster.from_url(alive[0].url.removesuffix("/0"), socket_timeout=30)
 
 
 def shards(ns: str) -> list[str]:
@@ -261,3 +261,17 @@ def test_daemon_under_the_acl_file_on_a_cluster(
     assert "NOPERM" not in logs and "no permissions" not in logs, logs[-3000:]
     assert settle(client, names) == {s: {"pending": 0, "lag": 0, "dlq": len(malformed(parts[s]))} for s in names}
     assert_totals(settings, entries)
+
+
+def test_lost_group_on_a_cluster_exits_3(cluster: LocalCluster, make_settings, schema, ns: str, daemons) -> None:
+    """A group destroyed under a running daemon is caught in the cluster pipeline's reply too
+    (redis-py prefixes it with the command): exit 3, the group not recreated."""
+    client = cluster_client(cluster)
+    names = shards(ns)
+    settings = make_settings(redis_url=cluster.url, redis_cluster=True, streams=f"{ns}:events:{{0..{SHARDS - 1}}}")
+    proc = daemons.start(settings)
+    wait_for(lambda: "ready" in daemons.logs(), 60, "the daemon to be ready")
+    client.xgroup_destroy(names[2], "g")
+    assert proc.wait(timeout=30) == 3, daemons.logs()[-2000:]
+    assert "GroupMissing" in daemons.logs()
+    assert client.xinfo_groups(names[2]) == []

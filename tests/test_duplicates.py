@@ -86,3 +86,24 @@ def test_a_retry_with_the_same_content_in_a_later_batch_is_taken_back(
     assert pg.execute("SELECT sum(events)::int FROM events_hourly").fetchone() == (3,)
     assert pg.execute("SELECT sum(pageviews)::int, count(*)::int FROM sessions").fetchone() == (3, 3)
     assert pg.execute("SELECT count(*)::int FROM path_visitors_daily").fetchone() == (3,)
+
+
+def test_a_redelivered_entry_first_counted_under_other_is_folded_again(make_settings, schema, r, stream, pg, daemons):
+    """Run 1 caps its batch (10 distinct paths, 15 page views: 5 counted under "(other)"), commits
+    and dies before XACK. Run 2, uncapped, gets the same entries back: they are skipped as
+    already applied, but their fold now names the real paths, which were never counted - so the
+    batch is folded again (the ledger remembers the capped entries) instead of taking sums back,
+    and no real-path visitor row appears for the capped five."""
+    for n in range(15):
+        r.xadd(stream, event(n, path=f"/p{n}", visitor=f"v{n}"))
+    settings = make_settings(batch_size=15)
+    first = daemons.start(settings, STREAMPROC_FAILPOINTS="after_commit@1", STREAMPROC_MAX_KEYS_PER_BATCH="10")
+    assert first.wait(timeout=60) == -9
+    before = pg.execute("SELECT path, visitor FROM path_visitors_daily ORDER BY 1, 2").fetchall()
+    assert sum(1 for path, _ in before if path == "(other)") == 5
+    second = daemons.start(settings, "--drain", STREAMPROC_MAX_KEYS_PER_BATCH="10000")
+    assert second.wait(timeout=60) == 0, daemons.logs()[-2000:]
+    (batch,) = log_lines(second.logfile, "batch")
+    assert (batch["ok"], batch["duplicates"], batch["refolded"]) == (0, 15, True)
+    assert pg.execute("SELECT path, visitor FROM path_visitors_daily ORDER BY 1, 2").fetchall() == before
+    assert pg.execute("SELECT sum(views)::int FROM pageviews_daily").fetchone() == (15,)

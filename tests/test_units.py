@@ -73,3 +73,24 @@ def test_referrer_host() -> None:
     assert referrer_host("https://www.google.com/search?q=1") == "www.google.com"
     assert referrer_host(None) == ""
     assert referrer_host("http://[bad") == ""
+
+
+def test_every_rollup_with_measures_has_a_count() -> None:
+    """Taking a repeat's sums back drops a row whose counts fall to zero (no counted event
+    touched it): that needs an integer count in every rollup that has measures."""
+    for rollup in (*R.ALL, *R.APPROXIMATE_UNIQUES):
+        if rollup.measures:
+            assert any(m.merge is R.Merge.SUM and m.kind is R.Kind.BIGINT for m in rollup.measures), rollup.table
+
+
+def test_taking_back_a_repeat_drops_rows_only_it_touched() -> None:
+    shard = R.Shard(R.API_REQUESTS)
+    shard.merge(("s", 1, "GET", "/a", 2), (1, 0, 10.0, 10.0, 10.0))
+    shard.merge(("s", 1, "GET", "/a", 2), (1, 0, 30.0, 30.0, 30.0))  # the repeat
+    shard.merge(("s", 1, "GET", "/b", 2), (1, 0, 5.0, 5.0, 5.0))  # only the repeat touched /b
+    repeats = R.Shard(R.API_REQUESTS)
+    repeats.merge(("s", 1, "GET", "/a", 2), (1, 0, 30.0, 30.0, 30.0))
+    repeats.merge(("s", 1, "GET", "/b", 2), (1, 0, 5.0, 5.0, 5.0))
+    out = shard.without_sums_of(repeats)
+    assert out.rows == {("s", 1, "GET", "/a", 2): [1, 0, 10.0, 10.0, 30.0]}
+    assert shard.rows[("s", 1, "GET", "/a", 2)][0] == 2, "the batch's own fold is left as it was"

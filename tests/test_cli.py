@@ -78,7 +78,13 @@ def test_setup_provisions_schema_and_groups(redis_url: str, database_url: str, n
     first = run_cli(*args)
     assert first.returncode == 0, first.stderr
     data = json.loads(first.stdout)
-    assert data["migrations_applied"] == ["001_init", "002_partitioning", "003_producer_digest", "004_cheaper_hot_path"]
+    assert data["migrations_applied"] == [
+        "001_init",
+        "002_partitioning",
+        "003_producer_digest",
+        "004_cheaper_hot_path",
+        "005_capped_entries",
+    ]
     assert data["partitions_created"] > 0
     assert data["groups_created"] == [f"{ns}:{{{i}}}" for i in range(3)]
     again = json.loads(run_cli(*args).stdout)

@@ -33,10 +33,12 @@ def test_fifty_restarts_keep_xinfo_consumers_bounded(make_settings, schema, r, s
     entries = list(Generator(seed=40, days=1, bad_ratio=0.004).entries(30_000))
 
     def start(name: str) -> subprocess.Popen[bytes]:
-        # Every kill redelivers what the victim held: at this kill rate a good entry can pass the
-        # default max_deliveries of 5 and be dead-lettered as poison (documented), so raise it as
-        # the SIGKILL storm does.
-        return daemons.start(make_settings(consumer=name, batch_size=rng.choice((100, 500)), max_deliveries=20))
+        # Every kill redelivers what the victim held, and each restart under the same name reads
+        # its own pending entries again: at 50 restarts in about a minute an entry near the head of
+        # a pending list can pass 20 deliveries (seen once with two flushers, which hold one more
+        # batch) and be dead-lettered as poison (documented). This test is about names and exact
+        # totals, not the poison limit, so the limit is set out of reach.
+        return daemons.start(make_settings(consumer=name, batch_size=rng.choice((100, 500)), max_deliveries=100))
 
     def due(proc: subprocess.Popen[bytes], started: float, life_s: float) -> bool:
         ready = log_lines(logfile(proc), "ready")

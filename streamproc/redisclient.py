@@ -6,7 +6,7 @@ redirections and refreshes the map after a failover. Two Redis Cluster rules
 shape the rest of the code:
 
 - a command or script may only touch keys of one hash slot, so each stream is
-  read with its own XREADGROUP (pipelined, one round trip per node), and a
+  read with its own XREADGROUP (pipelined per node), and a
   stream's dead-letter keys (``<stream>:dlq``, ``<stream>:dlq:replayed``) must
   hash to the stream's slot — true when the name carries a hash tag, e.g.
   ``events:{0}``; :func:`cluster_key_problem` says so before anything starts;

@@ -77,13 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     with servers() as (redis_url, database_url), tempfile.TemporaryDirectory() as logdir:
         migrate(database_url, "bench")
         client = redis.Redis.from_url(redis_url)
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("STREAMPROC_")},
-            "STREAMPROC_REDIS_URL": redis_url,
-            "STREAMPROC_DATABASE_URL": database_url,
-            "STREAMPROC_DB_SCHEMA": "bench",
-            "STREAMPROC_VISITOR_SECRET": secrets.token_hex(16),
-        }
+        env = yardsticks.daemon_env(redis_url, database_url)
         log = Path(logdir)
         tag = secrets.token_hex(3)
         say(f"ceiling on {args.events:,} entries")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import secrets
 import sys
 import tempfile
@@ -20,7 +19,7 @@ from typing import Any
 import redis
 
 from bench.__main__ import servers
-from bench.yardsticks import GROUP, streamproc_run
+from bench.yardsticks import GROUP, daemon_env, streamproc_run
 from streamproc.migrate import migrate
 from streamproc.synth import Generator, produce
 
@@ -35,13 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     with servers() as (redis_url, database_url), tempfile.TemporaryDirectory() as logdir:
         migrate(database_url, "bench")
         client = redis.Redis.from_url(redis_url)
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("STREAMPROC_")},
-            "STREAMPROC_REDIS_URL": redis_url,
-            "STREAMPROC_DATABASE_URL": database_url,
-            "STREAMPROC_DB_SCHEMA": "bench",
-            "STREAMPROC_VISITOR_SECRET": secrets.token_hex(16),
-        }
+        env = daemon_env(redis_url, database_url)
         tag = secrets.token_hex(3)
         for n in sizes:
             stream = f"bench:{tag}:mem{n}"

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import secrets
 import sys
 import tempfile
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.__main__ import servers
-from bench.yardsticks import GROUP
+from bench.yardsticks import GROUP, daemon_env
 from streamproc.localservers import start_redis_cluster
 from streamproc.migrate import migrate
 from streamproc.redisclient import connect
@@ -54,18 +53,15 @@ def main(argv: list[str] | None = None) -> int:
         for i, shard in enumerate(shards):
             produce(client, shard, entries[i :: args.shards], chunk=5000)
             client.xgroup_create(shard, GROUP, id="0")
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("STREAMPROC_")},
-            "STREAMPROC_REDIS_URL": redis_url,
-            "STREAMPROC_REDIS_CLUSTER": "1" if cluster else "0",
-            "STREAMPROC_DATABASE_URL": database_url,
-            "STREAMPROC_DB_SCHEMA": "bench",
-            "STREAMPROC_VISITOR_SECRET": secrets.token_hex(16),
-            "STREAMPROC_STREAMS": f"bench:{tag}:events:{{0..{args.shards - 1}}}",
-            "STREAMPROC_GROUP": GROUP,
-            "STREAMPROC_METRICS_PORT": "0",
-            "STREAMPROC_BATCH_SIZE": "500",
-        }
+        env = daemon_env(
+            redis_url,
+            database_url,
+            STREAMPROC_REDIS_CLUSTER="1" if cluster else "0",
+            STREAMPROC_STREAMS=f"bench:{tag}:events:{{0..{args.shards - 1}}}",
+            STREAMPROC_GROUP=GROUP,
+            STREAMPROC_METRICS_PORT="0",
+            STREAMPROC_BATCH_SIZE="500",
+        )
         started = time.perf_counter()
         procs = []
         for w in range(args.workers):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import secrets
 import statistics
 import sys
@@ -24,9 +23,10 @@ import psycopg
 import redis
 
 from bench.__main__ import servers
-from bench.yardsticks import streamproc_run
+from bench.yardsticks import daemon_env, streamproc_run
 from streamproc import rollups as R
 from streamproc.migrate import migrate
+from streamproc.sink import connect
 from streamproc.synth import Generator
 from streamproc.uniques import Uniques
 
@@ -47,17 +47,12 @@ def main(argv: list[str] | None = None) -> int:
     out["batch_size"] = args.batch_size
     with servers() as (redis_url, database_url), tempfile.TemporaryDirectory() as logdir:
         client = redis.Redis.from_url(redis_url)
-        base = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("STREAMPROC_")},
-            "STREAMPROC_REDIS_URL": redis_url,
-            "STREAMPROC_DATABASE_URL": database_url,
-            "STREAMPROC_VISITOR_SECRET": secrets.token_hex(16),
-        }
+        secret = secrets.token_hex(16)  # one for both modes: the same hashed visitors
         tag = secrets.token_hex(3)
         for mode in ("exact", "approximate"):
             schema = f"bench_{mode}_{tag}"
             migrate(database_url, schema, approximate=mode == "approximate")
-            env = {**base, "STREAMPROC_DB_SCHEMA": schema, "STREAMPROC_UNIQUES": mode}
+            env = daemon_env(redis_url, database_url, schema, secret, STREAMPROC_UNIQUES=mode)
             print(f"streamproc with {mode} uniques on {args.events:,} events", file=sys.stderr)
             run = streamproc_run(client, env, f"bench:{tag}:{mode}", entries, 1, args.batch_size, Path(logdir))
             tables = EXACT_TABLES if mode == "exact" else SKETCH_TABLES
@@ -80,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
 def space(database_url: str, schema: str, tables: tuple[str, ...]) -> dict[str, int]:
     """Rows and bytes (all partitions, indexes included) of the unique tables."""
     rows = size = 0
-    with psycopg.connect(database_url, options=f"-c search_path={schema},public") as conn:
+    with connect(database_url, schema) as conn:
         for t in tables:
             rows += _int(conn, f"SELECT count(*) FROM {t}", ())
             size += _int(
@@ -120,8 +115,8 @@ def compare(database_url: str, exact_schema: str, approx_schema: str) -> dict[st
         " GROUP BY value ORDER BY sum(views) DESC LIMIT 10"
     )
     with (
-        psycopg.connect(database_url, options=f"-c search_path={exact_schema},public") as ce,
-        psycopg.connect(database_url, options=f"-c search_path={approx_schema},public") as ca,
+        connect(database_url, exact_schema) as ce,
+        connect(database_url, approx_schema) as ca,
     ):
 
         def total(kind: str, what: str, site: str, days: list[dt.date]) -> None:

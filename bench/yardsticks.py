@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -23,6 +24,21 @@ from streamproc.source import split_entry_id
 from streamproc.synth import SynthEntry, produce
 
 GROUP = "bench"
+
+
+def daemon_env(
+    redis_url: str, database_url: str, schema: str = "bench", secret: str | None = None, **extra: str
+) -> dict[str, str]:
+    """Environment of a benchmarked daemon: the caller's without its own STREAMPROC_ settings,
+    these servers and schema, a visitor secret (fresh unless given), then ``extra``."""
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith("STREAMPROC_")},
+        "STREAMPROC_REDIS_URL": redis_url,
+        "STREAMPROC_DATABASE_URL": database_url,
+        "STREAMPROC_DB_SCHEMA": schema,
+        "STREAMPROC_VISITOR_SECRET": secret or secrets.token_hex(16),
+        **extra,
+    }
 
 
 @dataclass

@@ -11,15 +11,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def run_bench(argv: list[str], redis_url: str, database_url: str) -> subprocess.CompletedProcess[str]:
+    """``python -m <argv>`` on the test's servers; the test fails on a non-zero exit."""
+    env = {"PATH": "/usr/bin:/bin", "STREAMPROC_REDIS_URL": redis_url, "STREAMPROC_DATABASE_URL": database_url}
+    res = subprocess.run([sys.executable, "-m", *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return res
+
+
 def test_bench_smoke_run_prints_table_json_and_plot(tmp_path: Path, redis_url: str, database_url: str) -> None:
     """`python -m bench` measures the three yardsticks on one workload, writes JSON with ratios
     computed in the same run, and a PNG plot of throughput vs batch size."""
     out, png = tmp_path / "bench.json", tmp_path / "sweep.png"
-    env = {"PATH": "/usr/bin:/bin", "STREAMPROC_REDIS_URL": redis_url, "STREAMPROC_DATABASE_URL": database_url}
-    res = subprocess.run(
+    res = run_bench(
         [
-            sys.executable,
-            "-m",
             "bench",
             "--events",
             "3000",
@@ -38,13 +43,9 @@ def test_bench_smoke_run_prints_table_json_and_plot(tmp_path: Path, redis_url: s
             "--plot",
             str(png),
         ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+        redis_url,
+        database_url,
     )
-    assert res.returncode == 0, res.stderr[-3000:]
     data = json.loads(out.read_text())
     names = [r["name"] for r in data["runs"]]
     assert names[0].startswith("ceiling") and names[1].startswith("naive") and len(names) == 4
@@ -68,11 +69,8 @@ def test_bench_smoke_run_prints_table_json_and_plot(tmp_path: Path, redis_url: s
 def test_scaleout_simulation_smoke_run(tmp_path: Path, redis_url: str, database_url: str) -> None:
     """`python -m bench.scaleout` drains sharded streams with several workers and reports lag samples."""
     out = tmp_path / "scaleout.json"
-    env = {"PATH": "/usr/bin:/bin", "STREAMPROC_REDIS_URL": redis_url, "STREAMPROC_DATABASE_URL": database_url}
-    res = subprocess.run(
+    run_bench(
         [
-            sys.executable,
-            "-m",
             "bench.scaleout",
             "--shards",
             "3",
@@ -83,13 +81,9 @@ def test_scaleout_simulation_smoke_run(tmp_path: Path, redis_url: str, database_
             "--json",
             str(out),
         ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+        redis_url,
+        database_url,
     )
-    assert res.returncode == 0, res.stderr[-3000:]
     data = json.loads(out.read_text())
     assert (data["shards"], data["workers"], data["exit_codes"]) == (3, 2, [0, 0])
     assert data["lag_samples"][0]["lag"] > 0 and data["events_per_s"] > 0
@@ -98,17 +92,8 @@ def test_scaleout_simulation_smoke_run(tmp_path: Path, redis_url: str, database_
 def test_scaleout_on_a_cluster_smoke_run(tmp_path: Path, redis_url: str, database_url: str) -> None:
     """`python -m bench.scaleout --cluster 3` puts the shards on a throwaway 3-primary cluster."""
     out = tmp_path / "scaleout.json"
-    env = {"PATH": "/usr/bin:/bin", "STREAMPROC_REDIS_URL": redis_url, "STREAMPROC_DATABASE_URL": database_url}
     args = ["--shards", "4", "--workers", "1", "--events", "2000", "--cluster", "3", "--json", str(out)]
-    res = subprocess.run(
-        [sys.executable, "-m", "bench.scaleout", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert res.returncode == 0, res.stderr[-3000:]
+    res = run_bench(["bench.scaleout", *args], redis_url, database_url)
     data = json.loads(out.read_text())
     assert (data["redis_cluster_primaries"], data["exit_codes"]) == (3, [0])
     assert "on a 3-primary cluster" in res.stdout
@@ -117,16 +102,8 @@ def test_scaleout_on_a_cluster_smoke_run(tmp_path: Path, redis_url: str, databas
 def test_uniques_bench_smoke_run(tmp_path: Path, redis_url: str, database_url: str) -> None:
     """`python -m bench.uniques` runs both modes on one workload and reports errors and space."""
     out = tmp_path / "uniques.json"
-    env = {"PATH": "/usr/bin:/bin", "STREAMPROC_REDIS_URL": redis_url, "STREAMPROC_DATABASE_URL": database_url}
-    res = subprocess.run(
-        [sys.executable, "-m", "bench.uniques", "--events", "4000", "--visitors", "3000", "--json", str(out)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert res.returncode == 0, res.stderr[-3000:]
+    args = ["--events", "4000", "--visitors", "3000", "--json", str(out)]
+    res = run_bench(["bench.uniques", *args], redis_url, database_url)
     data = json.loads(out.read_text())
     exact, approx = data["runs"]["exact"], data["runs"]["approximate"]
     assert exact["unique_rows"] > approx["unique_rows"] > 0
@@ -138,16 +115,7 @@ def test_uniques_bench_smoke_run(tmp_path: Path, redis_url: str, database_url: s
 def test_memory_bench_smoke_run(tmp_path: Path, redis_url: str, database_url: str) -> None:
     """`python -m bench.memory` drains streams of several lengths and reports peak RSS for each."""
     out = tmp_path / "memory.json"
-    env = {"PATH": "/usr/bin:/bin", "STREAMPROC_REDIS_URL": redis_url, "STREAMPROC_DATABASE_URL": database_url}
-    res = subprocess.run(
-        [sys.executable, "-m", "bench.memory", "--events", "1000,3000", "--json", str(out)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert res.returncode == 0, res.stderr[-3000:]
+    res = run_bench(["bench.memory", "--events", "1000,3000", "--json", str(out)], redis_url, database_url)
     rows = json.loads(out.read_text())
     assert [r["events"] for r in rows] == [1000, 3000]
     assert all(r["peak_rss_mb"] > 10 and r["events_per_s"] > 0 for r in rows)

@@ -29,8 +29,6 @@ class Flusher(Generic[J]):
         self._finish = finish
         self._queue: queue.Queue[object] = queue.Queue(maxsize=1)
         self._error: BaseException | None = None
-        self._busy = 0
-        self._lock = threading.Lock()
         self._threads = [
             threading.Thread(target=self._run, name=f"flusher-{i}" if threads > 1 else "flusher", daemon=True)
             for i in range(threads)
@@ -58,11 +56,6 @@ class Flusher(Generic[J]):
             except queue.Full:
                 continue
 
-    def idle(self) -> bool:
-        """Nothing queued and nothing being committed."""
-        with self._lock:
-            return self._queue.empty() and self._busy == 0
-
     def raise_if_failed(self) -> None:
         if self._error is not None:
             raise self._error
@@ -85,13 +78,8 @@ class Flusher(Generic[J]):
             job = self._queue.get()
             if job is _STOP:
                 return
-            with self._lock:
-                self._busy += 1
             try:
                 self._finish(job)  # type: ignore[arg-type]  # only J or _STOP are queued
             except BaseException as exc:  # handed to the main thread, which decides
                 self._error = exc
                 return
-            finally:
-                with self._lock:
-                    self._busy -= 1

@@ -121,28 +121,20 @@ _HLL_MISSING: Final = (
 
 def check_migrated(conn: psycopg.Connection[Any], approximate: bool = False) -> None:
     """Fail early with a clear message when the schema lags behind the code."""
-    if approximate:
-        needed = {m.version for m in wanted(True)}
-        try:
-            present = {v for (v,) in conn.execute("SELECT version FROM schema_migrations").fetchall()}
-        except psycopg.errors.UndefinedTable:
-            present = set()
-        conn.rollback()
-        if needed - present:
-            raise SchemaNotReady(
-                "uniques = approximate, but the schema lacks its tables: run `streamproc migrate`"
-                " with STREAMPROC_UNIQUES=approximate (needs the Postgres `hll` extension)"
-            )
-    core = {m.version for m in load_migrations()}
     try:
         present = {v for (v,) in conn.execute("SELECT version FROM schema_migrations").fetchall()}
     except psycopg.errors.UndefinedTable:
         conn.rollback()
         raise SchemaNotReady("the database is not migrated: run `streamproc migrate`") from None
     conn.rollback()
-    missing = sorted(core - present)
+    missing = sorted({m.version for m in load_migrations()} - present)
     if missing:
         raise SchemaNotReady(
             f"the database schema lacks migration(s) {', '.join(f'{v:03d}' for v in missing)}"
             " that this streamproc needs: run `streamproc migrate`"
+        )
+    if approximate and {m.version for m in load_migrations(approximate_dir())} - present:
+        raise SchemaNotReady(
+            "uniques = approximate, but the schema lacks its tables: run `streamproc migrate`"
+            " with STREAMPROC_UNIQUES=approximate (needs the Postgres `hll` extension)"
         )

@@ -324,31 +324,27 @@ def _free_cluster_port() -> int:
     raise ServerError("no free pair of loopback ports (port, port + 10000) for a cluster node")
 
 
-def _replicas_synced(cli: str, nodes: Sequence[RedisServer]) -> bool:
-    """Every replica has finished its first sync with its primary."""
-    for n in nodes:
-        if n.process.poll() is not None:
-            continue
-        info = subprocess.run(
-            [cli, "-p", str(n.port), "info", "replication"], capture_output=True, text=True, timeout=10
-        ).stdout
-        if "role:slave" in info and "master_link_status:up" not in info:
-            return False
-    return True
+def _ask(node: RedisServer, *command: str) -> str:
+    """``redis-cli -p <port> <command>`` on a node: its reply as text."""
+    cli = [_which("redis-cli"), "-p", str(node.port), *command]
+    return subprocess.run(cli, capture_output=True, text=True, timeout=10).stdout
+
+
+def _cluster_ready(nodes: Sequence[RedisServer]) -> bool:
+    """Every running node sees the cluster ok, and every replica has finished its first sync."""
+    running = [n for n in nodes if n.process.poll() is None]
+    if not all("cluster_state:ok" in _ask(n, "cluster", "info") for n in running):
+        return False
+    return all(
+        "role:slave" not in info or "master_link_status:up" in info
+        for info in (_ask(n, "info", "replication") for n in running)
+    )
 
 
 def _wait_cluster_ok(nodes: Sequence[RedisServer], timeout_s: float = 30) -> None:
-    cli = _which("redis-cli")
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        states = [
-            subprocess.run(
-                [cli, "-p", str(n.port), "cluster", "info"], capture_output=True, text=True, timeout=10
-            ).stdout
-            for n in nodes
-            if n.process.poll() is None
-        ]
-        if all("cluster_state:ok" in s for s in states) and _replicas_synced(cli, nodes):
+        if _cluster_ready(nodes):
             return
         time.sleep(0.1)
     raise ServerError(f"the cluster did not reach cluster_state:ok within {timeout_s:g} s")

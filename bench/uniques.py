@@ -30,7 +30,7 @@ from streamproc.sink import connect
 from streamproc.synth import Generator
 from streamproc.uniques import Uniques
 
-EXACT_TABLES = R.EXACT_UNIQUES
+EXACT_TABLES = tuple(r.table for r in R.EXACT_UNIQUES)
 SKETCH_TABLES = tuple(r.table for r in R.APPROXIMATE_UNIQUES)
 
 

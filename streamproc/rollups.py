@@ -84,6 +84,8 @@ class Rollup:
         """
         names = ", ".join(c.name for c in self.columns)
         arrays = ", ".join(f"%b::{c.kind.wire_type}[]" for c in self.columns)
+        if self.sketch:
+            return self._sketch_sql(arrays, names)
         values = ", ".join(_value(c) for c in self.columns)
         keys = ", ".join(c.name for c in self.keys)
         order = ", ".join(f"t.{c.name}" for c in self.keys)
@@ -92,8 +94,6 @@ class Rollup:
             f"SELECT {values} FROM unnest({arrays}) AS t({names}) ORDER BY {order} "
             f"ON CONFLICT ({keys}) DO "
         )
-        if self.sketch:
-            return self._sketch_sql(arrays, names)
         if self.is_set:
             return head + "NOTHING"
         sets = ", ".join(_merge_expr(self.table, m) for m in self.measures)
@@ -138,6 +138,7 @@ HOUR = Col("hour", Kind.HOUR)
 DAY = Col("day", Kind.DAY)
 PATH = Col("path", Kind.TEXT)
 VISITOR = Col("visitor", Kind.BIGINT)
+SESSION = Col("session", Kind.BIGINT)
 API_KEY = (SITE, HOUR, Col("method", Kind.TEXT), Col("route", Kind.TEXT), Col("status_class", Kind.SMALLINT))
 
 PAGEVIEWS_HOURLY = Rollup(
@@ -179,7 +180,7 @@ SITE_VISITORS = Rollup(
 )
 SITE_SESSIONS = Rollup(
     "sessions_daily",
-    (SITE, DAY, Col("session", Kind.BIGINT)),
+    (SITE, DAY, SESSION),
     (),
     "Set: hashed sessions with at least one page view on a UTC day.",
 )
@@ -227,7 +228,7 @@ CONVERSIONS = Rollup(
 )
 SESSIONS = Rollup(
     "sessions",
-    (SITE, Col("session", Kind.BIGINT)),
+    (SITE, SESSION),
     (
         Measure("first_seen", Kind.TIME_MS, Merge.MIN),
         Measure("last_seen", Kind.TIME_MS, Merge.MAX),
@@ -245,7 +246,6 @@ EVENTS = Rollup(
 
 # Approximate uniques (``uniques = "approximate"``): one HyperLogLog per key instead of one row per
 # member. Needs the ``hll`` extension (sql/approximate/).
-SESSION = Col("session", Kind.BIGINT)
 PATH_VISITORS_HLL = Rollup(
     "path_visitors_daily_hll",
     (SITE, DAY, PATH, VISITOR),
@@ -274,7 +274,7 @@ SITE_SESSIONS_HLL = Rollup(
     "HyperLogLog of the hashed sessions with a page view on a UTC day (approximate uniques).",
     sketch="sessions",
 )
-EXACT_UNIQUES: Final = ("path_visitors_daily", "visitors_daily", "sessions_daily")
+EXACT_UNIQUES: Final = (PATH_VISITORS, SITE_VISITORS, SITE_SESSIONS)
 APPROXIMATE_UNIQUES: Final = (PATH_VISITORS_HLL, SITE_VISITORS_HLL, DIMENSION_VISITORS_HLL, SITE_SESSIONS_HLL)
 
 ALL: Final = (
@@ -369,7 +369,7 @@ def rollups(approximate: bool = False) -> tuple[Rollup, ...]:
     """The rollups a worker writes, in the order every worker writes them (no deadlocks)."""
     if not approximate:
         return ALL
-    return (*(r for r in ALL if r.table not in EXACT_UNIQUES), *APPROXIMATE_UNIQUES)
+    return (*(r for r in ALL if r not in EXACT_UNIQUES), *APPROXIMATE_UNIQUES)
 
 
 def new_shards(approximate: bool = False) -> dict[str, Shard]:

@@ -128,6 +128,7 @@ class Worker:
             with Flusher[Job](self.finish, self.settings.flushers) as flusher:
                 while not self.stopping.is_set():
                     self.notifier.watchdog()
+                    flusher.raise_if_failed()  # a failed commit stops the daemon even when no batch follows
                     batch = self.next_batch()
                     if not batch.is_empty():
                         flusher.submit(self.prepare(batch))

@@ -183,3 +183,23 @@ def test_entry_that_kills_the_worker_is_dead_lettered_and_the_stream_flows(
     assert b"delivered 4 times" in dead[0][1][b"_dlq_reason"]
     assert r.xpending(stream, "g")["pending"] == 0
     assert_totals(settings, good)
+
+
+def test_a_commit_that_cannot_succeed_stops_the_daemon_instead_of_hanging(
+    make_settings, schema, r, stream, pg, daemons: Daemons
+) -> None:
+    """A Postgres error that retrying cannot fix (here a CHECK constraint an operator added) ends
+    the run with the error and exit 1, also when no further batch comes to notice it; the entry
+    stays pending for the run after the fix, and is counted then."""
+    pg.execute("ALTER TABLE pageviews_daily ADD CONSTRAINT no_boom CHECK (path <> '/boom')")
+    r.xadd(stream, {**GOOD, "path": "/boom"})
+    settings = make_settings()
+    proc = daemons.start(settings, "--drain")
+    assert proc.wait(timeout=60) == 1, daemons.logs()[-2000:]
+    fatal = log_lines(proc.logfile, "fatal")  # type: ignore[attr-defined]
+    assert fatal and "no_boom" in fatal[0]["error"], daemons.logs()[-2000:]
+    assert r.xpending(stream, "g")["pending"] == 1
+
+    pg.execute("ALTER TABLE pageviews_daily DROP CONSTRAINT no_boom")
+    assert daemons.start(settings, "--drain").wait(timeout=60) == 0, daemons.logs()[-2000:]
+    assert pg.execute("SELECT sum(views)::int FROM pageviews_daily WHERE path = '/boom'").fetchone() == (1,)

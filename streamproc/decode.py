@@ -83,6 +83,11 @@ def _decode_entry(
         result = "entry has neither an `event` field (JSON form) nor a `type` field (flat form)"
     if isinstance(result, str):
         return Rejected(entry_id, fields, result)
+    # Postgres text cannot hold NUL: a cheap look at the raw bytes, the exact check only on a hit.
+    if (b"\\u0000" in raw) if raw is not None else (b"\x00" in b"".join(fields.values())):
+        nul = _nul_problem(result)
+        if nul is not None:
+            return Rejected(entry_id, fields, nul)
     ts_ms = _timestamp_ms(result.ts)
     problem = _check_semantics(result, ts_ms, now_ms)
     if problem is not None:
@@ -135,6 +140,17 @@ def _decode_flat(fields: Mapping[bytes, bytes]) -> Event | str:
         return converted
     except msgspec.ValidationError as exc:
         return f"invalid event: {exc}"
+
+
+def _nul_problem(event: Event) -> str | None:
+    for name in event.__struct_fields__:
+        value = getattr(event, name)
+        if isinstance(value, str) and "\x00" in value:
+            return (
+                f"invalid event: `{name}` contains a NUL character (\\u0000), which Postgres text"
+                f" cannot hold - at `$.{name}`"
+            )
+    return None  # `props` is never stored
 
 
 def _timestamp_ms(ts: int | dt.datetime) -> int:

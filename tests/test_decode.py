@@ -990,3 +990,21 @@ def test_prop_decode_batch_partition(kinds: list[bool]) -> None:
     pairs = list(zip(entries, kinds, strict=True))
     assert [a.entry_id for a in result.accepted] == [eid for (eid, _), good in pairs if good]
     assert [r.entry_id for r in result.rejected] == [eid for (eid, _), good in pairs if not good]
+
+
+# --------------------------------------------------------------------------- NUL characters
+
+
+@pytest.mark.parametrize("form", [as_json, as_flat])
+def test_a_nul_in_a_stored_text_field_is_rejected_with_a_reason(form: Any) -> None:
+    """Postgres text cannot hold NUL: such an entry would fail every commit of its batch."""
+    result = reject(form(page_view(path="/a\x00b")))
+    assert "`path` contains a NUL character" in result.reason and "$.path" in result.reason
+    assert "`visitor` contains a NUL" in reject(form(page_view(visitor="v\x00"))).reason
+
+
+def test_nul_only_in_props_or_an_escaped_backslash_is_accepted() -> None:
+    """`props` is never stored; the six characters `\\u0000` after an escaped backslash are no NUL."""
+    accept(as_json(custom(props={"k": "a\x00b"})))
+    result = accept(as_json(page_view(path="/a\\u0000b")))
+    assert result.event.path == "/a\\u0000b"  # type: ignore[union-attr]

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Final
 
+from streamproc.wire import array_literal
+
 
 class Kind(enum.Enum):
     """Column kinds: the SQL type, the type sent over the wire and how Postgres turns
@@ -83,7 +85,7 @@ class Rollup:
         touch overlapping keys wait on each other instead of deadlocking.
         """
         names = ", ".join(c.name for c in self.columns)
-        arrays = ", ".join(f"%b::{c.kind.wire_type}[]" for c in self.columns)
+        arrays = ", ".join(f"%t::{c.kind.wire_type}[]" for c in self.columns)
         if self.sketch:
             return self._sketch_sql(arrays, names)
         values = ", ".join(_value(c) for c in self.columns)
@@ -113,9 +115,13 @@ class Rollup:
             f"ON CONFLICT ({keys}) DO UPDATE SET {s} = hll_union({self.table}.{s}, EXCLUDED.{s})"
         )
 
-    def parameters(self, rows: Iterable[tuple[Any, ...]]) -> list[list[Any]]:
-        """Column arrays for :meth:`upsert_sql` from in-memory rows (sent as they are)."""
-        return [list(values) for values in zip(*rows, strict=True)]
+    def parameters(self, rows: Iterable[tuple[Any, ...]]) -> list[str]:
+        """Column arrays for :meth:`upsert_sql` from in-memory rows, as array literals."""
+        columns = self.columns
+        return [
+            array_literal(values, c.kind is Kind.TEXT)
+            for c, values in zip(columns, zip(*rows, strict=True), strict=True)
+        ]
 
 
 def _value(c: Col | Measure) -> str:

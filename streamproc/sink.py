@@ -29,6 +29,7 @@ from psycopg import sql
 from streamproc import rollups as R
 from streamproc.decode import Accepted
 from streamproc.errors import SchemaNotReady, SinkError, SinkUnavailable, TransactionAborted
+from streamproc.wire import array_literal
 
 CONNECT_TIMEOUT_S: Final = 5
 STATEMENT_TIMEOUT_MS: Final = 30_000
@@ -48,17 +49,15 @@ _APPLIED_BEFORE: Final = (
     "SELECT convert_to(string_agg(entry_ms || '-' || entry_seq, ' '), 'SQL_ASCII'), bool_or(capped) "
     "FROM applied_entries WHERE stream_id = %(s)s AND entry_ms BETWEEN %(lo)s AND %(hi)s HAVING count(*) > 0"
 )
-_RECORD: Final = (
-    "INSERT INTO applied_batches (stream_id, first_ms, last_ms, ids, capped) VALUES (%s, %s, %s, %b, %s)"
-)
+_RECORD: Final = "INSERT INTO applied_batches (stream_id, first_ms, last_ms, ids, capped) VALUES (%s, %s, %s, %b, %s)"
 _CLAIM_PRODUCER_IDS: Final = (
     "INSERT INTO producer_ids (site, event_id, entry_ms, digest) "
-    "SELECT s, e, m, d FROM unnest(%b::text[], %b::text[], %b::bigint[], %b::bigint[]) AS t(s, e, m, d) "
+    "SELECT s, e, m, d FROM unnest(%t::text[], %t::text[], %t::bigint[], %t::bigint[]) AS t(s, e, m, d) "
     "ORDER BY s, e ON CONFLICT DO NOTHING RETURNING site, event_id"
 )
 _WINNER_DIGESTS: Final = (
     "SELECT p.site, p.event_id, p.digest FROM producer_ids p "
-    "JOIN unnest(%b::text[], %b::text[]) AS k(s, e) ON p.site = k.s AND p.event_id = k.e"
+    "JOIN unnest(%t::text[], %t::text[]) AS k(s, e) ON p.site = k.s AND p.event_id = k.e"
 )
 
 # Errors after which the same batch may simply be retried.
@@ -269,11 +268,11 @@ class BatchTransaction:
         rows = self._conn.execute(
             _CLAIM_PRODUCER_IDS,
             (
-                [k[0] for k in keys],
-                [k[1] for k in keys],
-                [_entry_ms(winners[k].entry_id) for k in keys],
+                array_literal([k[0] for k in keys], text=True),
+                array_literal([k[1] for k in keys], text=True),
+                array_literal([_entry_ms(winners[k].entry_id) for k in keys], text=False),
                 # A capped winner was folded differently from its content: no digest, no repeats.
-                [None if id(winners[k]) in capped else event_digest(winners[k]) for k in keys],
+                array_literal([None if id(winners[k]) in capped else event_digest(winners[k]) for k in keys], False),
             ),
         ).fetchall()
         new_keys = {(site, eid) for site, eid in rows}
@@ -302,7 +301,7 @@ class BatchTransaction:
         stored = {
             (site, eid): digest
             for site, eid, digest in self._conn.execute(
-                _WINNER_DIGESTS, ([k[0] for k in keys], [k[1] for k in keys])
+                _WINNER_DIGESTS, (array_literal([k[0] for k in keys], True), array_literal([k[1] for k in keys], True))
             ).fetchall()
         }
         return all(stored.get((i.event.site, i.event.id)) == event_digest(i) for i in skipped if i.event.id is not None)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable
-from typing import Final
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 import msgspec
@@ -117,96 +118,149 @@ def fold(
     events: Iterable[Accepted], hasher: Hasher, cap: KeyCap | None = None, approximate: bool = False
 ) -> dict[str, R.Shard]:
     """Aggregate a batch of accepted events into one shard per rollup (``approximate``:
-    unique visitors and sessions go to HyperLogLog rollups instead of exact sets)."""
+    unique visitors and sessions go to HyperLogLog rollups instead of exact sets).
+
+    Per batch, not per event: visitor and session hashes are computed once per
+    distinct id, and the eight dimension counts once per distinct combination of
+    dimension values (a *profile*) rather than once per page view."""
+    items = events if isinstance(events, list) else list(events)
     cap = cap or KeyCap()
+    capping = len(items) > cap.limit  # fewer events than the cap cannot bring a value over it
     shards = R.new_shards(approximate)
-    page_view = _page_view_approximate if approximate else _page_view
+    batch = _Batch(hasher, shards, approximate)
     s_events = shards[R.EVENTS.table]
-    s_sessions = shards[R.SESSIONS.table]
-    for item in events:
-        ev, ts = cap.apply(item.event), item.ts_ms
-        if ev is not item.event:
-            cap.capped.add(id(item))
+    s_sessions = shards[R.SESSIONS.table].rows
+    for item in items:
+        ev, ts = item.event, item.ts_ms
+        if capping:
+            ev = cap.apply(ev)
+            if ev is not item.event:
+                cap.capped.add(id(item))
         site, hour, day = ev.site, ts // HOUR_MS, ts // DAY_MS
         if ev.visitor:
-            visitor: int | None = hasher.visitor(site, ev.visitor)
+            visitor: int | None = batch.visitor(site, ev.visitor)
         elif ev.ip:
             visitor = hasher.anonymous(site, day, ev.ip, ev.ua or "")
         else:
             visitor = None
-        session = hasher.session(site, ev.session) if ev.session else None
+        session = batch.session(site, ev.session) if ev.session else None
         kind = type(ev)
         name = ev.name if kind is Custom else ""  # type: ignore[union-attr]  # narrowed by kind
-        s_events.count((site, hour, ev.__struct_config__.tag, name))
+        s_events.count((site, hour, _TAGS[kind], name))
         if session is not None:
-            s_sessions.merge((site, session), (ts, ts, 1 if kind is PageView else 0, 1))
+            _session(s_sessions, (site, session), ts, kind is PageView)
         if kind is PageView:
-            page_view(shards, ev, hour, day, visitor, session)  # type: ignore[arg-type]
+            batch.page_view(ev, hour, day, visitor, session)  # type: ignore[arg-type]
         elif kind is Click:
             _click(shards, ev, day)  # type: ignore[arg-type]
         elif kind is ApiRequest:
             _api(shards, ev, hour)  # type: ignore[arg-type]
         elif kind is Conversion:
             _conversion(shards, ev, hour)  # type: ignore[arg-type]
+    batch.finish()
     return shards
 
 
-def _page_view(
-    shards: dict[str, R.Shard],
-    ev: PageView,
-    hour: int,
-    day: int,
-    visitor: int | None,
-    session: int | None,
-) -> None:
-    site, path = ev.site, ev.path
-    values = _page_view_counts(shards, ev, hour, day)
-    if visitor is not None:
-        shards[R.PATH_VISITORS.table].add((site, day, path, visitor))
-        shards[R.SITE_VISITORS.table].add((site, day, visitor, profile_hash(values)), values)
-    if session is not None:
-        shards[R.SITE_SESSIONS.table].add((site, day, session))
+_TAGS: Final[dict[type, str]] = {
+    kind: kind.__struct_config__.tag  # type: ignore[misc]  # every event type is a tagged struct
+    for kind in (PageView, Click, ApiRequest, Conversion, Custom)
+}
 
 
-def _page_view_approximate(
-    shards: dict[str, R.Shard],
-    ev: PageView,
-    hour: int,
-    day: int,
-    visitor: int | None,
-    session: int | None,
-) -> None:
-    site, path = ev.site, ev.path
-    values = _page_view_counts(shards, ev, hour, day)
-    if visitor is not None:
-        shards[R.PATH_VISITORS_HLL.table].add((site, day, path, visitor))
-        shards[R.SITE_VISITORS_HLL.table].add((site, day, visitor))
-        dims = shards[R.DIMENSION_VISITORS_HLL.table]
-        for dim, value in zip(R.DIMENSION_NAMES, values, strict=True):
-            dims.add((site, day, dim, value, visitor))
-    if session is not None:
-        shards[R.SITE_SESSIONS_HLL.table].add((site, day, session))
+def _session(rows: dict[tuple[Any, ...], list[Any]], key: tuple[str, int], ts: int, page_view: bool) -> None:
+    """The ``sessions`` measures (first_seen MIN, last_seen MAX, pageviews, events), merged inline:
+    a session's row is touched by nearly every event."""
+    row = rows.get(key)
+    if row is None:
+        rows[key] = [ts, ts, 1 if page_view else 0, 1]
+        return
+    if ts < row[0]:
+        row[0] = ts
+    if ts > row[1]:
+        row[1] = ts
+    if page_view:
+        row[2] += 1
+    row[3] += 1
 
 
-def _page_view_counts(shards: dict[str, R.Shard], ev: PageView, hour: int, day: int) -> tuple[str, ...]:
-    """Page view counts common to both modes; returns the dimension values."""
-    site, path = ev.site, ev.path
-    shards[R.PAGEVIEWS_HOURLY.table].count((site, hour, path))
-    shards[R.PAGEVIEWS_DAILY.table].count((site, day, path))
-    values = (
-        referrer_host(ev.referrer),
-        ev.device or "",
-        ev.browser or "",
-        ev.os or "",
-        ev.country or "",
-        ev.utm_source or "",
-        ev.utm_medium or "",
-        ev.utm_campaign or "",
-    )
-    dims = shards[R.DIMENSIONS.table]
-    for dim, value in zip(R.DIMENSION_NAMES, values, strict=True):
-        dims.count((site, day, dim, value))
-    return values
+class _Batch:
+    """Per-batch memo of hashes and page-view profiles for :func:`fold`."""
+
+    def __init__(self, hasher: Hasher, shards: dict[str, R.Shard], approximate: bool) -> None:
+        self._hasher = hasher
+        self._shards = shards
+        self._approximate = approximate
+        self._visitors: dict[tuple[str, str], int] = {}
+        self._sessions: dict[tuple[str, str], int] = {}
+        self._profiles: dict[tuple[str, int, tuple[str, ...]], int] = {}  # (site, day, values) -> views
+        self._profile_ids: dict[tuple[str, ...], int] = {}
+
+    def visitor(self, site: str, visitor: str) -> int:
+        key = (site, visitor)
+        hashed = self._visitors.get(key)
+        if hashed is None:
+            hashed = self._visitors[key] = self._hasher.visitor(site, visitor)
+        return hashed
+
+    def session(self, site: str, session: str) -> int:
+        key = (site, session)
+        hashed = self._sessions.get(key)
+        if hashed is None:
+            hashed = self._sessions[key] = self._hasher.session(site, session)
+        return hashed
+
+    def page_view(self, ev: PageView, hour: int, day: int, visitor: int | None, session: int | None) -> None:
+        shards, site, path = self._shards, ev.site, ev.path
+        shards[R.PAGEVIEWS_HOURLY.table].count((site, hour, path))
+        shards[R.PAGEVIEWS_DAILY.table].count((site, day, path))
+        values = (
+            _referrer_host(ev.referrer) if ev.referrer else "",
+            ev.device or "",
+            ev.browser or "",
+            ev.os or "",
+            ev.country or "",
+            ev.utm_source or "",
+            ev.utm_medium or "",
+            ev.utm_campaign or "",
+        )
+        key = (site, day, values)
+        self._profiles[key] = self._profiles.get(key, 0) + 1
+        if self._approximate:
+            self._page_view_sketches(site, day, path, values, visitor, session)
+            return
+        if visitor is not None:
+            shards[R.PATH_VISITORS.table].add((site, day, path, visitor))
+            profile = self._profile_ids.get(values)
+            if profile is None:
+                profile = self._profile_ids[values] = profile_hash(values)
+            shards[R.SITE_VISITORS.table].add((site, day, visitor, profile), values)
+        if session is not None:
+            shards[R.SITE_SESSIONS.table].add((site, day, session))
+
+    def _page_view_sketches(
+        self, site: str, day: int, path: str, values: tuple[str, ...], visitor: int | None, session: int | None
+    ) -> None:
+        shards = self._shards
+        if visitor is not None:
+            shards[R.PATH_VISITORS_HLL.table].add((site, day, path, visitor))
+            shards[R.SITE_VISITORS_HLL.table].add((site, day, visitor))
+            dims = shards[R.DIMENSION_VISITORS_HLL.table]
+            for dim, value in zip(R.DIMENSION_NAMES, values, strict=True):
+                dims.add((site, day, dim, value, visitor))
+        if session is not None:
+            shards[R.SITE_SESSIONS_HLL.table].add((site, day, session))
+
+    def finish(self) -> None:
+        """Page views per dimension value, from the views per profile."""
+        dims = self._shards[R.DIMENSIONS.table]
+        for (site, day, values), views in self._profiles.items():
+            for dim, value in zip(R.DIMENSION_NAMES, values, strict=True):
+                dims.count((site, day, dim, value), views)
+
+
+@functools.lru_cache(maxsize=4096)
+def _referrer_host(referrer: str) -> str:
+    return referrer_host(referrer)
 
 
 def profile_hash(values: tuple[str, ...]) -> int:

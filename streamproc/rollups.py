@@ -14,6 +14,7 @@ and one line in :mod:`streamproc.fold`.
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -48,6 +49,9 @@ class Merge(enum.Enum):
     MAX = "max"
 
 
+_SUM, _MIN = Merge.SUM, Merge.MIN
+
+
 @dataclass(frozen=True)
 class Col:
     name: str
@@ -69,6 +73,10 @@ class Rollup:
     doc: str = ""
     payload: tuple[Col, ...] = ()  # set rollups only: stored with the key, never updated
     sketch: str = ""  # set rollups only: the HyperLogLog column the last key column is added to
+
+    @functools.cached_property
+    def merges(self) -> tuple[Merge, ...]:
+        return tuple(m.merge for m in self.measures)
 
     @property
     def is_set(self) -> bool:
@@ -329,13 +337,14 @@ class Shard:
         if row is None:
             self.rows[key] = list(values)
             return
-        for i, m in enumerate(self.rollup.measures):
-            if m.merge is Merge.SUM:
+        for i, merge in enumerate(self.rollup.merges):
+            if merge is _SUM:
                 row[i] += values[i]
-            elif m.merge is Merge.MIN:
-                row[i] = min(row[i], values[i])
-            else:
-                row[i] = max(row[i], values[i])
+            elif merge is _MIN:
+                if values[i] < row[i]:
+                    row[i] = values[i]
+            elif values[i] > row[i]:
+                row[i] = values[i]
 
     def without_sums_of(self, repeats: Shard) -> Shard:
         """A copy with the sums of ``repeats`` (a fold of events that repeat ones already
@@ -345,9 +354,9 @@ class Shard:
         unchanged (a retried transaction starts again from it)."""
         measures = self.rollup.measures
         counts = [i for i, m in enumerate(measures) if m.merge is Merge.SUM and m.kind is Kind.BIGINT]
-        rows = {k: list(v) for k, v in self.rows.items()}
+        rows = dict(self.rows)  # rows the repeats touch get copies below; the others are shared
         for key, values in repeats.rows.items():
-            row = rows[key]
+            row = rows[key] = list(rows[key])
             for i, m in enumerate(measures):
                 if m.merge is Merge.SUM:
                     row[i] -= values[i]

@@ -413,12 +413,12 @@ def _batch_from_reply(reply: Any) -> Batch:
     batch = Batch()
     for stream, entries in reply or []:
         name = _s(stream)
-        for eid, fields in entries:
-            if not fields:
-                # Since Redis 7 a pending entry deleted from the stream comes back empty.
-                batch.trimmed.setdefault(name, []).append(eid)
-            else:
-                batch.entries.setdefault(name, []).append((eid, fields))
+        kept = [entry for entry in entries if entry[1]]
+        if kept:
+            batch.entries.setdefault(name, []).extend(kept)
+        if len(kept) < len(entries):
+            # Since Redis 7 a pending entry deleted from the stream comes back empty.
+            batch.trimmed.setdefault(name, []).extend(eid for eid, fields in entries if not fields)
     return batch
 
 

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamproc import rollups as R
-from streamproc.fold import Hasher, referrer_host
+from streamproc.fold import Hasher, profile_hash, referrer_host
 from streamproc.histogram import RELATIVE_ERROR, bucket_of, bucket_value, quantiles
 
 
@@ -66,6 +66,17 @@ def test_visitor_hash_is_keyed_and_per_site() -> None:
     assert a.visitor("s1", "v") != a.visitor("s2", "v")
     assert a.visitor("s1", "v") != b.visitor("s1", "v")
     assert a.visitor("s1", "v") != a.session("s1", "v")
+
+
+def test_hashes_are_stable_across_versions() -> None:
+    """Stored visitor, session and profile ids must hash the same in every release, or a
+    visitor counted before an upgrade is counted again after it. The values of the first release."""
+    h = Hasher(b"k" * 32)
+    assert h.visitor("s1", "v") == -4121853516769899212
+    assert h.session("s1", "v") == -6095897801356026725
+    assert h.visitor("shop.example", "visitor-\u00e9") == -3687881995993161153
+    assert h.anonymous("s", 20000, "203.0.113.9", "Firefox") == -6520846860150095994
+    assert profile_hash(("a", "", "b", "", "", "", "", "")) == -3115683650724350858
 
 
 def test_referrer_host() -> None:

@@ -2,7 +2,9 @@
 
 Measures the ceiling, the naive worker and streamproc side by side on the same
 workload in the same run, and prints ratios (the machines are shared and
-noisy: absolute figures move, ratios much less). Starts throwaway Redis and
+noisy: absolute figures move, ratios much less). A fourth figure, the Postgres
+bound, applies streamproc's own transactions with nothing else timed: no daemon
+exceeds it on the machine. Starts throwaway Redis and
 Postgres unless STREAMPROC_REDIS_URL and STREAMPROC_DATABASE_URL are set.
 """
 
@@ -23,7 +25,9 @@ from typing import Any
 import redis
 
 from bench import profile, yardsticks
+from bench.bound import postgres_bound
 from bench.yardsticks import Run
+from streamproc.config import Settings
 from streamproc.localservers import local_servers
 from streamproc.migrate import migrate
 from streamproc.synth import Generator
@@ -88,7 +92,9 @@ def main(argv: list[str] | None = None) -> int:
         one = yardsticks.streamproc_run(client, env, f"bench:{tag}:one", entries, 1, 1000, log)
         say(f"streamproc, {args.workers} workers, on {args.events:,} entries")
         many = yardsticks.streamproc_run(client, env, f"bench:{tag}:many", entries, args.workers, 1000, log)
-        for run in (ceiling, naive, one, many):
+        say(f"postgres bound on {args.events:,} entries")
+        bound = postgres_bound(database_url, entries, 1000, threads=Settings().flushers)
+        for run in (ceiling, naive, one, many, bound):
             results["runs"].append(row(run, ceiling, naive))
         for size in sizes:
             say(f"sweep: batch size {size} on {sweep_n:,} entries")

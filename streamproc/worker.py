@@ -333,17 +333,7 @@ class Worker:
                 log.warning("flush failed, retrying", error=str(exc), retry_in_s=round(delay, 2))
 
     def shards_for(self, claim: Claim, prefold: dict[str, Shard], capped: bool) -> dict[str, Shard]:
-        """The rollups of the counted entries: the batch's fold when nothing was skipped;
-        the fold minus the sums of the skipped entries when they only repeat counted
-        events; else a fold of the counted entries alone."""
-        if not claim.skipped:
-            return prefold
-        cap = KeyCap(self.settings.max_keys_per_batch)
-        if claim.repeats and not capped:  # a capped fold cannot be corrected, only redone
-            repeats = fold(claim.skipped, self.hasher, cap, self.approximate)
-            return {t: s.without_sums_of(repeats[t]) if repeats[t].rows else s for t, s in prefold.items()}
-        claim.refolded = True
-        return fold(claim.counted, self.hasher, cap, self.approximate)
+        return counted_shards(claim, prefold, capped, self.hasher, self.settings.max_keys_per_batch, self.approximate)
 
     def ack(self, batch: Batch, decoded: Mapping[str, Decoded]) -> dict[str, int]:
         """XACK the batch; dead-letter the rejected entries in the same round trip."""
@@ -485,6 +475,22 @@ class Worker:
                 self.notifier.watchdog()
                 delay = backoff.wait()
                 log.warning(f"{server} unavailable, retrying", step=step, error=str(exc), retry_in_s=round(delay, 2))
+
+
+def counted_shards(
+    claim: Claim, prefold: dict[str, Shard], capped: bool, hasher: Hasher, max_keys: int, approximate: bool
+) -> dict[str, Shard]:
+    """The rollups of the counted entries: the batch's fold when nothing was skipped;
+    the fold minus the sums of the skipped entries when they only repeat counted
+    events; else a fold of the counted entries alone."""
+    if not claim.skipped:
+        return prefold
+    cap = KeyCap(max_keys)
+    if claim.repeats and not capped:  # a capped fold cannot be corrected, only redone
+        repeats = fold(claim.skipped, hasher, cap, approximate)
+        return {t: s.without_sums_of(repeats[t]) if repeats[t].rows else s for t, s in prefold.items()}
+    claim.refolded = True
+    return fold(claim.counted, hasher, cap, approximate)
 
 
 class _StoppedBeforeReady(Exception):

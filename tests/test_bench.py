@@ -20,8 +20,8 @@ def run_bench(argv: list[str], redis_url: str, database_url: str) -> subprocess.
 
 
 def test_bench_smoke_run_prints_table_json_and_plot(tmp_path: Path, redis_url: str, database_url: str) -> None:
-    """`python -m bench` measures the three yardsticks on one workload, writes JSON with ratios
-    computed in the same run, and a PNG plot of throughput vs batch size."""
+    """`python -m bench` measures the three yardsticks and the Postgres bound on one workload,
+    writes JSON with ratios computed in the same run, and a PNG plot of throughput vs batch size."""
     out, png = tmp_path / "bench.json", tmp_path / "sweep.png"
     res = run_bench(
         [
@@ -48,7 +48,8 @@ def test_bench_smoke_run_prints_table_json_and_plot(tmp_path: Path, redis_url: s
     )
     data = json.loads(out.read_text())
     names = [r["name"] for r in data["runs"]]
-    assert names[0].startswith("ceiling") and names[1].startswith("naive") and len(names) == 4
+    assert names[0].startswith("ceiling") and names[1].startswith("naive") and len(names) == 5
+    assert names[4].startswith("postgres bound")
     ceiling = data["runs"][0]
     assert ceiling["ratio_to_ceiling"] == 1.0
     for run in data["runs"][2:]:

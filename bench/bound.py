@@ -1,0 +1,88 @@
+"""The Postgres bound: streamproc's transactions alone, with no Redis, decode or fold timed.
+
+The workload is decoded and folded beforehand; then each batch's transaction is
+applied as the daemon applies it (ledger, producer ids, upserts of every rollup,
+COMMIT) from as many connections as the daemon has flusher threads. The rate is
+what Postgres (with the Python that builds the statements) absorbs for this
+rollup set on this machine: no daemon, however fast, exceeds it here.
+"""
+
+from __future__ import annotations
+
+import queue
+import secrets
+import threading
+import time
+
+from bench.yardsticks import Run
+from streamproc.decode import Accepted, decode_batch
+from streamproc.fold import Hasher, KeyCap, fold
+from streamproc.migrate import migrate
+from streamproc.rollups import Shard
+from streamproc.sink import PostgresSink
+from streamproc.synth import SynthEntry
+from streamproc.worker import counted_shards
+
+BASE_MS = 1_700_000_000_000
+Prepared = tuple[list[Accepted], dict[str, Shard], frozenset[int]]
+
+
+def prepare(entries: list[SynthEntry], batch_size: int, hasher: Hasher) -> list[Prepared]:
+    """Decode and fold the workload in batches, as the daemon's main thread would (untimed)."""
+    raw = [
+        (f"{BASE_MS + i}-0".encode(), {k.encode(): str(v).encode() for k, v in e.fields.items()})
+        for i, e in enumerate(entries)
+    ]
+    now_ms = int(time.time() * 1000)
+    batches = []
+    for start in range(0, len(raw), batch_size):
+        accepted = decode_batch(raw[start : start + batch_size], now_ms).accepted
+        cap = KeyCap()
+        batches.append((accepted, fold(accepted, hasher, cap), frozenset(cap.capped)))
+    return batches
+
+
+def postgres_bound(database_url: str, entries: list[SynthEntry], batch_size: int = 1000, threads: int = 2) -> Run:
+    schema = f"bench_bound_{secrets.token_hex(3)}"
+    migrate(database_url, schema)
+    hasher = Hasher(secrets.token_bytes(16))
+    batches = prepare(entries, batch_size, hasher)
+    first = PostgresSink(database_url, schema)
+    first.register_streams(["bound"])
+    sinks = [first, *(first.twin() for _ in range(threads - 1))]
+    jobs: queue.Queue[Prepared | None] = queue.Queue()
+    for job in batches:
+        jobs.put(job)
+    for _ in sinks:
+        jobs.put(None)
+    errors: list[BaseException] = []
+
+    def apply(sink: PostgresSink) -> None:
+        try:
+            while (job := jobs.get()) is not None:
+                accepted, prefold, capped = job
+                with sink.transaction() as tx:
+                    claim = tx.claim({"bound": accepted}, capped, first_delivery=True)
+                    tx.write(counted_shards(claim, prefold, bool(capped), hasher, KeyCap().limit, False))
+        except BaseException as exc:  # reported by the caller
+            errors.append(exc)
+
+    workers = [threading.Thread(target=apply, args=(sink,)) for sink in sinks]
+    started = time.perf_counter()
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    seconds = time.perf_counter() - started
+    if errors:
+        raise errors[0]
+    applied = first.conn.execute(
+        "SELECT coalesce(sum(array_length(string_to_array(convert_from(ids, 'SQL_ASCII'), ' '), 1)), 0)"
+        " FROM applied_batches"
+    ).fetchone()
+    for sink in sinks:
+        sink.close()
+    accepted = sum(len(a) for a, _, _ in batches)
+    if applied is None or applied[0] != accepted:
+        raise RuntimeError(f"the bound applied {applied} of {accepted} entries")
+    return Run(f"postgres bound ({threads} connections)", len(entries), seconds, {"batch_size": batch_size})

@@ -131,7 +131,7 @@ def _decode_json(raw: bytes) -> Event | str:
 
 def _decode_flat(fields: Mapping[bytes, bytes]) -> Event | str:
     try:
-        attrs = {k.decode(): v.decode() for k, v in fields.items()}
+        attrs = dict(zip(map(bytes.decode, fields), map(bytes.decode, fields.values()), strict=True))
     except UnicodeDecodeError as exc:
         return f"flat entry is not valid UTF-8: {exc}"
     try:

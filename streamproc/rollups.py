@@ -123,13 +123,9 @@ class Rollup:
             f"ON CONFLICT ({keys}) DO UPDATE SET {s} = hll_union({self.table}.{s}, EXCLUDED.{s})"
         )
 
-    def parameters(self, rows: Iterable[tuple[Any, ...]]) -> list[str]:
-        """Column arrays for :meth:`upsert_sql` from in-memory rows, as array literals."""
-        columns = self.columns
-        return [
-            array_literal(values, c.kind is Kind.TEXT)
-            for c, values in zip(columns, zip(*rows, strict=True), strict=True)
-        ]
+    def parameters(self, columns: Iterable[tuple[Any, ...]]) -> list[str]:
+        """The parameters of :meth:`upsert_sql`: one array literal per column."""
+        return [array_literal(values, c.kind is Kind.TEXT) for c, values in zip(self.columns, columns, strict=True)]
 
 
 def _value(c: Col | Measure) -> str:
@@ -372,12 +368,15 @@ class Shard:
     def __len__(self) -> int:
         return len(self.members) if self.rollup.is_set else len(self.rows)
 
-    def flat_rows(self) -> list[tuple[Any, ...]]:
-        if self.rollup.is_set:
-            if not self.rollup.payload:
-                return list(self.members)
-            return [(*k, *p) for k, p in self.members.items()]
-        return [(*k, *v) for k, v in self.rows.items()]
+    def columns(self) -> list[tuple[Any, ...]]:
+        """The rows as columns (keys, payload or measures), transposed in C without a tuple per row."""
+        rows: dict[tuple[Any, ...], Any] = self.members if self.rollup.is_set else self.rows
+        if not rows:
+            return []
+        keys = list(zip(*rows, strict=True))
+        if self.rollup.is_set and not self.rollup.payload:
+            return keys
+        return keys + list(zip(*rows.values(), strict=True))
 
 
 def rollups(approximate: bool = False) -> tuple[Rollup, ...]:

@@ -313,9 +313,8 @@ class BatchTransaction:
             for shard in shards.values():  # always in rollups() order
                 if not len(shard):
                     continue
-                rows = shard.flat_rows()
-                cur.execute(_sql(shard.rollup), shard.rollup.parameters(rows))
-                sent += len(rows)
+                cur.execute(_sql(shard.rollup), shard.rollup.parameters(shard.columns()))
+                sent += len(shard)
         return sent
 
 

@@ -56,7 +56,7 @@ def test_shard_merges_by_rule() -> None:
     key = ("s", 1, "GET", "/", 2)
     shard.merge(key, (1, 0, 5.0, 5.0, 5.0))
     shard.merge(key, (1, 1, 2.0, 2.0, 2.0))
-    assert shard.flat_rows() == [(*key, 2, 1, 7.0, 2.0, 5.0)]
+    assert list(zip(*shard.columns(), strict=True)) == [(*key, 2, 1, 7.0, 2.0, 5.0)]
 
 
 def test_visitor_hash_is_keyed_and_per_site() -> None:

@@ -218,7 +218,8 @@ class BatchTransaction:
         if not streams:
             return Claim([], 0)
         lock = _LOCK_SHARED if first_delivery else _LOCK_EXCLUSIVE
-        ms = {s: [_entry_ms(item.entry_id) for item in accepted[s]] for s in streams}
+        ids = {s: [item.entry_id for item in accepted[s]] for s in streams}
+        ms = {s: [int(i.partition(b"-")[0]) for i in ids[s]] for s in streams}
         with self._conn.pipeline():
             for s in streams:
                 self._conn.execute(lock, (self._stream_ids[s],))
@@ -232,17 +233,22 @@ class BatchTransaction:
             for s, cur in zip(streams, before, strict=True):
                 taken, was_capped = _applied_ids(cur.fetchall())
                 applied_capped |= was_capped
-                new = [(item, m) for item, m in zip(accepted[s], ms[s], strict=True) if _take(taken, item.entry_id)]
-                if new:
-                    fresh.extend(item for item, _ in new)
+                items, new_ids, new_ms = accepted[s], ids[s], ms[s]
+                if taken or len(set(new_ids)) < len(new_ids):  # else every entry is new (the usual case)
+                    keep = [_take(taken, i) for i in new_ids]
+                    items = [item for item, k in zip(items, keep, strict=True) if k]
+                    new_ids = [i for i, k in zip(new_ids, keep, strict=True) if k]
+                    new_ms = [m for m, k in zip(new_ms, keep, strict=True) if k]
+                if items:
+                    fresh.extend(items)
                     self._conn.execute(
                         _RECORD,
                         (
                             self._stream_ids[s],
-                            min(m for _, m in new),
-                            max(m for _, m in new),
-                            b" ".join(item.entry_id for item, _ in new),
-                            bool(capped) and any(id(item) in capped for item, _ in new),
+                            min(new_ms),
+                            max(new_ms),
+                            b" ".join(new_ids),
+                            bool(capped) and any(id(item) in capped for item in items),
                         ),
                     )
             counted = self._claim_producer_ids(fresh, capped)
@@ -257,13 +263,12 @@ class BatchTransaction:
 
     def _claim_producer_ids(self, fresh: list[Accepted], capped: Collection[int]) -> list[Accepted]:
         """Drop entries whose producer id was already counted (here or before)."""
-        winners: dict[tuple[str, str], Accepted] = {}
-        for item in fresh:
-            ev = item.event
-            if ev.id is not None:
-                winners.setdefault((ev.site, ev.id), item)
-        if not winners:
+        with_id = [item for item in fresh if item.event.id is not None]
+        if not with_id:
             return fresh
+        winners: dict[tuple[str, str], Accepted] = {}
+        for item in with_id:
+            winners.setdefault((item.event.site, item.event.id), item)  # type: ignore[arg-type]  # id is set
         keys = list(winners)
         rows = self._conn.execute(
             _CLAIM_PRODUCER_IDS,
@@ -275,6 +280,8 @@ class BatchTransaction:
                 array_literal([None if id(winners[k]) in capped else event_digest(winners[k]) for k in keys], False),
             ),
         ).fetchall()
+        if len(rows) == len(with_id):  # every id new, none twice in the batch: all counted
+            return fresh
         new_keys = {(site, eid) for site, eid in rows}
         return [
             item

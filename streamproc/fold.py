@@ -128,7 +128,7 @@ def fold(
     capping = len(items) > cap.limit  # fewer events than the cap cannot bring a value over it
     shards = R.new_shards(approximate)
     batch = _Batch(hasher, shards, approximate)
-    s_events = shards[R.EVENTS.table]
+    s_events = shards[R.EVENTS.table].rows
     s_sessions = shards[R.SESSIONS.table].rows
     for item in items:
         ev, ts = item.event, item.ts_ms
@@ -146,7 +146,7 @@ def fold(
         session = batch.session(site, ev.session) if ev.session else None
         kind = type(ev)
         name = ev.name if kind is Custom else ""  # type: ignore[union-attr]  # narrowed by kind
-        s_events.count((site, hour, _TAGS[kind], name))
+        _count(s_events, (site, hour, _TAGS[kind], name))
         if session is not None:
             _session(s_sessions, (site, session), ts, kind is PageView)
         if kind is PageView:
@@ -165,6 +165,15 @@ _TAGS: Final[dict[type, str]] = {
     kind: kind.__struct_config__.tag  # type: ignore[misc]  # every event type is a tagged struct
     for kind in (PageView, Click, ApiRequest, Conversion, Custom)
 }
+
+
+def _count(rows: dict[tuple[Any, ...], list[Any]], key: tuple[Any, ...]) -> None:
+    """:meth:`Shard.count` by one, on the shard's rows (the hottest call of the fold)."""
+    row = rows.get(key)
+    if row is None:
+        rows[key] = [1]
+    else:
+        row[0] += 1
 
 
 def _session(rows: dict[tuple[Any, ...], list[Any]], key: tuple[str, int], ts: int, page_view: bool) -> None:
@@ -194,6 +203,12 @@ class _Batch:
         self._sessions: dict[tuple[str, str], int] = {}
         self._profiles: dict[tuple[str, int, tuple[str, ...]], int] = {}  # (site, day, values) -> views
         self._profile_ids: dict[tuple[str, ...], int] = {}
+        self._hourly = shards[R.PAGEVIEWS_HOURLY.table].rows
+        self._daily = shards[R.PAGEVIEWS_DAILY.table].rows
+        if not approximate:
+            self._path_visitors = shards[R.PATH_VISITORS.table].members
+            self._site_visitors = shards[R.SITE_VISITORS.table].members
+            self._site_sessions = shards[R.SITE_SESSIONS.table].members
 
     def visitor(self, site: str, visitor: str) -> int:
         key = (site, visitor)
@@ -210,9 +225,9 @@ class _Batch:
         return hashed
 
     def page_view(self, ev: PageView, hour: int, day: int, visitor: int | None, session: int | None) -> None:
-        shards, site, path = self._shards, ev.site, ev.path
-        shards[R.PAGEVIEWS_HOURLY.table].count((site, hour, path))
-        shards[R.PAGEVIEWS_DAILY.table].count((site, day, path))
+        site, path = ev.site, ev.path
+        _count(self._hourly, (site, hour, path))
+        _count(self._daily, (site, day, path))
         values = (
             _referrer_host(ev.referrer) if ev.referrer else "",
             ev.device or "",
@@ -229,13 +244,13 @@ class _Batch:
             self._page_view_sketches(site, day, path, values, visitor, session)
             return
         if visitor is not None:
-            shards[R.PATH_VISITORS.table].add((site, day, path, visitor))
+            self._path_visitors.setdefault((site, day, path, visitor), ())
             profile = self._profile_ids.get(values)
             if profile is None:
                 profile = self._profile_ids[values] = profile_hash(values)
-            shards[R.SITE_VISITORS.table].add((site, day, visitor, profile), values)
+            self._site_visitors.setdefault((site, day, visitor, profile), values)
         if session is not None:
-            shards[R.SITE_SESSIONS.table].add((site, day, session))
+            self._site_sessions.setdefault((site, day, session), ())
 
     def _page_view_sketches(
         self, site: str, day: int, path: str, values: tuple[str, ...], visitor: int | None, session: int | None

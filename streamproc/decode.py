@@ -85,7 +85,7 @@ def _decode_entry(
     if isinstance(result, str):
         return Rejected(entry_id, fields, result)
     # Postgres text cannot hold NUL: a cheap look at the raw bytes, the exact check only on a hit.
-    if (b"\\u0000" in raw) if raw is not None else (b"\x00" in values):
+    if (b"\\" in raw and b"\\u0000" in raw) if raw is not None else (b"\x00" in values):
         nul = _nul_problem(result)
         if nul is not None:
             return Rejected(entry_id, fields, nul)
@@ -115,7 +115,8 @@ def decode_batch(
 
 def _decode_json(raw: bytes) -> Event | str:
     try:
-        raw.decode("utf-8")  # msgspec skips unknown fields unchecked; check the whole field
+        if not raw.isascii():  # ASCII is valid UTF-8, and the usual case
+            raw.decode("utf-8")  # msgspec skips unknown fields unchecked; check the whole field
     except UnicodeDecodeError as exc:
         return f"`event` field is not valid UTF-8: {exc}"
     try:
@@ -131,7 +132,7 @@ def _decode_json(raw: bytes) -> Event | str:
 
 def _decode_flat(fields: Mapping[bytes, bytes]) -> Event | str:
     try:
-        attrs = dict(zip(map(bytes.decode, fields), map(bytes.decode, fields.values()), strict=True))
+        attrs = {k.decode(): v.decode() for k, v in fields.items()}
     except UnicodeDecodeError as exc:
         return f"flat entry is not valid UTF-8: {exc}"
     try:

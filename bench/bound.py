@@ -62,7 +62,7 @@ def postgres_bound(database_url: str, entries: list[SynthEntry], batch_size: int
             while (job := jobs.get()) is not None:
                 accepted, prefold, capped = job
                 with sink.transaction() as tx:
-                    claim = tx.claim({"bound": accepted}, capped, first_delivery=True)
+                    claim = tx.claim({"bound": accepted}, capped)
                     tx.write(counted_shards(claim, prefold, bool(capped), hasher, KeyCap().limit, False))
         except BaseException as exc:  # reported by the caller
             errors.append(exc)
@@ -76,10 +76,7 @@ def postgres_bound(database_url: str, entries: list[SynthEntry], batch_size: int
     seconds = time.perf_counter() - started
     if errors:
         raise errors[0]
-    applied = first.conn.execute(
-        "SELECT coalesce(sum(array_length(string_to_array(convert_from(ids, 'SQL_ASCII'), ' '), 1)), 0)"
-        " FROM applied_batches"
-    ).fetchone()
+    applied = first.conn.execute("SELECT count(*) FROM applied_entries").fetchone()
     for sink in sinks:
         sink.close()
     accepted = sum(len(a) for a, _, _ in batches)

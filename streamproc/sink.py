@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Final
 
@@ -29,6 +29,7 @@ from psycopg import sql
 from streamproc import rollups as R
 from streamproc.decode import Accepted
 from streamproc.errors import SchemaNotReady, SinkError, SinkUnavailable, TransactionAborted
+from streamproc.source import split_entry_id
 from streamproc.wire import array_literal
 
 CONNECT_TIMEOUT_S: Final = 5
@@ -36,20 +37,16 @@ STATEMENT_TIMEOUT_MS: Final = 30_000
 LOCK_TIMEOUT_MS: Final = 10_000
 IDLE_IN_TX_TIMEOUT_MS: Final = 60_000
 
-# Per stream: shared for a first delivery (batches read with `>` are disjoint), exclusive for a
-# redelivery, which must wait for every batch in flight that may hold its entries (migration 006).
-_LOCK_SHARED: Final = "SELECT pg_advisory_xact_lock_shared(hashtext(current_schema()), %s)"
-_LOCK_EXCLUSIVE: Final = "SELECT pg_advisory_xact_lock(hashtext(current_schema()), %s)"
-# Rows that may hold one of the batch's entries: every row whose span of id times meets the
-# batch's (normally none, or a neighbour sharing the millisecond at the edge), and the
-# per-entry rows written before migration 006, as one row of the same shape.
-_APPLIED_BEFORE: Final = (
-    "SELECT ids, capped FROM applied_batches WHERE stream_id = %(s)s AND last_ms >= %(lo)s AND first_ms <= %(hi)s "
-    "UNION ALL "
-    "SELECT convert_to(string_agg(entry_ms || '-' || entry_seq, ' '), 'SQL_ASCII'), bool_or(capped) "
-    "FROM applied_entries WHERE stream_id = %(s)s AND entry_ms BETWEEN %(lo)s AND %(hi)s HAVING count(*) > 0"
+_CLAIM_ENTRIES: Final = (
+    "INSERT INTO applied_entries (stream_id, entry_ms, entry_seq, capped) "
+    "SELECT s, m, q, c FROM unnest(%t::smallint[], %t::bigint[], %t::bigint[], %t::boolean[]) AS t(s, m, q, c) "
+    "ORDER BY s, m, q ON CONFLICT DO NOTHING RETURNING stream_id, entry_ms, entry_seq"
 )
-_RECORD: Final = "INSERT INTO applied_batches (stream_id, first_ms, last_ms, ids, capped) VALUES (%s, %s, %s, %b, %s)"
+_ANY_CAPPED: Final = (
+    "SELECT EXISTS (SELECT 1 FROM applied_entries a "
+    "JOIN unnest(%t::smallint[], %t::bigint[], %t::bigint[]) AS k(s, m, q) "
+    "ON a.stream_id = k.s AND a.entry_ms = k.m AND a.entry_seq = k.q WHERE a.capped)"
+)
 _CLAIM_PRODUCER_IDS: Final = (
     "INSERT INTO producer_ids (site, event_id, entry_ms, digest) "
     "SELECT s, e, m, d FROM unnest(%t::text[], %t::text[], %t::bigint[], %t::bigint[]) AS t(s, e, m, d) "
@@ -173,11 +170,11 @@ class PostgresSink:
                 sid = self._stream_ids.get(stream)
                 if sid is None:
                     continue
-                for statement in (
-                    "DELETE FROM applied_batches WHERE stream_id = %s AND last_ms < %s",
-                    "DELETE FROM applied_entries WHERE stream_id = %s AND entry_ms < %s",  # rows from before 006
-                ):
-                    removed += self.conn.execute(statement, (sid, before_ms)).rowcount
+                cur = self.conn.execute(
+                    "DELETE FROM applied_entries WHERE stream_id = %s AND entry_ms < %s",
+                    (sid, before_ms),
+                )
+                removed += cur.rowcount
             if keep_from_ms:
                 cur = self.conn.execute("DELETE FROM producer_ids WHERE entry_ms < %s", (min(keep_from_ms.values()),))
                 removed += cur.rowcount
@@ -208,57 +205,39 @@ class BatchTransaction:
         self._conn = conn
         self._stream_ids = stream_ids
 
-    def claim(
-        self, accepted: Mapping[str, Sequence[Accepted]], capped: Collection[int] = (), first_delivery: bool = False
-    ) -> Claim:
+    def claim(self, accepted: Mapping[str, Sequence[Accepted]], capped: Collection[int] = ()) -> Claim:
         """Claim the batch's entries; ``capped`` holds the ``id()`` of the entries whose fold
-        mapped a value to "(other)". ``first_delivery``: every entry was read with ``>``
-        (never delivered to the group before), else some may be redeliveries (migration 006)."""
-        streams = sorted((s for s, items in accepted.items() if items), key=self._stream_ids.__getitem__)
-        if not streams:
+        mapped a value to "(other)" (recorded, see migration 005)."""
+        items = [item for entries in accepted.values() for item in entries]
+        keys = [
+            (self._stream_ids[stream], *split_entry_id(item.entry_id))
+            for stream, entries in accepted.items()
+            for item in entries
+        ]
+        if not keys:
             return Claim([], 0)
-        lock = _LOCK_SHARED if first_delivery else _LOCK_EXCLUSIVE
-        ids = {s: [item.entry_id for item in accepted[s]] for s in streams}
-        ms = {s: [int(i.partition(b"-")[0]) for i in ids[s]] for s in streams}
-        with self._conn.pipeline():
-            for s in streams:
-                self._conn.execute(lock, (self._stream_ids[s],))
-            before = [
-                self._conn.execute(_APPLIED_BEFORE, {"s": self._stream_ids[s], "lo": min(ms[s]), "hi": max(ms[s])})
-                for s in streams
-            ]
-        fresh: list[Accepted] = []
-        applied_capped: set[bytes] = set()  # skipped entries whose earlier fold was capped
-        with self._conn.pipeline():
-            for s, cur in zip(streams, before, strict=True):
-                taken, was_capped = _applied_ids(cur.fetchall())
-                applied_capped |= was_capped
-                items, new_ids, new_ms = accepted[s], ids[s], ms[s]
-                if taken or len(set(new_ids)) < len(new_ids):  # else every entry is new (the usual case)
-                    keep = [_take(taken, i) for i in new_ids]
-                    items = [item for item, k in zip(items, keep, strict=True) if k]
-                    new_ids = [i for i, k in zip(new_ids, keep, strict=True) if k]
-                    new_ms = [m for m, k in zip(new_ms, keep, strict=True) if k]
-                if items:
-                    fresh.extend(items)
-                    self._conn.execute(
-                        _RECORD,
-                        (
-                            self._stream_ids[s],
-                            min(new_ms),
-                            max(new_ms),
-                            b" ".join(new_ids),
-                            bool(capped) and any(id(item) in capped for item in items),
-                        ),
-                    )
-            counted = self._claim_producer_ids(fresh, capped)
-        total = sum(len(accepted[s]) for s in streams)
+        sids, mss, seqs = zip(*keys, strict=True)
+        flags = ["t" if id(item) in capped else "f" for item in items] if capped else ["f"] * len(items)
+        new = set(
+            self._conn.execute(
+                _CLAIM_ENTRIES,
+                (
+                    array_literal(sids, text=False),
+                    array_literal(mss, text=False),
+                    array_literal(seqs, text=False),
+                    array_literal(flags, text=False),
+                ),
+            ).fetchall()
+        )
+        fresh = items if len(new) == len(keys) else _first_of_each(keys, items, new)
+        counted = self._claim_producer_ids(fresh, capped)
+        total = len(keys)
         if len(counted) == total:
             return Claim(counted, 0)
         kept = {id(i) for i in counted}
-        skipped = [i for s in streams for i in accepted[s] if id(i) not in kept]
-        claim = Claim(counted, total - len(counted), skipped)
-        claim.repeats = self._all_repeats(skipped, applied_capped)
+        skipped = [(key, i) for key, i in zip(keys, items, strict=True) if id(i) not in kept]
+        claim = Claim(counted, total - len(counted), [i for _, i in skipped])
+        claim.repeats = self._all_repeats(skipped)
         return claim
 
     def _claim_producer_ids(self, fresh: list[Accepted], capped: Collection[int]) -> list[Accepted]:
@@ -290,18 +269,23 @@ class BatchTransaction:
             or ((item.event.site, item.event.id) in new_keys and winners[(item.event.site, item.event.id)] is item)
         ]
 
-    def _all_repeats(self, skipped: list[Accepted], applied_capped: Collection[bytes]) -> bool:
+    def _all_repeats(self, skipped: list[tuple[tuple[int, int, int], Accepted]]) -> bool:
         """Whether every skipped entry repeats an event already counted (see :class:`Claim`).
 
         Without a producer id, an entry is skipped only as already applied: its
-        content was counted then, as it folds now, unless that fold was capped
-        (``applied_capped``). With one, its digest must equal the stored digest of
-        the event that won the id (in this batch or before; none is stored for a
-        capped winner).
+        content was counted then, as it folds now unless that fold was capped.
+        With one, its digest must equal the stored digest of the event that won
+        the id (in this batch or before; none is stored for a capped winner).
         """
-        if any(i.event.id is None and i.entry_id in applied_capped for i in skipped):
-            return False
-        with_id = {(i.event.site, i.event.id): i for i in skipped if i.event.id is not None}
+        plain = [key for key, i in skipped if i.event.id is None]
+        if plain:
+            sids, mss, seqs = zip(*plain, strict=True)
+            row = self._conn.execute(
+                _ANY_CAPPED, tuple(array_literal(column, text=False) for column in (sids, mss, seqs))
+            ).fetchone()
+            if row is None or row[0]:
+                return False
+        with_id = {(i.event.site, i.event.id): i for _, i in skipped if i.event.id is not None}
         if not with_id:
             return True
         keys = list(with_id)
@@ -311,7 +295,9 @@ class BatchTransaction:
                 _WINNER_DIGESTS, (array_literal([k[0] for k in keys], True), array_literal([k[1] for k in keys], True))
             ).fetchall()
         }
-        return all(stored.get((i.event.site, i.event.id)) == event_digest(i) for i in skipped if i.event.id is not None)
+        return all(
+            stored.get((i.event.site, i.event.id)) == event_digest(i) for _, i in skipped if i.event.id is not None
+        )
 
     def write(self, shards: Mapping[str, R.Shard]) -> int:
         """Upsert every non-empty shard; returns the number of rows sent."""
@@ -353,24 +339,16 @@ def _entry_ms(entry_id: bytes) -> int:
     return int(entry_id.partition(b"-")[0])
 
 
-def _applied_ids(rows: Iterable[tuple[bytes, bool]]) -> tuple[set[bytes], set[bytes]]:
-    """Entry ids in ledger rows, and those of them applied with a capped fold."""
-    taken: set[bytes] = set()
-    capped: set[bytes] = set()
-    for ids, was_capped in rows:
-        members = bytes(ids).split(b" ")
-        taken.update(members)
-        if was_capped:
-            capped.update(members)
-    return taken, capped
-
-
-def _take(taken: set[bytes], entry_id: bytes) -> bool:
-    """True the first time ``entry_id`` is seen (not applied before, not twice in one batch)."""
-    if entry_id in taken:
-        return False
-    taken.add(entry_id)
-    return True
+def _first_of_each(
+    keys: list[tuple[int, int, int]], items: list[Accepted], new: set[tuple[Any, ...]]
+) -> list[Accepted]:
+    """The items whose key the claim inserted, each key once (an entry twice in a batch counts once)."""
+    fresh = []
+    for key, item in zip(keys, items, strict=True):
+        if key in new:
+            new.discard(key)
+            fresh.append(item)
+    return fresh
 
 
 def _first_line(exc: BaseException) -> str:

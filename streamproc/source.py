@@ -58,7 +58,6 @@ class Batch:
     entries: dict[str, list[Entry]] = field(default_factory=dict)
     delivery_counts: dict[str, dict[bytes, int]] = field(default_factory=dict)
     trimmed: dict[str, list[bytes]] = field(default_factory=dict)
-    first_delivery: bool = False  # read with `>`: no entry was delivered to the group before
 
     def __len__(self) -> int:
         return sum(len(v) for v in self.entries.values())
@@ -207,9 +206,7 @@ class RedisSource:
                 reply = self.client.xreadgroup(
                     self.group, self.consumer, {s: ">" for s in self.streams}, count=count, block=block_ms
                 )
-        batch = _batch_from_reply(reply)
-        batch.first_delivery = True
-        return batch
+        return _batch_from_reply(reply)
 
     def read_own_pending(self, count: int) -> Batch:
         """This consumer's pending entries (after a restart), oldest first."""

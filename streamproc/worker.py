@@ -256,7 +256,7 @@ class Worker:
         """The I/O half: commit in Postgres, then ack in Redis, then account."""
         batch, decoded = job.batch, job.decoded
         started = time.perf_counter()
-        claim = self.flush(decoded, job.prefold, job.capped, batch.first_delivery)
+        claim = self.flush(decoded, job.prefold, job.capped)
         flush_s = time.perf_counter() - started
         written = self.ack(batch, decoded)
         with self._in_hand_lock:
@@ -298,14 +298,9 @@ class Worker:
         return out
 
     def flush(
-        self,
-        decoded: Mapping[str, Decoded],
-        prefold: dict[str, Shard],
-        capped: frozenset[int] = frozenset(),
-        first_delivery: bool = False,
+        self, decoded: Mapping[str, Decoded], prefold: dict[str, Shard], capped: frozenset[int] = frozenset()
     ) -> Claim:
-        """Apply the batch in one Postgres transaction; retried until it commits.
-        ``first_delivery``: the batch was read with ``>`` (see :meth:`BatchTransaction.claim`)."""
+        """Apply the batch in one Postgres transaction; retried until it commits."""
         accepted = {s: d.accepted for s, d in decoded.items() if d.accepted}
         n = sum(len(v) for v in accepted.values())
         if n == 0:
@@ -315,7 +310,7 @@ class Worker:
         while True:
             try:
                 with self._sink().transaction() as tx:
-                    claim = tx.claim(accepted, capped, first_delivery)
+                    claim = tx.claim(accepted, capped)
                     shards = self.shards_for(claim, prefold, bool(capped))
                     self.failpoints.hit("before_commit")
                     tx.write(shards)

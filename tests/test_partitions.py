@@ -29,7 +29,6 @@ from streamproc.cli import app
 from streamproc.cli_maintain import LOCKED, parse_retain
 from streamproc.config import Settings
 from streamproc.synth import Generator, SynthEntry
-from tests.chaos.checks import ledger_ids
 from tests.conftest import Daemons, daemon_env, wait_for
 from tests.test_crash import assert_totals, log_lines
 from tests.test_ops import clean_env
@@ -485,13 +484,14 @@ def produce_with_ids(r: redis.Redis, stream: str, entries: list[SynthEntry], fir
     pipe.execute()
 
 
-def test_daemon_totals_exact_across_partitions_after_a_crash_and_maintain(
+def test_daemon_totals_exact_across_partitions_and_ledger_dedups_moved_rows(
     make_settings, schema, pg, r, stream, daemons: Daemons
 ) -> None:
     """Events over 80 days (several monthly partitions, some ranges only in DEFAULT), entry ids over
-    six days. A daemon crashes between COMMIT and XACK; `maintain` then moves the committed rollup
-    rows out of DEFAULT into new partitions; the restarted daemon gets the unacked batch again and
-    the ledger recognises every entry of it. Every report total equals the truth."""
+    six days (several ledger partitions). A daemon crashes between COMMIT and XACK; `maintain` then
+    moves the committed ledger and rollup rows out of DEFAULT into new partitions; the restarted
+    daemon gets the unacked batch again and the ledger, now in the new partitions, recognises every
+    entry of it. Every report total equals the truth."""
     settings = make_settings(batch_size=500)
     entries = list(Generator(seed=17, days=80, bad_ratio=0).entries(6000))
     now_ms = int(time.time() * 1000)
@@ -500,10 +500,11 @@ def test_daemon_totals_exact_across_partitions_after_a_crash_and_maintain(
 
     crashed = daemons.start(settings, STREAMPROC_FAILPOINTS="after_commit@2")
     assert crashed.wait(timeout=60) == -signal.SIGKILL
-    assert len(ledger_ids(pg)) == 1000
+    assert rows_by_partition(pg, "applied_entries") == {"applied_entries_default": 1000}
 
     data = maintain_json(settings)
-    assert data["rows_moved"] > 0 and data["dropped"] == []
+    assert data["rows_moved"] >= 1000 and data["dropped"] == []
+    assert "applied_entries_default" not in rows_by_partition(pg, "applied_entries")
 
     retries = sum(1 for e in entries[1000:] if e.event and e.event.get("_duplicate"))
     survivor = daemons.start(settings, "--drain")
@@ -515,6 +516,7 @@ def test_daemon_totals_exact_across_partitions_after_a_crash_and_maintain(
     for table in TABLES:
         assert f"{table}_default" not in rows_by_partition(pg, table), table
     assert len(rows_by_partition(pg, "pageviews_daily")) >= 3
+    assert len(rows_by_partition(pg, "applied_entries")) >= 6
     assert_totals(settings, entries)
 
 

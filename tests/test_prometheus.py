@@ -472,8 +472,8 @@ def test_prometheus_sees_lag_rise_while_flush_is_blocked_then_drain(
     bad = sum(1 for e in entries if e.event is None)
     assert bad > 0
     with psycopg.connect(database_url) as lock:
-        # Every flush records its batch in the ledger: hold that insert back.
-        lock.execute(sql.SQL("LOCK TABLE {}.applied_batches IN EXCLUSIVE MODE").format(sql.Identifier(schema)))
+        # The daemon's first statement of every flush inserts into the ledger: hold it back.
+        lock.execute(sql.SQL("LOCK TABLE {}.applied_entries IN EXCLUSIVE MODE").format(sql.Identifier(schema)))
         produced_at = time.time()
         assert produce(r, stream, entries) == len(entries)
         backlog = f"streamproc_consumer_lag{{{sel}}} + streamproc_pending_entries{{{sel}}}"

@@ -37,7 +37,6 @@ import redis.exceptions as rx
 from streamproc.config import Settings
 from streamproc.localservers import PostgresServer, RedisServer, free_port, start_postgres, start_redis
 from streamproc.synth import Generator, SynthEntry, produce
-from tests.chaos.checks import ledger_ids
 from tests.conftest import Daemons
 from tests.test_crash import assert_totals, log_lines
 
@@ -357,14 +356,13 @@ def test_daemon_runs_as_least_privilege_postgres_role(
                 "idle_in_transaction_session_timeout": "1min",
             }
             valid = sum(1 for e in entries if e.event is not None)
-            assert len(ledger_ids(conn)) == valid
+            assert conn.execute("SELECT count(*) FROM applied_entries").fetchone() == (valid,)
             for statement in (
                 "DROP TABLE pageviews_daily",
                 "TRUNCATE pageviews_daily",
                 "CREATE TABLE sneaky (x int)",
                 "DELETE FROM pageviews_daily",
                 "UPDATE applied_entries SET entry_seq = entry_seq + 1",
-                "UPDATE applied_batches SET last_ms = last_ms + 1",
                 "INSERT INTO schema_migrations (version, name, checksum) VALUES (999, 'x', 'x')",
                 "ALTER TABLE sessions ADD COLUMN ip text",
             ):

@@ -144,7 +144,7 @@ def test_batches_in_hand_are_not_reclaimed_while_postgres_stalls(
         r.xadd(stream, GOOD)
     blocker = psycopg.connect(database_url, options=f"-c search_path={schema}")
     try:
-        blocker.execute("LOCK TABLE applied_batches IN EXCLUSIVE MODE")
+        blocker.execute("LOCK TABLE applied_entries IN EXCLUSIVE MODE")
         settings = make_settings(batch_size=100, min_idle_ms=300, reclaim_interval_ms=100, max_deliveries=3)
         proc = daemons.start(settings, "--drain")
         wait_for(lambda: r.xpending(stream, "g")["pending"] > 0, 30, "a batch in hand")

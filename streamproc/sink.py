@@ -252,9 +252,8 @@ class BatchTransaction:
         rows = self._conn.execute(
             _CLAIM_PRODUCER_IDS,
             (
-                array_literal([k[0] for k in keys], text=True),
-                array_literal([k[1] for k in keys], text=True),
-                array_literal([_entry_ms(winners[k].entry_id) for k in keys], text=False),
+                *_site_id_literals(keys),
+                array_literal([split_entry_id(winners[k].entry_id)[0] for k in keys], text=False),
                 # A capped winner was folded differently from its content: no digest, no repeats.
                 array_literal([None if id(winners[k]) in capped else event_digest(winners[k]) for k in keys], False),
             ),
@@ -291,9 +290,7 @@ class BatchTransaction:
         keys = list(with_id)
         stored = {
             (site, eid): digest
-            for site, eid, digest in self._conn.execute(
-                _WINNER_DIGESTS, (array_literal([k[0] for k in keys], True), array_literal([k[1] for k in keys], True))
-            ).fetchall()
+            for site, eid, digest in self._conn.execute(_WINNER_DIGESTS, _site_id_literals(keys)).fetchall()
         }
         return all(
             stored.get((i.event.site, i.event.id)) == event_digest(i) for _, i in skipped if i.event.id is not None
@@ -334,9 +331,9 @@ def event_digest(item: Accepted) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
-def _entry_ms(entry_id: bytes) -> int:
-    """The time part of an entry id (``b"1763800000000-3"`` -> 1763800000000)."""
-    return int(entry_id.partition(b"-")[0])
+def _site_id_literals(keys: Sequence[tuple[str, str]]) -> tuple[str, str]:
+    """The sites and the producer ids of ``(site, id)`` keys, as two text array literals."""
+    return array_literal([k[0] for k in keys], text=True), array_literal([k[1] for k in keys], text=True)
 
 
 def _first_of_each(

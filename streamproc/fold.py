@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -127,7 +127,9 @@ def fold(
     cap = cap or KeyCap()
     capping = len(items) > cap.limit  # fewer events than the cap cannot bring a value over it
     shards = R.new_shards(approximate)
-    batch = _Batch(hasher, shards, approximate)
+    batch = _Batch(shards, approximate)
+    visitors: dict[tuple[str, str], int] = {}  # per-batch memo of the keyed hashes
+    sessions: dict[tuple[str, str], int] = {}
     s_events = shards[R.EVENTS.table].rows
     s_sessions = shards[R.SESSIONS.table].rows
     for item in items:
@@ -138,15 +140,15 @@ def fold(
                 cap.capped.add(id(item))
         site, hour, day = ev.site, ts // HOUR_MS, ts // DAY_MS
         if ev.visitor:
-            visitor: int | None = batch.visitor(site, ev.visitor)
+            visitor: int | None = _memo(visitors, hasher.visitor, site, ev.visitor)
         elif ev.ip:
             visitor = hasher.anonymous(site, day, ev.ip, ev.ua or "")
         else:
             visitor = None
-        session = batch.session(site, ev.session) if ev.session else None
+        session = _memo(sessions, hasher.session, site, ev.session) if ev.session else None
         kind = type(ev)
         name = ev.name if kind is Custom else ""  # type: ignore[union-attr]  # narrowed by kind
-        _count(s_events, (site, hour, _TAGS[kind], name))
+        R.count_into(s_events, (site, hour, _TAGS[kind], name))
         if session is not None:
             _session(s_sessions, (site, session), ts, kind is PageView)
         if kind is PageView:
@@ -167,13 +169,13 @@ _TAGS: Final[dict[type, str]] = {
 }
 
 
-def _count(rows: dict[tuple[Any, ...], list[Any]], key: tuple[Any, ...]) -> None:
-    """:meth:`Shard.count` by one, on the shard's rows (the hottest call of the fold)."""
-    row = rows.get(key)
-    if row is None:
-        rows[key] = [1]
-    else:
-        row[0] += 1
+def _memo(memo: dict[tuple[str, str], int], keyed: Callable[[str, str], int], site: str, value: str) -> int:
+    """``keyed(site, value)``, computed once per batch for each distinct pair."""
+    key = (site, value)
+    hashed = memo.get(key)
+    if hashed is None:
+        hashed = memo[key] = keyed(site, value)
+    return hashed
 
 
 def _session(rows: dict[tuple[Any, ...], list[Any]], key: tuple[str, int], ts: int, page_view: bool) -> None:
@@ -193,14 +195,11 @@ def _session(rows: dict[tuple[Any, ...], list[Any]], key: tuple[str, int], ts: i
 
 
 class _Batch:
-    """Per-batch memo of hashes and page-view profiles for :func:`fold`."""
+    """Per-batch memo of page-view profiles for :func:`fold`."""
 
-    def __init__(self, hasher: Hasher, shards: dict[str, R.Shard], approximate: bool) -> None:
-        self._hasher = hasher
+    def __init__(self, shards: dict[str, R.Shard], approximate: bool) -> None:
         self._shards = shards
         self._approximate = approximate
-        self._visitors: dict[tuple[str, str], int] = {}
-        self._sessions: dict[tuple[str, str], int] = {}
         self._profiles: dict[tuple[str, int, tuple[str, ...]], int] = {}  # (site, day, values) -> views
         self._profile_ids: dict[tuple[str, ...], int] = {}
         self._hourly = shards[R.PAGEVIEWS_HOURLY.table].rows
@@ -210,24 +209,10 @@ class _Batch:
             self._site_visitors = shards[R.SITE_VISITORS.table].members
             self._site_sessions = shards[R.SITE_SESSIONS.table].members
 
-    def visitor(self, site: str, visitor: str) -> int:
-        key = (site, visitor)
-        hashed = self._visitors.get(key)
-        if hashed is None:
-            hashed = self._visitors[key] = self._hasher.visitor(site, visitor)
-        return hashed
-
-    def session(self, site: str, session: str) -> int:
-        key = (site, session)
-        hashed = self._sessions.get(key)
-        if hashed is None:
-            hashed = self._sessions[key] = self._hasher.session(site, session)
-        return hashed
-
     def page_view(self, ev: PageView, hour: int, day: int, visitor: int | None, session: int | None) -> None:
         site, path = ev.site, ev.path
-        _count(self._hourly, (site, hour, path))
-        _count(self._daily, (site, day, path))
+        R.count_into(self._hourly, (site, hour, path))
+        R.count_into(self._daily, (site, day, path))
         values = (
             _referrer_host(ev.referrer) if ev.referrer else "",
             ev.device or "",

@@ -321,11 +321,7 @@ class Shard:
 
     def count(self, key: tuple[Any, ...], n: int = 1) -> None:
         """Add ``n`` to a rollup whose only measure is a sum."""
-        row = self.rows.get(key)
-        if row is None:
-            self.rows[key] = [n]
-        else:
-            row[0] += n
+        count_into(self.rows, key, n)
 
     def merge(self, key: tuple[Any, ...], values: tuple[Any, ...]) -> None:
         """Merge a full measure tuple into the row at ``key``."""
@@ -377,6 +373,15 @@ class Shard:
         if self.rollup.is_set and not self.rollup.payload:
             return keys
         return keys + list(zip(*rows.values(), strict=True))
+
+
+def count_into(rows: dict[tuple[Any, ...], list[Any]], key: tuple[Any, ...], n: int = 1) -> None:
+    """:meth:`Shard.count` on a shard's rows, for a caller that holds them (the fold's hot path)."""
+    row = rows.get(key)
+    if row is None:
+        rows[key] = [n]
+    else:
+        row[0] += n
 
 
 def rollups(approximate: bool = False) -> tuple[Rollup, ...]:

@@ -196,29 +196,25 @@ class RedisSource:
     # -- reading ----------------------------------------------------------------
 
     def read_new(self, count: int, block_ms: int) -> Batch:
-        with self._errors():
-            reply: Any
-            if is_cluster(self.client):
-                reply = self._read_each(">", count)
-                if not reply:
-                    reply = self._wait_on_next_stream(count, min(block_ms, CLUSTER_IDLE_BLOCK_MS))
-            else:
-                reply = self.client.xreadgroup(
-                    self.group, self.consumer, {s: ">" for s in self.streams}, count=count, block=block_ms
-                )
-        return _batch_from_reply(reply)
+        return _batch_from_reply(self._read(">", count, block_ms))
 
     def read_own_pending(self, count: int) -> Batch:
         """This consumer's pending entries (after a restart), oldest first."""
-        with self._errors():
-            reply: Any
-            if is_cluster(self.client):
-                reply = self._read_each("0", count)
-            else:
-                reply = self.client.xreadgroup(self.group, self.consumer, {s: "0" for s in self.streams}, count=count)
-        batch = _batch_from_reply(reply)
+        batch = _batch_from_reply(self._read("0", count))
         batch.delivery_counts = self._delivery_counts(batch)
         return batch
+
+    def _read(self, start: str, count: int, block_ms: int | None = None) -> Any:
+        """XREADGROUP from ``start`` on every stream; blocks up to ``block_ms`` when given."""
+        with self._errors():
+            if not is_cluster(self.client):
+                return self.client.xreadgroup(
+                    self.group, self.consumer, {s: start for s in self.streams}, count=count, block=block_ms
+                )
+            reply = self._read_each(start, count)
+            if not reply and block_ms is not None:
+                reply = self._wait_on_next_stream(count, min(block_ms, CLUSTER_IDLE_BLOCK_MS))
+            return reply
 
     def _read_each(self, start: str, count: int) -> list[Any]:
         """One XREADGROUP per stream (a cluster allows one slot per command), pipelined."""

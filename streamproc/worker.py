@@ -311,7 +311,9 @@ class Worker:
             try:
                 with self._sink().transaction() as tx:
                     claim = tx.claim(accepted, capped)
-                    shards = self.shards_for(claim, prefold, bool(capped))
+                    shards = counted_shards(
+                        claim, prefold, bool(capped), self.hasher, self.settings.max_keys_per_batch, self.approximate
+                    )
                     self.failpoints.hit("before_commit")
                     tx.write(shards)
                 self.failpoints.hit("after_commit")
@@ -326,9 +328,6 @@ class Worker:
                 self.notifier.status(f"Postgres unavailable, retrying: {exc}")
                 delay = backoff.wait()
                 log.warning("flush failed, retrying", error=str(exc), retry_in_s=round(delay, 2))
-
-    def shards_for(self, claim: Claim, prefold: dict[str, Shard], capped: bool) -> dict[str, Shard]:
-        return counted_shards(claim, prefold, capped, self.hasher, self.settings.max_keys_per_batch, self.approximate)
 
     def ack(self, batch: Batch, decoded: Mapping[str, Decoded]) -> dict[str, int]:
         """XACK the batch; dead-letter the rejected entries in the same round trip."""

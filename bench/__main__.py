@@ -28,9 +28,9 @@ from bench import profile, yardsticks
 from bench.bound import postgres_bound
 from bench.yardsticks import Run
 from streamproc.config import Settings
-from streamproc.localservers import local_servers
-from streamproc.migrate import migrate
-from streamproc.synth import Generator
+from streamproc.dev.localservers import local_servers
+from streamproc.dev.synth import Generator
+from streamproc.postgres.migrate import migrate
 
 
 @contextlib.contextmanager

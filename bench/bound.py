@@ -15,13 +15,13 @@ import threading
 import time
 
 from bench.yardsticks import Run
-from streamproc.decode import Accepted, decode_batch
-from streamproc.fold import Hasher, KeyCap, fold
-from streamproc.migrate import migrate
-from streamproc.rollups import Shard
-from streamproc.sink import PostgresSink
-from streamproc.synth import SynthEntry
-from streamproc.worker import counted_shards
+from streamproc.core.decode import Accepted, decode_batch
+from streamproc.core.fold import Hasher, KeyCap, fold
+from streamproc.core.rollups import Shard
+from streamproc.daemon.worker import counted_shards
+from streamproc.dev.synth import SynthEntry
+from streamproc.postgres.migrate import migrate
+from streamproc.postgres.sink import PostgresSink
 
 BASE_MS = 1_700_000_000_000
 Prepared = tuple[list[Accepted], dict[str, Shard], frozenset[int]]

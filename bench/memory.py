@@ -20,8 +20,8 @@ import redis
 
 from bench.__main__ import servers
 from bench.yardsticks import GROUP, daemon_env, streamproc_run
-from streamproc.migrate import migrate
-from streamproc.synth import Generator, produce
+from streamproc.dev.synth import Generator, produce
+from streamproc.postgres.migrate import migrate
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,17 +11,17 @@ import redis
 
 from bench.yardsticks import GROUP, load
 from streamproc.config import load_settings
-from streamproc.daemon import build_worker
+from streamproc.daemon.run import build_worker
+from streamproc.dev.synth import SynthEntry
 from streamproc.logs import configure
-from streamproc.synth import SynthEntry
 
 # step -> (file suffix, function name) whose cumulative time is the step's
 STEPS = {
-    "read": ("streamproc/source.py", "read_new"),
-    "decode": ("streamproc/worker.py", "decode"),
-    "fold": ("streamproc/fold.py", "fold"),
-    "flush": ("streamproc/worker.py", "flush"),
-    "ack": ("streamproc/worker.py", "ack"),
+    "read": ("streamproc/redis/source.py", "read_new"),
+    "decode": ("streamproc/daemon/worker.py", "decode"),
+    "fold": ("streamproc/core/fold.py", "fold"),
+    "flush": ("streamproc/daemon/worker.py", "flush"),
+    "ack": ("streamproc/daemon/worker.py", "ack"),
 }
 
 

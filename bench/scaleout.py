@@ -22,10 +22,10 @@ from typing import Any
 
 from bench.__main__ import servers
 from bench.yardsticks import GROUP, daemon_env
-from streamproc.localservers import start_redis_cluster
-from streamproc.migrate import migrate
-from streamproc.redisclient import connect
-from streamproc.synth import Generator, produce
+from streamproc.dev.localservers import start_redis_cluster
+from streamproc.dev.synth import Generator, produce
+from streamproc.postgres.migrate import migrate
+from streamproc.redis.client import connect
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,11 +24,11 @@ import redis
 
 from bench.__main__ import servers
 from bench.yardsticks import daemon_env, streamproc_run
-from streamproc import rollups as R
-from streamproc.migrate import migrate
-from streamproc.sink import connect
-from streamproc.synth import Generator
-from streamproc.uniques import Uniques
+from streamproc.core import rollups as R
+from streamproc.dev.synth import Generator
+from streamproc.postgres.migrate import migrate
+from streamproc.postgres.sink import connect
+from streamproc.reports.uniques import Uniques
 
 EXACT_TABLES = tuple(r.table for r in R.EXACT_UNIQUES)
 SKETCH_TABLES = tuple(r.table for r in R.APPROXIMATE_UNIQUES)

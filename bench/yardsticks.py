@@ -20,8 +20,8 @@ from typing import Any
 import psycopg
 import redis
 
-from streamproc.source import split_entry_id
-from streamproc.synth import SynthEntry, produce
+from streamproc.core.entryid import split_entry_id
+from streamproc.dev.synth import SynthEntry, produce
 
 GROUP = "bench"
 

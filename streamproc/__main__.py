@@ -1,3 +1,3 @@
-from streamproc.cli import main
+from streamproc.cli.app import main
 
 main()

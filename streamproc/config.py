@@ -18,8 +18,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 
+from streamproc.core.keys import cluster_key_problem
 from streamproc.errors import ConfigError
-from streamproc.redisclient import cluster_key_problem
 
 ENV_PREFIX: Final = "STREAMPROC_"
 SECRET_FIELDS: Final = ("visitor_secret",)

@@ -23,8 +23,8 @@ import pytest
 import redis
 
 from streamproc.config import Settings, load_settings
-from streamproc.localservers import LocalServers, start_postgres, start_redis
-from streamproc.migrate import migrate
+from streamproc.dev.localservers import LocalServers, start_postgres, start_redis
+from streamproc.postgres.migrate import migrate
 
 SECRET = "test-visitor-secret-0123456789"
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streamproc.localservers import free_port
+from streamproc.dev.localservers import free_port
 from tests.test_config import run_cli
 
 

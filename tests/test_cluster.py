@@ -19,10 +19,10 @@ import redis
 from redis.cluster import RedisCluster
 
 from streamproc.config import load_settings
+from streamproc.dev.localservers import RedisCluster as LocalCluster
+from streamproc.dev.localservers import start_redis_cluster
+from streamproc.dev.synth import Generator, SynthEntry, produce
 from streamproc.errors import ConfigError
-from streamproc.localservers import RedisCluster as LocalCluster
-from streamproc.localservers import start_redis_cluster
-from streamproc.synth import Generator, SynthEntry, produce
 from tests.chaos.checks import batches, figure, stop, wait_batches
 from tests.conftest import Daemons, wait_for
 from tests.test_crash import assert_totals

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from streamproc.synth import Generator, SynthEntry, produce
+from streamproc.dev.synth import Generator, SynthEntry, produce
 from tests.conftest import Daemons, wait_for
 from tests.test_e2e import report_json
 from tests.truth import assert_report_matches, day_of, expected_report, valid_events

@@ -1,4 +1,4 @@
-"""Tests for the event contract: ``streamproc.decode`` over ``streamproc.events``.
+"""Tests for the event contract: ``streamproc.core.decode`` over ``streamproc.core.events``.
 
 Every test uses a fixed ``NOW_MS`` so results do not depend on the wall clock.
 Hypothesis runs derandomized and without an example database, so the file is
@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streamproc.decode import (
+from streamproc.core.decode import (
     DEFAULT_MAX_ENTRY_BYTES,
     Accepted,
     Decoded,
@@ -27,7 +27,7 @@ from streamproc.decode import (
     decode_batch,
     decode_entry,
 )
-from streamproc.events import (
+from streamproc.core.events import (
     PATH_MAX,
     SHORT_MAX,
     SITE_MAX,

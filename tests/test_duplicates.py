@@ -8,7 +8,7 @@ import subprocess
 import sys
 from typing import Any
 
-from streamproc.synth import Generator, produce
+from streamproc.dev.synth import Generator, produce
 from tests.conftest import daemon_env
 from tests.test_crash import assert_totals, log_lines
 

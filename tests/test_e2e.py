@@ -10,8 +10,8 @@ from typing import Any
 
 from typer.testing import CliRunner
 
-from streamproc.cli import app
-from streamproc.synth import Generator, produce
+from streamproc.cli.app import app
+from streamproc.dev.synth import Generator, produce
 from tests.conftest import Daemons, daemon_env
 from tests.truth import assert_report_matches, day_of, expected_report, malformed, valid_events
 

@@ -17,8 +17,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from streamproc.decode import Accepted, decode_batch
-from streamproc.sink import Claim, PostgresSink
+from streamproc.core.decode import Accepted, decode_batch
+from streamproc.postgres.sink import Claim, PostgresSink
 from tests.conftest import wait_for
 from tests.test_crash import assert_totals
 from tests.test_duplicates import run_drain
@@ -127,7 +127,7 @@ def test_entries_applied_before_are_skipped_and_a_capped_one_is_no_plain_repeat(
 def test_a_group_rewound_to_the_start_counts_nothing_twice(make_settings, schema, r, stream, tmp_path) -> None:
     """`XGROUP SETID … 0` after a drain: the group hands every entry out again as a first
     delivery; the ledger rows of the first run recognise every valid one."""
-    from streamproc.synth import Generator, produce
+    from streamproc.dev.synth import Generator, produce
 
     sent = list(Generator(seed=5, days=1, bad_ratio=0.01).entries(3000))
     produce(r, stream, sent)

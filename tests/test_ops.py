@@ -17,9 +17,9 @@ import pytest
 import redis
 from typer.testing import CliRunner, Result
 
-from streamproc.cli import app
-from streamproc.localservers import free_port
-from streamproc.ops import parse_duration_ms
+from streamproc.cli.app import app
+from streamproc.dev.localservers import free_port
+from streamproc.redis.ops import parse_duration_ms
 
 GROUP = "g"
 runner = CliRunner()

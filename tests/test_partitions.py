@@ -1,4 +1,4 @@
-"""Time partitions and retention (sql/002_partitioning.sql, streamproc/partitions.py, `streamproc maintain`).
+"""Time partitions and retention (sql/002_partitioning.sql, streamproc/postgres/partitions.py, `streamproc maintain`).
 
 Real Postgres and Redis; the `schema` fixture migrates to the latest version, so
 every test here starts from partitioned tables with only their DEFAULT partitions.
@@ -23,12 +23,12 @@ import redis
 import typer
 from typer.testing import CliRunner, Result
 
-from streamproc import migrate as migrate_mod
-from streamproc import partitions as P
-from streamproc.cli import app
-from streamproc.cli_maintain import LOCKED, parse_retain
+from streamproc.cli.app import app
+from streamproc.cli.maintain import LOCKED, parse_retain
 from streamproc.config import Settings
-from streamproc.synth import Generator, SynthEntry
+from streamproc.dev.synth import Generator, SynthEntry
+from streamproc.postgres import migrate as migrate_mod
+from streamproc.postgres import partitions as P
 from tests.conftest import Daemons, daemon_env, wait_for
 from tests.test_crash import assert_totals, log_lines
 from tests.test_ops import clean_env

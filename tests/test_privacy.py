@@ -6,7 +6,7 @@ import json
 
 import psycopg
 
-from streamproc.fold import Hasher
+from streamproc.core.fold import Hasher
 from tests.conftest import Daemons
 
 DAY0 = 1_790_000_000_000 - 1_790_000_000_000 % 86_400_000  # a past UTC midnight, in ms

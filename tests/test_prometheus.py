@@ -26,10 +26,10 @@ import redis
 from prometheus_client import REGISTRY
 from psycopg import sql
 
-import streamproc.metrics  # noqa: F401  # registers every streamproc metric in REGISTRY
+import streamproc.daemon.metrics  # noqa: F401  # registers every streamproc metric in REGISTRY
 from streamproc.config import Settings
-from streamproc.localservers import free_port
-from streamproc.synth import Generator, produce
+from streamproc.dev.localservers import free_port
+from streamproc.dev.synth import Generator, produce
 from tests.conftest import Daemons
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -354,7 +354,7 @@ def test_rules_load_in_prometheus_and_are_well_formed(prometheus: Prometheus) ->
 
 def test_dashboard_references_only_defined_metrics() -> None:
     """The Grafana dashboard is valid JSON with a Prometheus data-source variable and stream/instance
-    variables, and every PromQL expression in it selects only metrics defined in streamproc/metrics.py."""
+    variables, and every PromQL expression in it selects only metrics defined in streamproc/daemon/metrics.py."""
     dash = json.loads(DASHBOARD.read_text())
     variables = {v["name"]: v for v in dash["templating"]["list"]}
     assert variables["DS_PROMETHEUS"]["type"] == "datasource"

@@ -32,14 +32,14 @@ import pytest
 import redis
 from typer.testing import CliRunner
 
-from streamproc.cli import app
+from streamproc.cli.app import app
 from streamproc.config import Settings, load_settings
-from streamproc.migrate import migrate
-from streamproc.report import build_report
-from streamproc.report_export import COLUMNS
-from streamproc.synth import Generator, produce
-from streamproc.textplot import HEAT, bar, heat_level, sparkline
-from streamproc.timerange import buckets, day_window, last_window, noon_days
+from streamproc.dev.synth import Generator, produce
+from streamproc.postgres.migrate import migrate
+from streamproc.reports.export import COLUMNS
+from streamproc.reports.report import build_report
+from streamproc.reports.textplot import HEAT, bar, heat_level, sparkline
+from streamproc.reports.timerange import buckets, day_window, last_window, noon_days
 from tests.conftest import SECRET, Daemons
 from tests.truth import expected_report, nearest_rank, valid_events
 

@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from streamproc.synth import Generator, produce
+from streamproc.dev.synth import Generator, produce
 from tests.conftest import Daemons, wait_for
 from tests.test_crash import assert_totals, log_lines
 

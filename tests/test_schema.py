@@ -7,8 +7,8 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from streamproc.cli import app
-from streamproc.events import schema_text
+from streamproc.cli.app import app
+from streamproc.core.events import schema_text
 
 CHECKED_IN = Path(__file__).resolve().parent.parent / "schemas" / "event.schema.json"
 

@@ -35,8 +35,8 @@ import redis
 import redis.exceptions as rx
 
 from streamproc.config import Settings
-from streamproc.localservers import PostgresServer, RedisServer, free_port, start_postgres, start_redis
-from streamproc.synth import Generator, SynthEntry, produce
+from streamproc.dev.localservers import PostgresServer, RedisServer, free_port, start_postgres, start_redis
+from streamproc.dev.synth import Generator, SynthEntry, produce
 from tests.conftest import Daemons
 from tests.test_crash import assert_totals, log_lines
 

@@ -25,7 +25,7 @@ import pytest
 import redis
 
 from streamproc.config import FIELDS, Settings, env_name, load_settings
-from streamproc.fold import Hasher
+from streamproc.core.fold import Hasher
 from tests.conftest import Daemons
 
 ROOT = Path(__file__).resolve().parent.parent

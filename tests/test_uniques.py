@@ -10,9 +10,9 @@ import sys
 import psycopg
 import pytest
 
-from streamproc import rollups as R
-from streamproc.migrate import migrate
-from streamproc.synth import Generator, produce
+from streamproc.core import rollups as R
+from streamproc.dev.synth import Generator, produce
+from streamproc.postgres.migrate import migrate
 from tests.conftest import Daemons, daemon_env
 from tests.test_crash import assert_totals, log_lines
 
@@ -123,7 +123,7 @@ def test_report_json_names_the_mode_and_marks_uniques_inexact(
 
 def test_maintain_partitions_the_sketch_tables(make_settings, approximate_schema, database_url: str) -> None:
     """`streamproc maintain` gives the sketch tables monthly partitions like the exact sets."""
-    from streamproc.partitions import SKETCH_TABLES, maintain
+    from streamproc.postgres.partitions import SKETCH_TABLES, maintain
 
     result = maintain(database_url, approximate_schema, drop=False)
     assert not result.errors, result.errors

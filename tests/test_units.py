@@ -6,10 +6,12 @@ import math
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from redis.crc import key_slot as redis_key_slot
 
-from streamproc import rollups as R
-from streamproc.fold import Hasher, profile_hash, referrer_host
-from streamproc.histogram import RELATIVE_ERROR, bucket_of, bucket_value, quantiles
+from streamproc.core import rollups as R
+from streamproc.core.fold import Hasher, profile_hash, referrer_host
+from streamproc.core.histogram import RELATIVE_ERROR, bucket_of, bucket_value, quantiles
+from streamproc.core.keys import cluster_key_problem, key_slot
 
 
 @settings(max_examples=200, deadline=None)
@@ -105,3 +107,18 @@ def test_taking_back_a_repeat_drops_rows_only_it_touched() -> None:
     out = shard.without_sums_of(repeats)
     assert out.rows == {("s", 1, "GET", "/a", 2): [1, 0, 10.0, 10.0, 30.0]}
     assert shard.rows[("s", 1, "GET", "/a", 2)][0] == 2, "the batch's own fold is left as it was"
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=40) | st.text(alphabet="ab{}:-0", max_size=20).map(str.encode))
+def test_core_key_slot_is_redis_py_key_slot(key: bytes) -> None:
+    """The core's slot rule (hash tags included) gives the slot redis-py's cluster client routes to."""
+    assert key_slot(key) == redis_key_slot(key)
+
+
+def test_cluster_key_problem_names_streams_without_a_hash_tag() -> None:
+    """`events:{0}` keeps its dead letters in its slot; `events` does not and is named in the problem."""
+    assert cluster_key_problem(["events:{0}", "events:{1}"]) is None
+    problem = cluster_key_problem(["events:{0}", "events"])
+    assert problem is not None
+    assert "events has none" in problem

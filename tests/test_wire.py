@@ -1,4 +1,4 @@
-"""Array literals (streamproc.wire) read back by a real Postgres as the values they were built from."""
+"""Array literals (streamproc.core.wire) read back by a real Postgres as the values they were built from."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streamproc.wire import array_literal
+from streamproc.core.wire import array_literal
 
 # Postgres text holds any Unicode but NUL; psycopg cannot encode lone surrogates.
 TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=12)

@@ -6,8 +6,8 @@ import json
 import signal
 import time
 
-from streamproc.localservers import free_port
-from streamproc.synth import Generator, produce
+from streamproc.dev.localservers import free_port
+from streamproc.dev.synth import Generator, produce
 from tests.conftest import Daemons, wait_for
 from tests.test_crash import assert_totals, log_lines
 

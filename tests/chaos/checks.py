@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 import redis
 
-from streamproc.synth import SynthEntry, produce
+from streamproc.dev.synth import SynthEntry, produce
 from tests.conftest import Daemons
 from tests.test_crash import assert_totals, log_lines
 from tests.test_e2e import dlq_fields, report_json

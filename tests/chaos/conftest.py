@@ -17,7 +17,7 @@ import pytest
 import redis
 from redis import Redis
 
-from streamproc.localservers import PostgresServer, RedisServer, free_port, start_postgres, start_redis
+from streamproc.dev.localservers import PostgresServer, RedisServer, free_port, start_postgres, start_redis
 from tests.chaos.proxy import TcpProxy
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streamproc.synth import Generator
+from streamproc.dev.synth import Generator
 from tests.chaos.checks import Feeder, batches, figure, final_checks, log_count, stop, wait_batches, wait_drained
 from tests.chaos.conftest import Proxies, via
 from tests.chaos.proxy import Mode

@@ -10,7 +10,7 @@ import time
 import pytest
 import redis
 
-from streamproc.synth import Generator
+from streamproc.dev.synth import Generator
 from tests.chaos.checks import Feeder, figure, final_checks, logfile, tail
 from tests.conftest import Daemons
 from tests.test_crash import log_lines

@@ -10,7 +10,7 @@ import psycopg
 import psycopg.errors
 import pytest
 
-from streamproc.synth import Generator, produce
+from streamproc.dev.synth import Generator, produce
 from tests.chaos.checks import batches, figure, final_checks
 from tests.conftest import Daemons
 

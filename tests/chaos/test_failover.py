@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from streamproc.config import Settings
-from streamproc.synth import Generator, SynthEntry, produce
+from streamproc.dev.synth import Generator, SynthEntry, produce
 from tests.chaos.checks import (
     batches,
     figure,

@@ -10,7 +10,7 @@ from collections import Counter
 
 import pytest
 
-from streamproc.synth import Generator
+from streamproc.dev.synth import Generator
 from tests.chaos.checks import Feeder, figure, final_checks, redelivered, skipped_by_ledger, tail
 from tests.conftest import Daemons
 

@@ -9,8 +9,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from streamproc.sink import LOCK_TIMEOUT_MS
-from streamproc.synth import Generator, SynthEntry, produce
+from streamproc.dev.synth import Generator, SynthEntry, produce
+from streamproc.postgres.sink import LOCK_TIMEOUT_MS
 from tests.chaos.checks import batches, figure, final_checks, logfile, stop, wait_drained
 from tests.conftest import Daemons
 from tests.test_crash import log_lines

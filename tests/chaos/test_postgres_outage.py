@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from streamproc.migrate import migrate
-from streamproc.synth import Generator, produce
+from streamproc.dev.synth import Generator, produce
+from streamproc.postgres.migrate import migrate
 from tests.chaos.checks import (
     Feeder,
     figure,

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from streamproc.synth import Generator, produce
+from streamproc.dev.synth import Generator, produce
 from tests.chaos.checks import Feeder, batches, figure, final_checks, logfile, stop, wait_batches, wait_drained
 from tests.chaos.conftest import Proxies, via
 from tests.chaos.proxy import TcpProxy

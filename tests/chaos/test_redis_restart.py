@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from streamproc.synth import Generator, produce
+from streamproc.dev.synth import Generator, produce
 from tests.chaos.checks import (
     batches,
     figure,

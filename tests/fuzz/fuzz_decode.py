@@ -16,8 +16,8 @@ import sys
 import atheris
 
 with atheris.instrument_imports():
-    from streamproc.decode import MAX_FUTURE_MS, Accepted, Rejected, decode_entry
-    from streamproc.fold import Hasher, fold
+    from streamproc.core.decode import MAX_FUTURE_MS, Accepted, Rejected, decode_entry
+    from streamproc.core.fold import Hasher, fold
 
 NOW_MS = 1_800_000_000_000
 HASHER = Hasher(b"fuzz-secret-0123456789")

@@ -1,0 +1,359 @@
+"""Operational commands (status, pending, claim, ack, dlq, consumers, trim, top), registered on the main app.
+
+Thin: parse options, call `streamproc.redis.ops` / `dlq` / `maintenance`, render
+with `streamproc.cli.ops_render` or print ``--json``. Exit codes: 0 ok; 1 runtime
+failure (Redis unreachable, stream or group missing); 2 bad usage, or a
+change refused without confirmation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.live import Live
+
+from streamproc.cli import ops_render
+from streamproc.cli.options import ConfigOpt, RedisOpt, friendly, out, settings_from
+from streamproc.config import Settings, mask_url
+from streamproc.redis import maintenance, ops
+
+EXIT_CODES = "Exit codes: 0 ok; 1 runtime failure (Redis unreachable, stream or group missing); 2 bad usage or refused."
+
+
+def duration_ms(value: str) -> int:
+    try:
+        return ops.parse_duration_ms(str(value))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+StreamsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--streams",
+        help="Comma-separated stream keys; `events:{0..7}` expands [env: STREAMPROC_STREAMS] (default events).",
+        show_default=False,
+    ),
+]
+GroupOpt = Annotated[
+    str | None,
+    typer.Option("--group", help="Consumer group [env: STREAMPROC_GROUP] (default streamproc).", show_default=False),
+]
+StreamOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--stream", "-s", help="One stream key (default: the configured one, if only one).", show_default=False
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output with stable keys.")]
+YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Show what would happen; change nothing.")]
+IdsArg = Annotated[
+    list[str], typer.Argument(metavar="IDS...", help="Stream entry ids, e.g. 1763800000000-0.", show_default=False)
+]
+
+
+def load(config: Path | None, redis_url: str | None, streams: str | None, group: str | None) -> Settings:
+    return settings_from(config, redis_url=redis_url, streams=streams, group=group)
+
+
+def chosen_streams(settings: Settings, stream: str | None) -> list[str]:
+    return [stream] if stream else list(settings.streams)
+
+
+def one_stream(settings: Settings, stream: str | None) -> str:
+    if stream:
+        return stream
+    if len(settings.streams) == 1:
+        return settings.streams[0]
+    raise ops.Refused(f"several streams are configured ({', '.join(settings.streams)}): name one with --stream")
+
+
+def entry_ids(values: list[str], hint: str = "IDS") -> list[str]:
+    try:
+        return list(dict.fromkeys(ops.parse_entry_id(v) for v in values))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint=hint) from None
+
+
+def confirm(action: str, yes: bool) -> None:
+    """Go ahead with --yes; on a terminal ask; otherwise refuse (exit 2)."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise ops.Refused(f"refusing to {action} without confirmation: pass --yes")
+    if not typer.confirm(f"{action[0].upper()}{action[1:]}?", default=False, err=True):
+        raise ops.Refused("not confirmed; nothing changed")
+
+
+def emit_json(data: Any) -> None:
+    """``--json`` output: a dict or a dataclass (its field names are the keys), indented, on stdout."""
+    if dataclasses.is_dataclass(data) and not isinstance(data, type):
+        data = dataclasses.asdict(data)
+    sys.stdout.write(json.dumps(data, indent=2) + "\n")
+
+
+# --- status, pending, claim, ack, trim, top --------------------------------------------------
+
+
+@friendly
+def status(
+    stream: StreamOpt = None,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+    redis_url: RedisOpt = None,
+    streams: StreamsOpt = None,
+    group: GroupOpt = None,
+) -> None:
+    """Length, ids, lag, pending, consumers and DLQ length of each stream's consumer group.
+
+    Lag is Redis's own figure, or counted when Redis reports none (after
+    deletions); `lag_exact` is false when that count stopped at 10,000.
+
+    Examples:
+
+        streamproc status
+
+        streamproc status --streams 'events:{0..7}' --json | jq '.streams[].lag'
+    """
+    settings = load(config, redis_url, streams, group)
+    with ops.redis_client(settings) as client:
+        states = ops.status(client, chosen_streams(settings, stream), settings.group)
+    url = mask_url(settings.redis_url)
+    if as_json:
+        emit_json({"redis_url": url, "group": settings.group, "streams": states})
+    else:
+        ops_render.print_status(out, url, settings.group, states)
+
+
+@friendly
+def pending(
+    stream: StreamOpt = None,
+    consumer: Annotated[str | None, typer.Option("--consumer", help="Only this consumer's entries.")] = None,
+    min_idle: Annotated[
+        int, typer.Option("--min-idle", parser=duration_ms, metavar="DURATION", help="Only entries idle this long.")
+    ] = 0,
+    limit: Annotated[int, typer.Option("--limit", min=0, max=100_000, help="Entries to list per stream.")] = 100,
+    show_payload: Annotated[
+        bool, typer.Option("--show-payload", help="Decode each entry (shows visitor ids!) or say why it fails.")
+    ] = False,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+    redis_url: RedisOpt = None,
+    streams: StreamsOpt = None,
+    group: GroupOpt = None,
+) -> None:
+    """Entries delivered but not yet acknowledged: summary, then id, consumer, idle time and delivery count.
+
+    Examples:
+
+        streamproc pending --min-idle 5m
+
+        streamproc pending --consumer worker-3 --limit 10 --show-payload
+    """
+    settings = load(config, redis_url, streams, group)
+    with ops.redis_client(settings) as client:
+        reports = [
+            ops.pending(
+                client,
+                s,
+                settings.group,
+                consumer=consumer,
+                min_idle_ms=min_idle,
+                limit=limit,
+                show_payload=show_payload,
+                max_entry_bytes=settings.max_entry_bytes,
+            )
+            for s in chosen_streams(settings, stream)
+        ]
+    if as_json:
+        emit_json({"group": settings.group, "streams": [dataclasses.asdict(r) for r in reports]})
+    else:
+        ops_render.print_pending(out, reports, show_payload)
+
+
+@friendly
+def claim(
+    ids: IdsArg,
+    to: Annotated[str, typer.Option("--to", help="Consumer that takes the entries.", show_default=False)],
+    stream: StreamOpt = None,
+    yes: YesOpt = False,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+    redis_url: RedisOpt = None,
+    streams: StreamsOpt = None,
+    group: GroupOpt = None,
+) -> None:
+    """Give pending entries to another consumer now (XCLAIM, min idle 0, delivery counts unchanged).
+
+    The daemon named in --to processes them at its next start, or any daemon
+    reclaims them once idle for `min_idle_ms`. Asks first on a terminal;
+    elsewhere it needs --yes.
+
+    Example: `streamproc claim 1763800000000-0 1763800000000-1 --to worker-2 --yes`
+    """
+    settings = load(config, redis_url, streams, group)
+    wanted = entry_ids(ids)
+    target = one_stream(settings, stream)
+    with ops.redis_client(settings) as client:
+        ops.check_group(client, target, settings.group)
+        held = ops.owners(client, target, settings.group, wanted)
+        confirm(f"claim {len(held)} pending entries on {target} for consumer {to!r}", yes or not held)
+        result = ops.claim(client, target, settings.group, wanted, to)
+    if as_json:
+        emit_json(result)
+    else:
+        ops_render.print_repair(out, f"claimed for {to}:", result)
+
+
+@friendly
+def ack(
+    ids: IdsArg,
+    force: Annotated[bool, typer.Option("--force", help="Yes, drop them uncounted.")] = False,
+    stream: StreamOpt = None,
+    yes: YesOpt = False,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+    redis_url: RedisOpt = None,
+    streams: StreamsOpt = None,
+    group: GroupOpt = None,
+) -> None:
+    """Acknowledge pending entries by hand: they are dropped, never counted and never dead-lettered.
+
+    Last resort for an entry you know must not be processed; prefer letting
+    the daemon dead-letter it. Needs --force, and asks first on a terminal
+    (elsewhere it needs --yes).
+
+    Example: `streamproc ack 1763800000000-0 --force --yes`
+    """
+    settings = load(config, redis_url, streams, group)
+    wanted = entry_ids(ids)
+    if not force:
+        raise ops.Refused(
+            "XACK by hand drops these entries: they are never counted in Postgres and never reach the DLQ."
+            " If that is really what you want, add --force"
+        )
+    target = one_stream(settings, stream)
+    with ops.redis_client(settings) as client:
+        ops.check_group(client, target, settings.group)
+        held = ops.owners(client, target, settings.group, wanted)
+        confirm(f"acknowledge {len(held)} pending entries on {target}, uncounted", yes or not held)
+        result = ops.ack(client, target, settings.group, wanted)
+    if as_json:
+        emit_json(result)
+    else:
+        ops_render.print_repair(out, "acknowledged (dropped uncounted):", result)
+
+
+@friendly
+def trim(
+    stream: StreamOpt = None,
+    dry_run: DryRunOpt = False,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+    redis_url: RedisOpt = None,
+    streams: StreamsOpt = None,
+) -> None:
+    """Trim a stream safely: XTRIM MINID to the lowest id still pending in, or not yet delivered to, ANY group.
+
+    Never trims past that bound (exact trimming, every group on the stream
+    counted, not only ours); a stream without groups is left alone.
+
+    Examples:
+
+        streamproc trim --stream events --dry-run
+
+        streamproc trim --stream events --json
+    """
+    settings = load(config, redis_url, streams, None)
+    target = one_stream(settings, stream)
+    with ops.redis_client(settings) as client:
+        plan = maintenance.plan_trim(client, target)
+        if not dry_run:
+            maintenance.trim(client, plan)
+    if as_json:
+        emit_json(plan)
+    else:
+        ops_render.print_trim(out, plan)
+
+
+@friendly
+def top(
+    interval: Annotated[
+        int, typer.Option("--interval", parser=duration_ms, metavar="DURATION", help="Refresh period (default 1s).")
+    ] = 1000,
+    iterations: Annotated[
+        int | None, typer.Option("--iterations", min=1, help="Stop after this many samples (default: until Ctrl-C).")
+    ] = None,
+    stream: StreamOpt = None,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+    redis_url: RedisOpt = None,
+    streams: StreamsOpt = None,
+    group: GroupOpt = None,
+) -> None:
+    """A live view: entries delivered per second, lag, pending, DLQ length and DLQ growth per second.
+
+    Rates come from Redis's per-group entries-read counter between samples.
+    With --json, one JSON object per sample and line; when stdout is not a
+    terminal, one table per sample.
+
+    Examples:
+
+        streamproc top
+
+        streamproc top --interval 5s --iterations 12 --json
+    """
+    settings = load(config, redis_url, streams, group)
+    names = chosen_streams(settings, stream)
+    if interval <= 0:
+        raise typer.BadParameter("must be above zero", param_hint="--interval")
+    prev: dict[str, ops.Sample] = {}
+    with ops.redis_client(settings) as client:
+
+        def frame() -> list[dict[str, Any]]:
+            samples = ops.sample(client, names, settings.group)
+            rows = [ops.rates(prev.get(s.stream), s) for s in samples]
+            prev.update((s.stream, s) for s in samples)
+            return rows
+
+        try:
+            if as_json:
+                for i in _ticks(interval, iterations):
+                    sys.stdout.write(json.dumps({"sample": i, "streams": frame()}) + "\n")
+                    sys.stdout.flush()
+            elif not out.is_terminal:  # piped or logged: one table per sample, nothing redrawn
+                for i in _ticks(interval, iterations):
+                    out.print(ops_render.top_table(frame(), interval / 1000, i))
+            else:
+                with Live(console=out, auto_refresh=False) as live:
+                    for i in _ticks(interval, iterations):
+                        live.update(ops_render.top_table(frame(), interval / 1000, i), refresh=True)
+        except KeyboardInterrupt:
+            return  # Ctrl-C is how one leaves `top`
+
+
+def _ticks(interval_ms: int, iterations: int | None) -> Iterator[int]:
+    i = 0
+    while iterations is None or i < iterations:
+        if i:
+            time.sleep(interval_ms / 1000)
+        i += 1
+        yield i
+
+
+def register(app: typer.Typer) -> None:
+    """Add the operational commands to ``app``."""
+    from streamproc.cli import ops_apps as cli_ops_apps
+
+    for fn in (status, pending, claim, ack, trim, top):
+        app.command(fn.__name__, epilog=EXIT_CODES)(fn)
+    app.add_typer(cli_ops_apps.dlq_app, name="dlq")
+    app.add_typer(cli_ops_apps.consumers_app, name="consumers")

@@ -1,0 +1,315 @@
+"""`streamproc dlq ...` and `streamproc consumers ...` (added by :func:`streamproc.cli.ops.register`)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Annotated
+
+import typer
+
+from streamproc.cli import ops_render
+from streamproc.cli.ops import (
+    EXIT_CODES,
+    DryRunOpt,
+    GroupOpt,
+    JsonOpt,
+    StreamOpt,
+    StreamsOpt,
+    YesOpt,
+    chosen_streams,
+    confirm,
+    duration_ms,
+    emit_json,
+    entry_ids,
+    load,
+    one_stream,
+)
+from streamproc.cli.options import ConfigOpt, RedisOpt, friendly, out
+from streamproc.errors import SourceError
+from streamproc.redis import dlq as dead
+from streamproc.redis import maintenance, ops
+
+dlq_app = typer.Typer(
+    help="Dead letters in `<stream>:dlq`: list, show, replay to the source stream, purge.",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+)
+consumers_app = typer.Typer(
+    help="Consumers of the group: list, drain a retired one, prune idle ones.",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+)
+
+
+# --- dlq -------------------------------------------------------------------------------------
+
+
+@dlq_app.command("list", epilog=EXIT_CODES)
+@friendly
+def dlq_list(
+    stream: StreamOpt = None,
+    limit: Annotated[int, typer.Option("--limit", min=0, max=100_000, help="Dead letters to list per stream.")] = 20,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+    redis_url: RedisOpt = None,
+    streams: StreamsOpt = None,
+) -> None:
+    """The oldest dead letters: DLQ id, original entry id and the reason (no payloads).
+
+    Examples:
+
+        streamproc dlq list
+
+        streamproc dlq list --stream events --limit 100 --json
+    """
+    settings = load(config, redis_url, streams, None)
+    with ops.redis_client(settings) as client:
+        listed = [(s, *dead.list_dead(client, s, limit)) for s in chosen_streams(settings, stream)]
+    if as_json:
+        emit_json(
+            {
+                "streams": [
+                    {"stream": s, "dlq": f"{s}:dlq", "length": n, "entries": [dataclasses.asdict(d) for d in letters]}
+                    for s, n, letters in listed
+                ]
+            }
+        )
+    else:
+        for s, n, letters in listed:
+            ops_render.print_dead_letters(out, s, n, letters)
+
+
+@dlq_app.command("show", epilog=EXIT_CODES)
+@friendly
+def dlq_show(
+    dlq_id: Annotated[str, typer.Argument(metavar="ID", help="The dead letter's id in the DLQ.", show_default=False)],
+    stream: StreamOpt = None,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+    redis_url: RedisOpt = None,
+    streams: StreamsOpt = None,
+) -> None:
+    """One dead letter with all its fields (payload included), and whether it would decode today.
+
+    Example: `streamproc dlq show 1763800000123-0 --stream events`
+    """
+    settings = load(config, redis_url, streams, None)
+    target = one_stream(settings, stream)
+    (wanted,) = entry_ids([dlq_id], "ID")
+    with ops.redis_client(settings) as client:
+        letter = dead.show(client, target, wanted, settings.max_entry_bytes)
+    if letter is None:
+        raise SourceError(f"no dead letter {wanted} in {target}:dlq")
+    if as_json:
+        emit_json(letter)
+    else:
+        ops_render.print_dead_letter(out, letter)
+
+
+@dlq_app.command("replay", epilog=EXIT_CODES)
+@friendly
+def dlq_replay(
+    ids: Annotated[list[str] | None, typer.Option("--ids", help="Dead letter ids (repeat the flag).")] = None,
+    replay_all: Annotated[
+        bool, typer.Option("--all", help="Every dead letter present when the command starts.")
+    ] = False,
+    dry_run: DryRunOpt = False,
+    stream: StreamOpt = None,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+    redis_url: RedisOpt = None,
+    streams: StreamsOpt = None,
+) -> None:
+    """Move dead letters back to their source stream as new entries with their original fields.
+
+    Each move is one atomic Lua script: XADD to the source stream, XADD to the
+    replay log `<stream>:dlq:replayed` (dlq_id, source_id, new_id, reason,
+    replayed_at_ms), XDEL from the DLQ. Killed at any moment, every dead letter
+    is either replayed once or still in the DLQ. Entries still invalid come
+    back to the DLQ with a new id. Exit 1 if some --ids were not in the DLQ.
+
+    Examples:
+
+        streamproc dlq replay --all --dry-run
+
+        streamproc dlq replay --ids 1763800000123-0 --ids 1763800000456-0
+    """
+    if bool(ids) == replay_all:
+        raise typer.BadParameter("name dead letters with --ids, or pass --all (not both)", param_hint="--ids/--all")
+    settings = load(config, redis_url, streams, None)
+    target = one_stream(settings, stream)
+    wanted = entry_ids(ids, "--ids") if ids else None
+    with ops.redis_client(settings) as client:
+        result = dead.replay(client, target, wanted, dry_run=dry_run)
+    if as_json:
+        emit_json(result)
+    else:
+        ops_render.print_replay(out, result)
+    if result.missing:
+        raise typer.Exit(1)
+
+
+@dlq_app.command("purge", epilog=EXIT_CODES)
+@friendly
+def dlq_purge(
+    before: Annotated[
+        str,
+        typer.Option(
+            "--before",
+            help="Delete dead letters with a lower id than this id, or older than this age (7d).",
+            show_default=False,
+        ),
+    ],
+    dry_run: DryRunOpt = False,
+    yes: YesOpt = False,
+    stream: StreamOpt = None,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+    redis_url: RedisOpt = None,
+    streams: StreamsOpt = None,
+) -> None:
+    """Delete old dead letters for good (exact XTRIM MINID on `<stream>:dlq`).
+
+    `--before` takes an entry id (`1763800000000-0`; a bare number is a
+    millisecond timestamp) or an age (`30s`, `12h`, `7d`). Asks first on a
+    terminal; elsewhere it needs --yes.
+
+    Examples:
+
+        streamproc dlq purge --before 30d --dry-run
+
+        streamproc dlq purge --before 1763800000000-0 --yes
+    """
+    settings = load(config, redis_url, streams, None)
+    target = one_stream(settings, stream)
+    try:
+        bound = ops.parse_entry_id(before)
+    except ValueError:
+        try:
+            bound = dead.id_for_age(ops.parse_duration_ms(before))
+        except ValueError:
+            raise typer.BadParameter(
+                f"{before!r} is neither an entry id (1763800000000-0) nor a duration (30s, 12h, 7d)",
+                param_hint="--before",
+            ) from None
+    with ops.redis_client(settings) as client:
+        dead.check_dlq(client, target)
+        count = dead.count_before(client, target, bound)
+        removed = 0
+        if not dry_run and count:
+            confirm(f"delete {count} dead letters older than {bound} from {target}:dlq for good", yes)
+            removed = dead.purge(client, target, bound)
+    if as_json:
+        emit_json({"stream": target, "before_id": bound, "dry_run": dry_run, "matching": count, "removed": removed})
+    else:
+        verb = "would delete" if dry_run else "deleted"
+        out.print(f"{verb} {count if dry_run else removed:,} dead letters older than {bound}", highlight=False)
+
+
+# --- consumers ---------------------------------------------------------------------------------
+
+
+@consumers_app.command("list", epilog=EXIT_CODES)
+@friendly
+def consumers_list(
+    stream: StreamOpt = None,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+    redis_url: RedisOpt = None,
+    streams: StreamsOpt = None,
+    group: GroupOpt = None,
+) -> None:
+    """Each consumer of the group: pending entries and idle time.
+
+    Example: `streamproc consumers list --json`
+    """
+    settings = load(config, redis_url, streams, group)
+    with ops.redis_client(settings) as client:
+        per = {s: maintenance.consumers(client, s, settings.group) for s in chosen_streams(settings, stream)}
+    if as_json:
+        emit_json(
+            {
+                "group": settings.group,
+                "streams": [{"stream": s, "consumers": [dataclasses.asdict(c) for c in cs]} for s, cs in per.items()],
+            }
+        )
+    else:
+        ops_render.print_consumers(out, settings.group, per)
+
+
+@consumers_app.command("drain", epilog=EXIT_CODES)
+@friendly
+def consumers_drain(
+    name: Annotated[str, typer.Argument(help="The retired consumer.", show_default=False)],
+    to: Annotated[
+        str | None, typer.Option("--to", help="Consumer that takes its entries (default: the most recently active).")
+    ] = None,
+    stream: StreamOpt = None,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+    redis_url: RedisOpt = None,
+    streams: StreamsOpt = None,
+    group: GroupOpt = None,
+) -> None:
+    """Move a retired consumer's pending entries to a live one, then delete it (only once it holds none).
+
+    Works on every configured stream where the consumer exists. Stop the
+    retired process first: if entries reach it while draining it is kept and
+    the command exits 1.
+
+    Example: `streamproc consumers drain worker-old --to worker-1`
+    """
+    settings = load(config, redis_url, streams, group)
+    if to == name:
+        raise typer.BadParameter("cannot drain a consumer into itself", param_hint="--to")
+    with ops.redis_client(settings) as client:
+        results = [maintenance.drain(client, s, settings.group, name, to) for s in chosen_streams(settings, stream)]
+    found = [r for r in results if r.present]
+    if not found:
+        raise SourceError(
+            f"consumer {name!r} not found in group {settings.group!r} on {', '.join(r.stream for r in results)}"
+        )
+    if as_json:
+        emit_json({"group": settings.group, "consumer": name, "streams": [dataclasses.asdict(r) for r in found]})
+    else:
+        ops_render.print_drain(out, found)
+    if not all(r.deleted for r in found):
+        raise typer.Exit(1)
+
+
+@consumers_app.command("prune", epilog=EXIT_CODES)
+@friendly
+def consumers_prune(
+    idle: Annotated[
+        int,
+        typer.Option("--idle", parser=duration_ms, metavar="DURATION", help="Idle at least this long (default 1d)."),
+    ] = 86_400_000,
+    dry_run: DryRunOpt = False,
+    stream: StreamOpt = None,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+    redis_url: RedisOpt = None,
+    streams: StreamsOpt = None,
+    group: GroupOpt = None,
+) -> None:
+    """Delete consumers idle that long that hold NO pending entries; list those skipped and why.
+
+    A consumer with pending entries is never deleted (that would drop its
+    entries uncounted): drain it first.
+
+    Examples:
+
+        streamproc consumers prune --idle 1d --dry-run
+
+        streamproc consumers prune --idle 12h --json
+    """
+    settings = load(config, redis_url, streams, group)
+    with ops.redis_client(settings) as client:
+        results = [
+            maintenance.prune(client, s, settings.group, idle, dry_run=dry_run)
+            for s in chosen_streams(settings, stream)
+        ]
+    if as_json:
+        emit_json({"group": settings.group, "streams": [dataclasses.asdict(r) for r in results]})
+    else:
+        ops_render.print_prune(out, results)

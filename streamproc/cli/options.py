@@ -1,0 +1,80 @@
+"""Pieces every command module shares: the error edge, consoles, common options.
+
+Kept apart from :mod:`streamproc.cli.app` so command modules can import them in any
+order without a circular import.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+
+from streamproc.config import Settings, load_settings
+from streamproc.errors import StreamprocError
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+err = Console(stderr=True)
+out = Console()
+
+
+def friendly(fn: Callable[P, T]) -> Callable[P, T]:
+    """Turn streamproc errors into one clear line and the documented exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return fn(*args, **kwargs)
+        except StreamprocError as exc:
+            err.print(f"[bold red]streamproc: error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            err.print("streamproc: interrupted")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+# --- shared options ----------------------------------------------------------
+
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", help="TOML settings file [env: STREAMPROC_CONFIG].", show_default=False)
+]
+RedisOpt = Annotated[
+    str | None, typer.Option("--redis-url", help="Redis URL [env: STREAMPROC_REDIS_URL].", show_default=False)
+]
+DatabaseOpt = Annotated[
+    str | None,
+    typer.Option("--database-url", help="Postgres URL [env: STREAMPROC_DATABASE_URL].", show_default=False),
+]
+SchemaOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--schema",
+        help="Postgres schema for streamproc's tables [env: STREAMPROC_DB_SCHEMA] (default streamproc).",
+        show_default=False,
+    ),
+]
+UniquesOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--uniques",
+        help="exact (a set row per visitor and session per day) or approximate (HyperLogLog sketches,"
+        " needs the Postgres hll extension) [env: STREAMPROC_UNIQUES] (default exact).",
+        show_default=False,
+    ),
+]
+LogLevelOpt = Annotated[
+    str | None,
+    typer.Option("--log-level", help="debug, info, warning or error [env: STREAMPROC_LOG_LEVEL].", show_default=False),
+]
+
+
+def settings_from(config: Path | None, **flags: Any) -> Settings:
+    return load_settings(overrides=flags, config_file=config)

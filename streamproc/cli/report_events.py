@@ -1,0 +1,218 @@
+"""`streamproc report api | conversions | realtime | heatmap` (on `report_app`, see :mod:`streamproc.cli.report`)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from streamproc.cli.options import ConfigOpt, DatabaseOpt, SchemaOpt, friendly
+from streamproc.cli.report_options import (
+    EPILOG,
+    ByOpt,
+    CsvOpt,
+    FromOpt,
+    JsonOpt,
+    LastOpt,
+    NowOpt,
+    PngOpt,
+    SiteOpt,
+    SizeOpt,
+    ToOpt,
+    TzOpt,
+    ask,
+    emit,
+    limit_opt,
+    reading,
+    report_app,
+)
+from streamproc.reports import render
+
+
+@report_app.command("api", epilog=EPILOG)
+@friendly
+def api(
+    ctx: typer.Context,
+    site: SiteOpt = None,
+    start: FromOpt = None,
+    end: ToOpt = None,
+    last: LastOpt = None,
+    tz: TzOpt = None,
+    by: ByOpt = None,
+    as_json: JsonOpt = False,
+    as_csv: CsvOpt = False,
+    png: PngOpt = None,
+    size: SizeOpt = "1200x600",
+    config: ConfigOpt = None,
+    database_url: DatabaseOpt = None,
+    schema: SchemaOpt = None,
+    now: NowOpt = None,
+) -> None:
+    """API routes: requests, 5xx errors and error rate (exact), mean and p50/p95/p99 latency (quantiles
+    within 2 %), busiest first; `--png` draws requests and p95 per hour or day.
+
+    Example: `streamproc report api --site shop.example --last 24h --png api.png`
+    """
+    a = ask(
+        ctx,
+        site=site,
+        start=start,
+        end=end,
+        last=last,
+        tz=tz,
+        by=by,
+        as_json=as_json,
+        as_csv=as_csv,
+        png=png,
+        size=size,
+        config=config,
+        database_url=database_url,
+        schema=schema,
+        now=now,
+    )
+    from streamproc.reports.events import api as build
+
+    with reading(a) as conn:
+        data = build(conn, a.site, a.window, a.unit)
+    emit(a, data, render.print_api)
+
+
+@report_app.command("conversions", epilog=EPILOG)
+@friendly
+def conversions(
+    ctx: typer.Context,
+    site: SiteOpt = None,
+    start: FromOpt = None,
+    end: ToOpt = None,
+    last: LastOpt = None,
+    tz: TzOpt = None,
+    by: ByOpt = None,
+    as_json: JsonOpt = False,
+    as_csv: CsvOpt = False,
+    png: PngOpt = None,
+    size: SizeOpt = "1200x600",
+    config: ConfigOpt = None,
+    database_url: DatabaseOpt = None,
+    schema: SchemaOpt = None,
+    now: NowOpt = None,
+) -> None:
+    """Conversions per name and currency with exact revenue (decimal strings), and conversions per hour or day.
+
+    Example: `streamproc report conversions --site shop.example --last 30d --tz America/New_York --csv`
+    """
+    a = ask(
+        ctx,
+        site=site,
+        start=start,
+        end=end,
+        last=last,
+        tz=tz,
+        by=by,
+        as_json=as_json,
+        as_csv=as_csv,
+        png=png,
+        size=size,
+        config=config,
+        database_url=database_url,
+        schema=schema,
+        now=now,
+    )
+    from streamproc.reports.events import conversions as build
+
+    with reading(a) as conn:
+        data = build(conn, a.site, a.window, a.unit)
+    emit(a, data, render.print_conversions)
+
+
+@report_app.command("realtime", epilog=EPILOG)
+@friendly
+def realtime(
+    ctx: typer.Context,
+    site: SiteOpt = None,
+    minutes: Annotated[int, typer.Option("--minutes", min=1, max=60, help="Activity window in minutes.")] = 5,
+    limit: Annotated[int, limit_opt("paths")] = 20,
+    as_json: JsonOpt = False,
+    as_csv: CsvOpt = False,
+    png: PngOpt = None,
+    size: SizeOpt = "1200x600",
+    config: ConfigOpt = None,
+    database_url: DatabaseOpt = None,
+    schema: SchemaOpt = None,
+    now: NowOpt = None,
+) -> None:
+    """What is happening now, as far as the rollups know: sessions whose last event is in the last
+    `--minutes` (only events that carry a session id), and page views per path in the current UTC hour
+    next to the hour before. No per-minute visitor or path data is stored, so "active visitors by path"
+    is not available; see docs/reports.md.
+
+    Example: `streamproc report realtime --site shop.example`
+    """
+    a = ask(
+        ctx,
+        site=site,
+        as_json=as_json,
+        as_csv=as_csv,
+        png=png,
+        size=size,
+        config=config,
+        database_url=database_url,
+        schema=schema,
+        now=now,
+    )
+    from streamproc.reports.views import realtime as build
+
+    with reading(a) as conn:
+        data = build(conn, a.site, a.now, minutes, limit)
+    emit(a, data, render.print_realtime)
+
+
+@report_app.command("heatmap", epilog=EPILOG)
+@friendly
+def heatmap(
+    ctx: typer.Context,
+    path: Annotated[str, typer.Option("--path", help="The page path, exactly as producers send it.")],
+    site: SiteOpt = None,
+    start: FromOpt = None,
+    end: ToOpt = None,
+    last: LastOpt = None,
+    tz: TzOpt = None,
+    limit: Annotated[int, limit_opt("selectors")] = 10,
+    as_json: JsonOpt = False,
+    as_csv: CsvOpt = False,
+    png: PngOpt = None,
+    size: SizeOpt = "1200x600",
+    config: ConfigOpt = None,
+    database_url: DatabaseOpt = None,
+    schema: SchemaOpt = None,
+    now: NowOpt = None,
+) -> None:
+    """Where people click on one page: the 20 × 20 click grid drawn with ░▒▓█ (quarters of the busiest
+    cell), and the most clicked selectors. Clicks are per UTC day (≈ for other zones).
+
+    Examples:
+
+        streamproc report heatmap --site shop.example --path / --last 7d
+
+        streamproc report heatmap --site shop.example --path /pricing --png pricing.png --size 800x800
+    """
+    a = ask(
+        ctx,
+        site=site,
+        start=start,
+        end=end,
+        last=last,
+        tz=tz,
+        as_json=as_json,
+        as_csv=as_csv,
+        png=png,
+        size=size,
+        config=config,
+        database_url=database_url,
+        schema=schema,
+        now=now,
+    )
+    from streamproc.reports.events import heatmap as build
+
+    with reading(a) as conn:
+        data = build(conn, a.site, a.window, path, limit)
+    emit(a, data, render.print_heatmap)

@@ -1,0 +1,1 @@
+"""The daemon: the worker loop over the Redis and Postgres sides, flusher, backoff, systemd notify, metrics."""

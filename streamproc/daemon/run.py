@@ -1,0 +1,53 @@
+"""Wire settings into a running worker; the edge where the daemon's errors end."""
+
+from __future__ import annotations
+
+import structlog
+
+from streamproc.config import Settings
+from streamproc.daemon import metrics
+from streamproc.daemon.backoff import Failpoints
+from streamproc.daemon.notify import Notifier
+from streamproc.daemon.worker import Worker
+from streamproc.errors import StreamprocError
+from streamproc.logs import configure
+from streamproc.postgres.sink import PostgresSink
+from streamproc.redis.client import connect
+from streamproc.redis.source import RedisSource
+
+log = structlog.get_logger("streamproc")
+
+
+def build_worker(settings: Settings, drain: bool = False, notifier: Notifier | None = None) -> Worker:
+    source = RedisSource.from_settings(settings)
+    sink = PostgresSink(settings.database_url, settings.db_schema)
+    return Worker(settings, source, sink, drain=drain, failpoints=Failpoints.from_env(), notifier=notifier)
+
+
+def run_daemon(settings: Settings, drain: bool = False) -> int:
+    """Run until drained or signalled. Returns the process exit code."""
+    configure(settings.log_level)
+    settings.require_secret()
+    log.info("starting", **settings.redacted())
+    notifier = Notifier()
+    worker = build_worker(settings, drain=drain, notifier=notifier)
+    metrics.init(settings.streams, settings.group)
+    metrics.serve(settings.metrics_port, settings.metrics_addr)
+    refresher = metrics.GroupStateRefresher(
+        lambda: connect(settings.redis_url, cluster=settings.redis_cluster, socket_timeout=10),
+        settings.streams,
+        settings.group,
+        settings.metrics_interval_s,
+    )
+    refresher.start()
+    try:
+        return worker.run()
+    except StreamprocError as exc:
+        log.error("fatal", error=str(exc), kind=type(exc).__name__)
+        notifier.status(f"fatal: {exc}")
+        raise
+    finally:
+        refresher.stop()
+        worker.source.close()
+        worker.close_sinks()
+        notifier.close()

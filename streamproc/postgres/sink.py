@@ -1,0 +1,366 @@
+"""Postgres side: the exactly-once ledger and the rollup upserts.
+
+A batch is applied in one transaction, in a fixed global order (ledger, then
+producer ids, then each rollup table; rows sorted by key within each
+statement) so concurrent workers wait on each other instead of deadlocking:
+
+1. ``claim``: insert the batch's entry ids into ``applied_entries`` (and the
+   producer idempotency keys into ``producer_ids``); ``RETURNING`` tells
+   which entries are new. An entry another consumer already applied — a
+   redelivery after a crash between COMMIT and XACK, or a zombie consumer's
+   late batch — conflicts and is skipped.
+2. ``write``: upsert the rollup shards of the new entries only.
+3. COMMIT. Only after it returns does the worker XACK.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, Final
+
+import msgspec
+import psycopg
+import psycopg.errors as pge
+from psycopg import sql
+
+from streamproc.core import rollups as R
+from streamproc.core.decode import Accepted
+from streamproc.core.entryid import split_entry_id
+from streamproc.core.wire import array_literal
+from streamproc.errors import SchemaNotReady, SinkError, SinkUnavailable, TransactionAborted
+
+CONNECT_TIMEOUT_S: Final = 5
+STATEMENT_TIMEOUT_MS: Final = 30_000
+LOCK_TIMEOUT_MS: Final = 10_000
+IDLE_IN_TX_TIMEOUT_MS: Final = 60_000
+
+_CLAIM_ENTRIES: Final = (
+    "INSERT INTO applied_entries (stream_id, entry_ms, entry_seq, capped) "
+    "SELECT s, m, q, c FROM unnest(%t::smallint[], %t::bigint[], %t::bigint[], %t::boolean[]) AS t(s, m, q, c) "
+    "ORDER BY s, m, q ON CONFLICT DO NOTHING RETURNING stream_id, entry_ms, entry_seq"
+)
+_ANY_CAPPED: Final = (
+    "SELECT EXISTS (SELECT 1 FROM applied_entries a "
+    "JOIN unnest(%t::smallint[], %t::bigint[], %t::bigint[]) AS k(s, m, q) "
+    "ON a.stream_id = k.s AND a.entry_ms = k.m AND a.entry_seq = k.q WHERE a.capped)"
+)
+_CLAIM_PRODUCER_IDS: Final = (
+    "INSERT INTO producer_ids (site, event_id, entry_ms, digest) "
+    "SELECT s, e, m, d FROM unnest(%t::text[], %t::text[], %t::bigint[], %t::bigint[]) AS t(s, e, m, d) "
+    "ORDER BY s, e ON CONFLICT DO NOTHING RETURNING site, event_id"
+)
+_WINNER_DIGESTS: Final = (
+    "SELECT p.site, p.event_id, p.digest FROM producer_ids p "
+    "JOIN unnest(%t::text[], %t::text[]) AS k(s, e) ON p.site = k.s AND p.event_id = k.e"
+)
+
+# Errors after which the same batch may simply be retried.
+RETRYABLE: Final = (
+    pge.LockNotAvailable,
+    pge.QueryCanceled,
+    pge.DeadlockDetected,
+    pge.SerializationFailure,
+    pge.AdminShutdown,
+    pge.CannotConnectNow,
+)
+
+
+class Claim:
+    """The outcome of step 1: which accepted entries are counted.
+
+    ``skipped`` are the others. ``repeats`` is True when each skipped entry is
+    known to repeat the content of an event already counted (an entry applied
+    before, or a producer retry whose event equals the one that won its id):
+    folding it changed no set, minimum or maximum, only sums, which the worker
+    can take back out instead of folding the batch again.
+    """
+
+    def __init__(self, counted: list[Accepted], duplicates: int, skipped: list[Accepted] | None = None) -> None:
+        self.counted = counted
+        self.duplicates = duplicates
+        self.skipped = skipped or []
+        self.repeats = False
+        self.refolded = False  # set by the worker: the batch was folded again without the skipped entries
+
+
+def connect(database_url: str, schema: str, application_name: str = "streamproc") -> psycopg.Connection[Any]:
+    """Open a session with streamproc's schema and timeouts set."""
+    options = (
+        f"-c search_path={schema},public -c statement_timeout={STATEMENT_TIMEOUT_MS}"
+        f" -c lock_timeout={LOCK_TIMEOUT_MS}"
+        f" -c idle_in_transaction_session_timeout={IDLE_IN_TX_TIMEOUT_MS}"
+    )
+    try:
+        return psycopg.connect(
+            database_url,
+            options=options,
+            application_name=application_name,
+            connect_timeout=CONNECT_TIMEOUT_S,
+        )
+    except psycopg.OperationalError as exc:
+        raise SinkUnavailable(f"cannot connect to Postgres: {_first_line(exc)}") from exc
+
+
+class PostgresSink:
+    def __init__(self, database_url: str, schema: str) -> None:
+        self._url = database_url
+        self._schema = schema
+        self._conn: psycopg.Connection[Any] | None = None
+        self._stream_ids: dict[str, int] = {}
+        self.reconnects = 0
+
+    def twin(self) -> PostgresSink:
+        """Another connection to the same schema, sharing the stream ids (for another thread)."""
+        other = PostgresSink(self._url, self._schema)
+        other._stream_ids = self._stream_ids
+        return other
+
+    # -- connection -----------------------------------------------------------
+
+    def open(self) -> None:
+        if self._conn is not None and not self._conn.closed:
+            return
+        if self._conn is not None:
+            self.reconnects += 1
+        self._conn = connect(self._url, self._schema)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    @property
+    def conn(self) -> psycopg.Connection[Any]:
+        self.open()
+        assert self._conn is not None
+        return self._conn
+
+    def register_streams(self, names: Sequence[str]) -> dict[str, int]:
+        """Give each stream a small id for the ledger (idempotent)."""
+        with self._errors(), self.conn.transaction():
+            self.conn.execute(
+                "INSERT INTO streams (name) SELECT unnest(%s::text[]) ORDER BY 1 ON CONFLICT DO NOTHING",
+                (sorted(names),),
+            )
+            rows = self.conn.execute("SELECT name, id FROM streams WHERE name = ANY(%s)", (list(names),)).fetchall()
+        self._stream_ids.update({name: sid for name, sid in rows})
+        return dict(self._stream_ids)
+
+    # -- applying a batch -----------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[BatchTransaction]:
+        """One batch, one transaction; commits on clean exit."""
+        with self._errors(), self.conn.transaction():
+            yield BatchTransaction(self.conn, self._stream_ids)
+
+    def prune_ledger(self, keep_from_ms: Mapping[str, int]) -> int:
+        """Forget ledger rows of entries older than ``keep_from_ms[stream]``.
+
+        The caller passes, per stream, the lower of the first entry still in
+        the stream and ``now - retention``: an entry can only come back while
+        it is in the stream (or in a snapshot younger than the retention).
+        """
+        removed = 0
+        with self._errors(), self.conn.transaction():
+            for stream, before_ms in sorted(keep_from_ms.items()):
+                sid = self._stream_ids.get(stream)
+                if sid is None:
+                    continue
+                cur = self.conn.execute(
+                    "DELETE FROM applied_entries WHERE stream_id = %s AND entry_ms < %s",
+                    (sid, before_ms),
+                )
+                removed += cur.rowcount
+            if keep_from_ms:
+                cur = self.conn.execute("DELETE FROM producer_ids WHERE entry_ms < %s", (min(keep_from_ms.values()),))
+                removed += cur.rowcount
+        return removed
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """Translate psycopg errors into streamproc's at the edge."""
+        try:
+            yield
+        except (pge.UndefinedTable, pge.InvalidSchemaName) as exc:
+            raise SchemaNotReady(
+                f"Postgres schema {self._schema!r} is not migrated ({_first_line(exc)}); run `streamproc migrate` first"
+            ) from exc
+        except RETRYABLE as exc:
+            raise TransactionAborted(f"transaction aborted, will retry: {_first_line(exc)}") from exc
+        except psycopg.OperationalError as exc:
+            self.close()
+            raise SinkUnavailable(f"Postgres connection lost: {_first_line(exc)}") from exc
+        except psycopg.Error as exc:
+            raise SinkError(f"Postgres error: {_first_line(exc)}") from exc
+
+
+class BatchTransaction:
+    """Steps 1 and 2 inside the open transaction."""
+
+    def __init__(self, conn: psycopg.Connection[Any], stream_ids: Mapping[str, int]) -> None:
+        self._conn = conn
+        self._stream_ids = stream_ids
+
+    def claim(self, accepted: Mapping[str, Sequence[Accepted]], capped: Collection[int] = ()) -> Claim:
+        """Claim the batch's entries; ``capped`` holds the ``id()`` of the entries whose fold
+        mapped a value to "(other)" (recorded, see migration 005)."""
+        items = [item for entries in accepted.values() for item in entries]
+        keys = [
+            (self._stream_ids[stream], *split_entry_id(item.entry_id))
+            for stream, entries in accepted.items()
+            for item in entries
+        ]
+        if not keys:
+            return Claim([], 0)
+        sids, mss, seqs = zip(*keys, strict=True)
+        flags = ["t" if id(item) in capped else "f" for item in items] if capped else ["f"] * len(items)
+        new = set(
+            self._conn.execute(
+                _CLAIM_ENTRIES,
+                (
+                    array_literal(sids, text=False),
+                    array_literal(mss, text=False),
+                    array_literal(seqs, text=False),
+                    array_literal(flags, text=False),
+                ),
+            ).fetchall()
+        )
+        fresh = items if len(new) == len(keys) else _first_of_each(keys, items, new)
+        counted = self._claim_producer_ids(fresh, capped)
+        total = len(keys)
+        if len(counted) == total:
+            return Claim(counted, 0)
+        kept = {id(i) for i in counted}
+        skipped = [(key, i) for key, i in zip(keys, items, strict=True) if id(i) not in kept]
+        claim = Claim(counted, total - len(counted), [i for _, i in skipped])
+        claim.repeats = self._all_repeats(skipped)
+        return claim
+
+    def _claim_producer_ids(self, fresh: list[Accepted], capped: Collection[int]) -> list[Accepted]:
+        """Drop entries whose producer id was already counted (here or before)."""
+        with_id = [item for item in fresh if item.event.id is not None]
+        if not with_id:
+            return fresh
+        winners: dict[tuple[str, str], Accepted] = {}
+        for item in with_id:
+            winners.setdefault((item.event.site, item.event.id), item)  # type: ignore[arg-type]  # id is set
+        keys = list(winners)
+        rows = self._conn.execute(
+            _CLAIM_PRODUCER_IDS,
+            (
+                *_site_id_literals(keys),
+                array_literal([split_entry_id(winners[k].entry_id)[0] for k in keys], text=False),
+                # A capped winner was folded differently from its content: no digest, no repeats.
+                array_literal([None if id(winners[k]) in capped else event_digest(winners[k]) for k in keys], False),
+            ),
+        ).fetchall()
+        if len(rows) == len(with_id):  # every id new, none twice in the batch: all counted
+            return fresh
+        new_keys = {(site, eid) for site, eid in rows}
+        return [
+            item
+            for item in fresh
+            if item.event.id is None
+            or ((item.event.site, item.event.id) in new_keys and winners[(item.event.site, item.event.id)] is item)
+        ]
+
+    def _all_repeats(self, skipped: list[tuple[tuple[int, int, int], Accepted]]) -> bool:
+        """Whether every skipped entry repeats an event already counted (see :class:`Claim`).
+
+        Without a producer id, an entry is skipped only as already applied: its
+        content was counted then, as it folds now unless that fold was capped.
+        With one, its digest must equal the stored digest of the event that won
+        the id (in this batch or before; none is stored for a capped winner).
+        """
+        plain = [key for key, i in skipped if i.event.id is None]
+        if plain:
+            sids, mss, seqs = zip(*plain, strict=True)
+            row = self._conn.execute(
+                _ANY_CAPPED, tuple(array_literal(column, text=False) for column in (sids, mss, seqs))
+            ).fetchone()
+            if row is None or row[0]:
+                return False
+        with_id = {(i.event.site, i.event.id): i for _, i in skipped if i.event.id is not None}
+        if not with_id:
+            return True
+        keys = list(with_id)
+        stored = {
+            (site, eid): digest
+            for site, eid, digest in self._conn.execute(_WINNER_DIGESTS, _site_id_literals(keys)).fetchall()
+        }
+        return all(
+            stored.get((i.event.site, i.event.id)) == event_digest(i) for _, i in skipped if i.event.id is not None
+        )
+
+    def write(self, shards: Mapping[str, R.Shard]) -> int:
+        """Upsert every non-empty shard; returns the number of rows sent."""
+        sent = 0
+        with self._conn.pipeline(), self._conn.cursor() as cur:
+            for shard in shards.values():  # always in rollups() order
+                if not len(shard):
+                    continue
+                cur.execute(_sql(shard.rollup), shard.rollup.parameters(shard.columns()))
+                sent += len(shard)
+        return sent
+
+
+_SQL_CACHE: dict[str, sql.SQL] = {}
+
+
+def _sql(rollup: R.Rollup) -> sql.SQL:
+    text = _SQL_CACHE.get(rollup.table)
+    if text is None:
+        text = _SQL_CACHE[rollup.table] = sql.SQL(rollup.upsert_sql())  # built from declarations, not input
+    return text
+
+
+def event_digest(item: Accepted) -> int:
+    """64 bits of BLAKE2b over what the rollups read of an event, canonically encoded: two
+    events with equal digests fold the same way. The time is the instant in ms (an integer
+    and an RFC 3339 string for it are one event); ``props`` is left out, since no rollup
+    reads it (a rollup that starts to must drop that exception)."""
+    fields = msgspec.structs.asdict(item.event)
+    fields["ts"] = item.ts_ms
+    fields["type"] = item.event.__struct_config__.tag
+    fields.pop("props", None)
+    digest = hashlib.blake2b(msgspec.json.encode(fields), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def _site_id_literals(keys: Sequence[tuple[str, str]]) -> tuple[str, str]:
+    """The sites and the producer ids of ``(site, id)`` keys, as two text array literals."""
+    return array_literal([k[0] for k in keys], text=True), array_literal([k[1] for k in keys], text=True)
+
+
+def _first_of_each(
+    keys: list[tuple[int, int, int]], items: list[Accepted], new: set[tuple[Any, ...]]
+) -> list[Accepted]:
+    """The items whose key the claim inserted, each key once (an entry twice in a batch counts once)."""
+    fresh = []
+    for key, item in zip(keys, items, strict=True):
+        if key in new:
+            new.discard(key)
+            fresh.append(item)
+    return fresh
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def wait_for_postgres(database_url: str, timeout_s: float) -> None:
+    """Block until Postgres accepts connections (used by local servers and tests)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            psycopg.connect(database_url, connect_timeout=2).close()
+            return
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)

@@ -1,0 +1,424 @@
+"""Redis side: consumer group reads, reclaims, acks and dead letters."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Final, Self
+
+import redis.exceptions as rx
+from redis.commands.core import Script
+
+from streamproc.config import Settings
+from streamproc.core.entryid import split_entry_id
+from streamproc.errors import GroupMissing, SourceError, SourceUnavailable
+from streamproc.redis.client import CLUSTER_UNAVAILABLE, Client, connect, cross_slot, is_cluster, moved_hint
+
+Fields = dict[bytes, bytes]
+Entry = tuple[bytes, Fields | None]
+DeadLetter = tuple[bytes, Mapping[bytes, bytes], str]  # entry id, original fields, reason
+
+# Ack a bad entry and append it to the dead-letter stream atomically, but only
+# if it was still pending: a zombie consumer acking the same entry later gets
+# XACK = 0 and adds no second dead letter.
+_DEAD_LETTER_LUA: Final = """
+local written = 0
+local i = 1
+while i < #ARGV do
+  local id, reason, nfields = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+  local acked = redis.call('XACK', KEYS[1], ARGV[#ARGV], id)
+  if acked == 1 then
+    local args = {KEYS[2], '*', '_dlq_source', KEYS[1], '_dlq_id', id, '_dlq_reason', reason}
+    for j = 1, nfields * 2 do
+      args[#args + 1] = ARGV[i + 2 + j]
+    end
+    redis.call('XADD', unpack(args))
+    written = written + 1
+  end
+  i = i + 3 + nfields * 2
+end
+return written
+"""
+
+
+_MAX_PEL_PAGES: Final = 20  # pages of XPENDING scanned per reclaim, per stream
+# On a cluster each stream is read on its own; with nothing new anywhere the worker
+# waits on one stream at a time, this long at most, so new entries elsewhere wait no longer.
+CLUSTER_IDLE_BLOCK_MS: Final = 100
+
+
+def dlq_key(stream: str) -> str:
+    return f"{stream}:dlq"
+
+
+@dataclass
+class Batch:
+    """Entries read in one step, grouped by stream."""
+
+    entries: dict[str, list[Entry]] = field(default_factory=dict)
+    delivery_counts: dict[str, dict[bytes, int]] = field(default_factory=dict)
+    trimmed: dict[str, list[bytes]] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self.entries.values())
+
+    def is_empty(self) -> bool:
+        return not self.entries and not self.trimmed
+
+
+@dataclass(frozen=True)
+class GroupState:
+    stream: str
+    length: int
+    lag: int | None
+    pending: int
+    last_delivered_id: str
+    last_generated_id: str
+
+
+class RedisSource:
+    def __init__(
+        self,
+        url: str,
+        streams: Sequence[str],
+        group: str,
+        consumer: str,
+        socket_timeout_s: float,
+        client: Client | None = None,
+        cluster: bool = False,
+    ) -> None:
+        self.streams = list(streams)
+        self.group = group
+        self.consumer = consumer
+        self._client = client
+        self._connect_args = (url, cluster, socket_timeout_s)
+        self._dead_letter_script: Script | None = None
+        self._idle_turn = 0
+
+    @property
+    def client(self) -> Client:
+        """Made on first use, inside ``_errors()``: a cluster client connects as it is made, and
+        an unreachable cluster must be retried like an unreachable server, not crash the start."""
+        if self._client is None:
+            try:
+                url, cluster, timeout = self._connect_args
+                self._client = connect(
+                    url, cluster=cluster, socket_timeout=timeout, health_check_interval=30, retry_on_timeout=False
+                )
+            except rx.RedisClusterException as exc:
+                raise SourceUnavailable(
+                    f"{exc} (are the seed nodes up, and may this Redis user run CLUSTER SLOTS and COMMAND?)"
+                ) from exc
+        return self._client
+
+    @property
+    def _dead_letter(self) -> Script:
+        if self._dead_letter_script is None:
+            self._dead_letter_script = self.client.register_script(_DEAD_LETTER_LUA)
+        return self._dead_letter_script
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, consumer: str | None = None, streams: Sequence[str] | None = None
+    ) -> Self:
+        return cls(
+            settings.redis_url,
+            settings.streams if streams is None else streams,
+            settings.group,
+            settings.consumer if consumer is None else consumer,
+            settings.socket_timeout_s,
+            cluster=settings.redis_cluster,
+        )
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except CLUSTER_UNAVAILABLE as exc:
+            raise SourceUnavailable(f"Redis Cluster unavailable: {exc}") from exc
+        except rx.ResponseError as exc:
+            if hint := moved_hint(exc):
+                raise SourceError(hint) from exc
+            if "NOGROUP" in str(exc):  # a cluster pipeline prefixes the reply with the command
+                raise GroupMissing(
+                    f"consumer group {self.group!r} does not exist on a stream it reads"
+                    f" ({exc}); Redis may have restarted empty. Not recreating it, so no data"
+                    " is skipped unknowingly: run `streamproc setup` once you have checked."
+                ) from exc
+            raise SourceError(f"Redis error: {exc}") from exc
+        except (rx.ConnectionError, rx.TimeoutError) as exc:
+            raise SourceUnavailable(f"Redis unreachable: {exc}") from exc
+        except rx.RedisClusterException as exc:
+            if cross_slot(exc):
+                raise SourceError(f"Redis Cluster error: {exc}") from exc
+            # No node reachable, slots not covered during a failover: wait like any outage.
+            raise SourceUnavailable(f"Redis Cluster unavailable: {exc}") from exc
+
+    def ping(self) -> None:
+        with self._errors():
+            self.client.ping()
+
+    def ensure_groups(self, start_id: str = "0") -> list[str]:
+        """Create the consumer group on each stream (MKSTREAM); returns those created.
+
+        A least-privilege account may not create groups (NOPERM): then each
+        group must already exist, made by `streamproc setup` with more rights.
+        """
+        created = []
+        with self._errors():
+            for stream in self.streams:
+                if self._has_group(stream):
+                    continue  # no XGROUP CREATE attempt: a least-privilege user would log NOPERM
+                try:
+                    self.client.xgroup_create(stream, self.group, id=start_id, mkstream=True)
+                    created.append(stream)
+                except rx.NoPermissionError:
+                    self._require_group(stream)
+                except rx.ResponseError as exc:
+                    if not str(exc).startswith("BUSYGROUP"):
+                        raise
+        return created
+
+    def _has_group(self, stream: str) -> bool:
+        try:
+            groups = self.client.xinfo_groups(stream)
+        except rx.ResponseError:
+            return False  # no such stream
+        return any(_s(g["name"]) == self.group for g in groups)
+
+    def _require_group(self, stream: str) -> None:
+        if not self._has_group(stream):
+            raise GroupMissing(
+                f"consumer group {self.group!r} does not exist on stream {stream!r} and this Redis user"
+                " may not create it: run `streamproc setup` with a provisioning account first"
+            )
+
+    # -- reading ----------------------------------------------------------------
+
+    def read_new(self, count: int, block_ms: int) -> Batch:
+        return _batch_from_reply(self._read(">", count, block_ms))
+
+    def read_own_pending(self, count: int) -> Batch:
+        """This consumer's pending entries (after a restart), oldest first."""
+        batch = _batch_from_reply(self._read("0", count))
+        batch.delivery_counts = self._delivery_counts(batch)
+        return batch
+
+    def _read(self, start: str, count: int, block_ms: int | None = None) -> Any:
+        """XREADGROUP from ``start`` on every stream; blocks up to ``block_ms`` when given."""
+        with self._errors():
+            if not is_cluster(self.client):
+                return self.client.xreadgroup(
+                    self.group, self.consumer, {s: start for s in self.streams}, count=count, block=block_ms
+                )
+            reply = self._read_each(start, count)
+            if not reply and block_ms is not None:
+                reply = self._wait_on_next_stream(count, min(block_ms, CLUSTER_IDLE_BLOCK_MS))
+            return reply
+
+    def _read_each(self, start: str, count: int) -> list[Any]:
+        """One XREADGROUP per stream (a cluster allows one slot per command), pipelined."""
+        pipe = self.client.pipeline(transaction=False)
+        for stream in self.streams:
+            pipe.xreadgroup(self.group, self.consumer, {stream: start}, count=count)
+        return [part for reply in pipe.execute() for part in (reply or [])]
+
+    def _wait_on_next_stream(self, count: int, block_ms: int) -> list[Any]:
+        """Block on one stream, a different one each time, so every stream gets its turn."""
+        stream = self.streams[self._idle_turn % len(self.streams)]
+        self._idle_turn += 1
+        reply = self.client.xreadgroup(self.group, self.consumer, {stream: ">"}, count=count, block=block_ms)
+        return list(reply or [])
+
+    def own_pending_max_deliveries(self, scan: int = 10_000) -> int:
+        """Highest delivery count among this consumer's pending entries (0 if none); no side effect."""
+        highest = 0
+        with self._errors():
+            for stream in self.streams:
+                rows = self.client.xpending_range(stream, self.group, "-", "+", scan, consumername=self.consumer)
+                highest = max([highest, *(int(row["times_delivered"]) for row in rows)])
+        return highest
+
+    def reclaim(self, min_idle_ms: int, count: int, in_hand: Collection[tuple[str, bytes]] = ()) -> Batch:
+        """Take over entries idle longer than ``min_idle_ms``: other consumers' entries,
+        and this consumer's own entries that it does not hold.
+
+        The batches in hand (``in_hand``: stream and id of every entry read and
+        not yet acked) are never taken back: while Postgres stalls, that would
+        deliver a batch still being committed again and again, pushing it
+        towards ``max_deliveries``. Own entries *not* in hand are ones whose
+        delivery never reached us (a reply lost to a cut connection) or whose
+        XACK was lost (a failover): they are recovered like anyone else's.
+        Entries deleted from the stream while pending are dropped from the PEL
+        by XCLAIM (Redis >= 7) and reported as trimmed.
+        """
+        batch = Batch()
+        with self._errors():
+            for stream in self.streams:
+                want = count - len(batch)
+                if want <= 0:
+                    break
+                ids, counts = self._idle_not_in_hand(stream, min_idle_ms, want, in_hand)
+                if not ids:
+                    continue
+                claimed: list[Entry] = self.client.xclaim(  # type: ignore[assignment]  # redis-py's reply type is loose
+                    stream, self.group, self.consumer, min_idle_ms, list[Any](ids)
+                )
+                got = {eid for eid, _ in claimed}
+                entries = list(claimed)
+                if entries:
+                    batch.entries[stream] = entries
+                    batch.delivery_counts[stream] = {eid: counts[eid] + 1 for eid in got}
+                # Not claimed: deleted from the stream, or taken by another consumer first.
+                trimmed = [i for i in ids if i not in got and not self.client.xrange(stream, min=i, max=i)]
+                if trimmed:
+                    batch.trimmed[stream] = trimmed
+        return batch
+
+    def _idle_not_in_hand(
+        self, stream: str, min_idle_ms: int, want: int, in_hand: Collection[tuple[str, bytes]]
+    ) -> tuple[list[bytes], dict[bytes, int]]:
+        """Ids (and delivery counts) of idle pending entries this worker does not hold."""
+        ids: list[bytes] = []
+        counts: dict[bytes, int] = {}
+        start = "-"
+        page = max(want, 100)
+        for _ in range(_MAX_PEL_PAGES):
+            rows = self.client.xpending_range(stream, self.group, min=start, max="+", count=page, idle=min_idle_ms)
+            for row in rows:
+                eid = _b(row["message_id"])
+                if _b(row["consumer"]) != self.consumer.encode() or (stream, eid) not in in_hand:
+                    ids.append(eid)
+                    counts[eid] = int(row["times_delivered"])
+                    if len(ids) >= want:
+                        return ids, counts
+            if len(rows) < page:
+                break
+            start = "(" + _b(rows[-1]["message_id"]).decode()
+        return ids, counts
+
+    def _delivery_counts(self, batch: Batch) -> dict[str, dict[bytes, int]]:
+        out: dict[str, dict[bytes, int]] = {}
+        for stream, entries in batch.entries.items():
+            ids = [eid for eid, _ in entries]
+            if not ids:
+                continue
+            rows = self.client.xpending_range(
+                stream,
+                self.group,
+                min=ids[0],
+                max=ids[-1],
+                count=len(ids) + 1000,
+                consumername=self.consumer,
+            )
+            out[stream] = {_b(row["message_id"]): int(row["times_delivered"]) for row in rows}
+        return out
+
+    # -- acknowledging ------------------------------------------------------------
+
+    def ack(self, acks: Mapping[str, Sequence[bytes]], dead: Mapping[str, Sequence[DeadLetter]]) -> dict[str, int]:
+        """Dead-letter bad entries and ack everything, in one round trip.
+
+        Returns, per stream, the number of dead letters actually written (a bad
+        entry already dead-lettered by another delivery is not written again).
+        """
+        with self._errors():
+            cluster = is_cluster(self.client)
+            pipe = self.client.pipeline(transaction=False)
+            written: dict[str, int] = {}
+            for stream, items in dead.items():
+                if items:
+                    args = _dead_letter_args(items, self.group)
+                    keys = [stream, dlq_key(stream)]
+                    if cluster:  # a cluster pipeline cannot carry scripts: one call per stream
+                        written[stream] = int(self._dead_letter(keys=keys, args=args))
+                    else:
+                        self._dead_letter(keys=keys, args=args, client=pipe)
+                        written[stream] = -1
+            for stream, ids in acks.items():
+                if ids:
+                    pipe.xack(stream, self.group, *ids)
+            results = iter(pipe.execute())
+        return {stream: int(next(results)) if n < 0 else n for stream, n in written.items()}
+
+    # -- state ---------------------------------------------------------------------
+
+    def group_states(self) -> list[GroupState]:
+        out = []
+        with self._errors():
+            for stream in self.streams:
+                info = self.client.xinfo_stream(stream)
+                groups = self.client.xinfo_groups(stream)
+                mine = next((g for g in groups if _s(g["name"]) == self.group), None)
+                if mine is None:
+                    raise GroupMissing(
+                        f"consumer group {self.group!r} is missing on stream {stream!r};"
+                        " run `streamproc setup` once you have checked why"
+                    )
+                out.append(
+                    GroupState(
+                        stream=stream,
+                        length=int(info["length"]),
+                        lag=None if mine.get("lag") is None else int(mine["lag"]),
+                        pending=int(mine["pending"]),
+                        last_delivered_id=_s(mine["last-delivered-id"]),
+                        last_generated_id=_s(info["last-generated-id"]),
+                    )
+                )
+        return out
+
+    def drained(self) -> bool:
+        """No undelivered and no pending entries on any stream this worker reads."""
+        for state in self.group_states():
+            if state.pending:
+                return False
+            if state.lag is not None:
+                if state.lag:
+                    return False
+            elif split_entry_id(state.last_delivered_id) < split_entry_id(state.last_generated_id):
+                return False
+        return True
+
+    def first_entry_ms(self) -> dict[str, int | None]:
+        out: dict[str, int | None] = {}
+        with self._errors():
+            for stream in self.streams:
+                first = self.client.xrange(stream, count=1)
+                out[stream] = split_entry_id(_s(first[0][0] or b"0-0"))[0] if first else None
+        return out
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+
+def _dead_letter_args(items: Sequence[DeadLetter], group: str) -> list[Any]:
+    args: list[Any] = []
+    for eid, fields, reason in items:
+        args.extend((eid, reason, len(fields)))
+        for k, v in fields.items():
+            args.extend((k, v))
+    args.append(group)
+    return args
+
+
+def _batch_from_reply(reply: Any) -> Batch:
+    batch = Batch()
+    for stream, entries in reply or []:
+        name = _s(stream)
+        kept = [entry for entry in entries if entry[1]]
+        if kept:
+            batch.entries.setdefault(name, []).extend(kept)
+        if len(kept) < len(entries):
+            # Since Redis 7 a pending entry deleted from the stream comes back empty.
+            batch.trimmed.setdefault(name, []).extend(eid for eid, fields in entries if not fields)
+    return batch
+
+
+def _b(value: bytes | str | int) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode()
+
+
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

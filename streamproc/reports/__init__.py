@@ -1,0 +1,1 @@
+"""Reports: queries over the rollups, report views, rendering, charts and export."""

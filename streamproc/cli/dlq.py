@@ -1,4 +1,4 @@
-"""`streamproc dlq ...` and `streamproc consumers ...` (added by :func:`streamproc.cli.ops.register`)."""
+"""`streamproc dlq list | show | replay | purge`: dead letters in `<stream>:dlq`."""
 
 from __future__ import annotations
 
@@ -8,17 +8,15 @@ from typing import Annotated
 import typer
 
 from streamproc.cli import ops_render
-from streamproc.cli.ops import (
+from streamproc.cli.ops_options import (
     EXIT_CODES,
     DryRunOpt,
-    GroupOpt,
     JsonOpt,
     StreamOpt,
     StreamsOpt,
     YesOpt,
     chosen_streams,
     confirm,
-    duration_ms,
     emit_json,
     entry_ids,
     load,
@@ -27,15 +25,10 @@ from streamproc.cli.ops import (
 from streamproc.cli.options import ConfigOpt, RedisOpt, friendly, out
 from streamproc.errors import SourceError
 from streamproc.redis import dlq as dead
-from streamproc.redis import maintenance, ops
+from streamproc.redis import ops
 
 dlq_app = typer.Typer(
     help="Dead letters in `<stream>:dlq`: list, show, replay to the source stream, purge.",
-    no_args_is_help=True,
-    rich_markup_mode="markdown",
-)
-consumers_app = typer.Typer(
-    help="Consumers of the group: list, drain a retired one, prune idle ones.",
     no_args_is_help=True,
     rich_markup_mode="markdown",
 )
@@ -206,110 +199,6 @@ def dlq_purge(
         out.print(f"{verb} {count if dry_run else removed:,} dead letters older than {bound}", highlight=False)
 
 
-# --- consumers ---------------------------------------------------------------------------------
-
-
-@consumers_app.command("list", epilog=EXIT_CODES)
-@friendly
-def consumers_list(
-    stream: StreamOpt = None,
-    as_json: JsonOpt = False,
-    config: ConfigOpt = None,
-    redis_url: RedisOpt = None,
-    streams: StreamsOpt = None,
-    group: GroupOpt = None,
-) -> None:
-    """Each consumer of the group: pending entries and idle time.
-
-    Example: `streamproc consumers list --json`
-    """
-    settings = load(config, redis_url, streams, group)
-    with ops.redis_client(settings) as client:
-        per = {s: maintenance.consumers(client, s, settings.group) for s in chosen_streams(settings, stream)}
-    if as_json:
-        emit_json(
-            {
-                "group": settings.group,
-                "streams": [{"stream": s, "consumers": [dataclasses.asdict(c) for c in cs]} for s, cs in per.items()],
-            }
-        )
-    else:
-        ops_render.print_consumers(out, settings.group, per)
-
-
-@consumers_app.command("drain", epilog=EXIT_CODES)
-@friendly
-def consumers_drain(
-    name: Annotated[str, typer.Argument(help="The retired consumer.", show_default=False)],
-    to: Annotated[
-        str | None, typer.Option("--to", help="Consumer that takes its entries (default: the most recently active).")
-    ] = None,
-    stream: StreamOpt = None,
-    as_json: JsonOpt = False,
-    config: ConfigOpt = None,
-    redis_url: RedisOpt = None,
-    streams: StreamsOpt = None,
-    group: GroupOpt = None,
-) -> None:
-    """Move a retired consumer's pending entries to a live one, then delete it (only once it holds none).
-
-    Works on every configured stream where the consumer exists. Stop the
-    retired process first: if entries reach it while draining it is kept and
-    the command exits 1.
-
-    Example: `streamproc consumers drain worker-old --to worker-1`
-    """
-    settings = load(config, redis_url, streams, group)
-    if to == name:
-        raise typer.BadParameter("cannot drain a consumer into itself", param_hint="--to")
-    with ops.redis_client(settings) as client:
-        results = [maintenance.drain(client, s, settings.group, name, to) for s in chosen_streams(settings, stream)]
-    found = [r for r in results if r.present]
-    if not found:
-        raise SourceError(
-            f"consumer {name!r} not found in group {settings.group!r} on {', '.join(r.stream for r in results)}"
-        )
-    if as_json:
-        emit_json({"group": settings.group, "consumer": name, "streams": [dataclasses.asdict(r) for r in found]})
-    else:
-        ops_render.print_drain(out, found)
-    if not all(r.deleted for r in found):
-        raise typer.Exit(1)
-
-
-@consumers_app.command("prune", epilog=EXIT_CODES)
-@friendly
-def consumers_prune(
-    idle: Annotated[
-        int,
-        typer.Option("--idle", parser=duration_ms, metavar="DURATION", help="Idle at least this long (default 1d)."),
-    ] = 86_400_000,
-    dry_run: DryRunOpt = False,
-    stream: StreamOpt = None,
-    as_json: JsonOpt = False,
-    config: ConfigOpt = None,
-    redis_url: RedisOpt = None,
-    streams: StreamsOpt = None,
-    group: GroupOpt = None,
-) -> None:
-    """Delete consumers idle that long that hold NO pending entries; list those skipped and why.
-
-    A consumer with pending entries is never deleted (that would drop its
-    entries uncounted): drain it first.
-
-    Examples:
-
-        streamproc consumers prune --idle 1d --dry-run
-
-        streamproc consumers prune --idle 12h --json
-    """
-    settings = load(config, redis_url, streams, group)
-    with ops.redis_client(settings) as client:
-        results = [
-            maintenance.prune(client, s, settings.group, idle, dry_run=dry_run)
-            for s in chosen_streams(settings, stream)
-        ]
-    if as_json:
-        emit_json({"group": settings.group, "streams": [dataclasses.asdict(r) for r in results]})
-    else:
-        ops_render.print_prune(out, results)
+def register(app: typer.Typer) -> None:
+    """Add `dlq` and its sub-commands to ``app``."""
+    app.add_typer(dlq_app, name="dlq")

@@ -567,6 +567,20 @@ def test_revenue_magnitude_limit() -> None:
     assert "revenue" in reject(as_flat(conversion(revenue="-1E+12"))).reason
 
 
+@pytest.mark.parametrize("revenue", ["0E-1000000", "0E+1000000", "0E+12", "0." + "0" * 31, "1." + "0" * 31])
+def test_revenue_whose_written_scale_postgres_cannot_store_is_rejected(revenue: str) -> None:
+    """A zero (or any revenue) written with an exponent beyond what a numeric sum can keep is
+    Rejected naming revenue ("0E-1000000" made Postgres answer "value overflows numeric format")."""
+    assert "exponent" in reject(as_json(conversion(revenue=revenue))).reason
+    assert "exponent" in reject(as_flat(conversion(revenue=revenue))).reason
+
+
+@pytest.mark.parametrize("revenue", ["0", "0.00", "0E+11", "1.000000000000000000000000000000", "-0.0"])
+def test_revenue_written_with_trailing_zeros_within_limits_is_accepted(revenue: str) -> None:
+    """Trailing zeros up to 30 written places (and zero in any such form) stay accepted."""
+    accept(as_json(conversion(revenue=revenue)))
+
+
 _BAD_UTF8_IN_JSON_STRING = [
     pytest.param(b'{"type":"click","site":"\xff","ts":1,"path":"/","x":0.5,"y":0.5}', id="site-0xff"),
     pytest.param(b'{"type":"custom","site":"s","ts":1,"name":"n","props":{"a":"\xed\xa0\x80"}}', id="props-surrogate"),

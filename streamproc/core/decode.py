@@ -22,6 +22,9 @@ MAX_FUTURE_MS: Final = DAY_MS
 DEFAULT_MAX_ENTRY_BYTES: Final = 64 * 1024
 REVENUE_DIGITS: Final = 12  # |revenue| < 10**12
 REVENUE_MAX_PLACES: Final = 6
+# The exponent as written, trailing zeros included: "0E-1000000" is zero, but Postgres cannot
+# store its scale ("value overflows numeric format"), and a sum keeps the widest scale.
+REVENUE_MAX_WRITTEN_PLACES: Final = 30
 
 _EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _ONE_MS: Final = dt.timedelta(milliseconds=1)
@@ -183,11 +186,15 @@ def _check_revenue(revenue: decimal.Decimal) -> str | None:
     _sign, digits, exponent = revenue.as_tuple()
     assert isinstance(exponent, int)
     significant = "".join(map(str, digits)).rstrip("0")
-    if not significant:
-        return None  # zero
-    if revenue.adjusted() >= REVENUE_DIGITS:
-        return "invalid event: `revenue` magnitude must be below 10^12 - at `$.revenue`"
-    places = -(exponent + len(digits) - len(significant))
-    if places > REVENUE_MAX_PLACES:
-        return f"invalid event: `revenue` has more than {REVENUE_MAX_PLACES} decimal places - at `$.revenue`"
+    if significant:
+        if revenue.adjusted() >= REVENUE_DIGITS:
+            return "invalid event: `revenue` magnitude must be below 10^12 - at `$.revenue`"
+        places = -(exponent + len(digits) - len(significant))
+        if places > REVENUE_MAX_PLACES:
+            return f"invalid event: `revenue` has more than {REVENUE_MAX_PLACES} decimal places - at `$.revenue`"
+    if not -REVENUE_MAX_WRITTEN_PLACES <= exponent < REVENUE_DIGITS:
+        return (
+            f"invalid event: `revenue` is written with exponent {exponent} (allowed"
+            f" {-REVENUE_MAX_WRITTEN_PLACES} to {REVENUE_DIGITS - 1}, trailing zeros included) - at `$.revenue`"
+        )
     return None

@@ -56,6 +56,13 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     # exact: one set row per visitor (and session) per day; approximate: HyperLogLog sketches.
     uniques: Literal["exact", "approximate"] = "exact"
     ledger_retention_s: Annotated[int, msgspec.Meta(ge=3600)] = 7 * 86_400
+    # Server-side enrichment (README "Enrichment"): browser/OS/device from `ua`, country from `ip`
+    # (with country_db, a MaxMind-format .mmdb), bots filtered into bots_daily, and sessions
+    # derived for events without one (a session ends after session_timeout_s without events; 0: off).
+    enrich: bool = True
+    filter_bots: bool = True
+    country_db: str | None = None
+    session_timeout_s: Annotated[int, msgspec.Meta(ge=0, le=86_400)] = 1800
     group_start_id: str = "0"
     visitor_secret: str | None = None
     log_level: Annotated[str, msgspec.Meta(pattern=r"^(debug|info|warning|error)$")] = "info"

@@ -12,6 +12,7 @@ import msgspec
 
 from streamproc.core import rollups as R
 from streamproc.core.decode import Accepted
+from streamproc.core.enrich import Enricher
 from streamproc.core.events import ApiRequest, Click, Conversion, Custom, Event, PageView
 from streamproc.core.histogram import bucket_of
 
@@ -111,14 +112,33 @@ class KeyCap:
         self.overflowed += 1
         return msgspec.structs.replace(ev, **changes)
 
+    def value(self, name: str, value: str) -> str:
+        """One derived value (not an event attribute, such as a bot's name) under the same cap."""
+        seen = self._seen.setdefault(name, set())
+        if value in seen:
+            return value
+        if len(seen) < self.limit:
+            seen.add(value)
+            return value
+        self.overflowed += 1
+        return OVERFLOW
+
 
 # Every event field read below must also be covered by sink.event_digest, which decides when a
 # skipped entry repeats a counted one (today: all fields but `props`, with `ts` as ts_ms).
 def fold(
-    events: Iterable[Accepted], hasher: Hasher, cap: KeyCap | None = None, approximate: bool = False
+    events: Iterable[Accepted],
+    hasher: Hasher,
+    cap: KeyCap | None = None,
+    approximate: bool = False,
+    enricher: Enricher | None = None,
 ) -> dict[str, R.Shard]:
     """Aggregate a batch of accepted events into one shard per rollup (``approximate``:
     unique visitors and sessions go to HyperLogLog rollups instead of exact sets).
+
+    With an ``enricher``, page views and clicks from bots count in ``bots_daily`` only, and
+    page views get the device, browser, OS and country they lack from their ``ua`` and
+    ``ip`` before the key cap sees them (derived values are capped like sent ones).
 
     Per batch, not per event: visitor and session hashes are computed once per
     distinct id, and the eight dimension counts once per distinct combination of
@@ -132,12 +152,25 @@ def fold(
     sessions: dict[tuple[str, str], int] = {}
     s_events = shards[R.EVENTS.table].rows
     s_sessions = shards[R.SESSIONS.table].rows
+    s_bots = shards[R.BOTS.table].rows
     for item in items:
         ev, ts = item.event, item.ts_ms
+        if enricher is not None and ev.ua is not None and type(ev) in _BROWSER_EVENTS:
+            bot = enricher.bot(ev.ua)
+            if bot:
+                key = (ev.site, ts // DAY_MS, bot)
+                if capping:
+                    key = (cap.value("site", ev.site), key[1], cap.value("bot", bot))
+                    if OVERFLOW in key:
+                        cap.capped.add(id(item))
+                R.count_into(s_bots, key)
+                continue
+            ev = enricher.page_view(ev) if isinstance(ev, PageView) else ev
         if capping:
-            ev = cap.apply(ev)
-            if ev is not item.event:
+            capped = cap.apply(ev)
+            if capped is not ev:
                 cap.capped.add(id(item))
+            ev = capped
         site, hour, day = ev.site, ts // HOUR_MS, ts // DAY_MS
         if ev.visitor:
             visitor: int | None = _memo(visitors, hasher.visitor, site, ev.visitor)
@@ -163,6 +196,7 @@ def fold(
     return shards
 
 
+_BROWSER_EVENTS: Final = (PageView, Click)  # what a bot's visit produces; API calls from libraries are traffic
 _TAGS: Final[dict[type, str]] = {
     kind: kind.__struct_config__.tag  # type: ignore[misc]  # every event type is a tagged struct
     for kind in (PageView, Click, ApiRequest, Conversion, Custom)

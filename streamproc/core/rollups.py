@@ -247,6 +247,13 @@ SESSIONS = Rollup(
     ),
     "Per session: first and last event time, page views and events.",
 )
+BOTS = Rollup(
+    "bots_daily",
+    (SITE, DAY, Col("bot", Kind.TEXT)),
+    (Measure("events", Kind.BIGINT),),
+    "Page views and clicks whose user agent is a bot (crawler, monitor, HTTP library, headless"
+    " browser), per site, UTC day and bot name: filtered out of every other rollup.",
+)
 EVENTS = Rollup(
     "events_hourly",
     (SITE, HOUR, Col("type", Kind.TEXT), Col("name", Kind.TEXT)),
@@ -301,6 +308,7 @@ ALL: Final = (
     CONVERSIONS,
     SESSIONS,
     EVENTS,
+    BOTS,
 )
 
 

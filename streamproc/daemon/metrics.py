@@ -56,6 +56,15 @@ OLDEST_PENDING_IDLE = Gauge(
 )
 STREAM_LENGTH = Gauge("streamproc_stream_length", "XLEN of the stream.", ["stream"])
 DLQ_LENGTH = Gauge("streamproc_dlq_length", "XLEN of the stream's dead-letter stream.", ["stream"])
+BOT_EVENTS = Counter(
+    "streamproc_bot_events_total",
+    "Page views and clicks counted in bots_daily instead of as traffic (their user agent is a bot).",
+)
+DERIVED_SESSIONS = Counter(
+    "streamproc_derived_sessions_total",
+    "Server-side sessions started (events without a session id), and runs merged by a late event.",
+    ["change"],
+)
 RECLAIMED = Counter(
     "streamproc_reclaimed_entries_total", "Entries taken over from idle consumers with XAUTOCLAIM.", ["stream"]
 )

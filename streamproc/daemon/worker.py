@@ -19,11 +19,13 @@ import structlog
 
 from streamproc.config import Settings
 from streamproc.core.decode import Decoded, Rejected, decode_batch
+from streamproc.core.enrich import Enricher
 from streamproc.core.entryid import split_entry_id
 from streamproc.core.fold import Hasher, KeyCap, fold
 from streamproc.core.rollups import Shard
 from streamproc.daemon import metrics
 from streamproc.daemon.backoff import Backoff, Failpoints
+from streamproc.daemon.enrichment import Enrichment
 from streamproc.daemon.flusher import Flusher
 from streamproc.daemon.notify import Notifier
 from streamproc.errors import ShutdownTimeout, SinkError, SinkUnavailable, SourceUnavailable, TransactionAborted
@@ -92,6 +94,7 @@ class Worker:
         self.sink = sink
         self.drain = drain
         self.hasher = Hasher(settings.require_secret())
+        self.enrichment = Enrichment(settings, self.hasher)
         self.approximate = settings.approximate_uniques
         self.failpoints = failpoints or Failpoints()
         self.on_batch = on_batch
@@ -151,6 +154,7 @@ class Worker:
         created = self.source.ensure_groups(self.settings.group_start_id)
         self._retry(self.sink.open, "postgres", "connect", on_stop=_stopped_before_ready)
         check_migrated(self.sink.conn, self.approximate)
+        self.enrichment.warm_up()
         self._retry(
             lambda: self.sink.register_streams(self.source.streams),
             "postgres",
@@ -247,7 +251,8 @@ class Worker:
             self._in_hand.update((s, eid) for s, entries in batch.entries.items() for eid, _ in entries)
         decoded = self.decode(batch)
         cap = KeyCap(self.settings.max_keys_per_batch)
-        prefold = fold((a for items in decoded.values() for a in items.accepted), self.hasher, cap, self.approximate)
+        accepted = (a for items in decoded.values() for a in items.accepted)
+        prefold = fold(accepted, self.hasher, cap, self.approximate, self.enrichment.enricher)
         if cap.overflowed:
             metrics.KEY_OVERFLOW.inc(cap.overflowed)
             log.warning("distinct key cap reached", events_in_overflow=cap.overflowed, max_keys_per_batch=cap.limit)
@@ -313,11 +318,19 @@ class Worker:
                 with self._sink().transaction() as tx:
                     claim = tx.claim(accepted, capped)
                     shards = counted_shards(
-                        claim, prefold, bool(capped), self.hasher, self.settings.max_keys_per_batch, self.approximate
+                        claim,
+                        prefold,
+                        bool(capped),
+                        self.hasher,
+                        self.settings.max_keys_per_batch,
+                        self.approximate,
+                        self.enrichment.enricher,
                     )
+                    shards, sessions = self.enrichment.with_sessions(tx, claim.counted, shards)
                     self.failpoints.hit("before_commit")
                     tx.write(shards)
                 self.failpoints.hit("after_commit")
+                self.enrichment.committed(shards, sessions)
                 return claim
             except SinkUnavailable as exc:
                 self._check_deadline("flush", exc)
@@ -473,7 +486,13 @@ class Worker:
 
 
 def counted_shards(
-    claim: Claim, prefold: dict[str, Shard], capped: bool, hasher: Hasher, max_keys: int, approximate: bool
+    claim: Claim,
+    prefold: dict[str, Shard],
+    capped: bool,
+    hasher: Hasher,
+    max_keys: int,
+    approximate: bool,
+    enricher: Enricher | None = None,
 ) -> dict[str, Shard]:
     """The rollups of the counted entries: the batch's fold when nothing was skipped;
     the fold minus the sums of the skipped entries when they only repeat counted
@@ -482,10 +501,10 @@ def counted_shards(
         return prefold
     cap = KeyCap(max_keys)
     if claim.repeats and not capped:  # a capped fold cannot be corrected, only redone
-        repeats = fold(claim.skipped, hasher, cap, approximate)
+        repeats = fold(claim.skipped, hasher, cap, approximate, enricher)
         return {t: s.without_sums_of(repeats[t]) if repeats[t].rows else s for t, s in prefold.items()}
     claim.refolded = True
-    return fold(claim.counted, hasher, cap, approximate)
+    return fold(claim.counted, hasher, cap, approximate, enricher)
 
 
 class _StoppedBeforeReady(Exception):

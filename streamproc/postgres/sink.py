@@ -29,8 +29,12 @@ from psycopg import sql
 from streamproc.core import rollups as R
 from streamproc.core.decode import Accepted
 from streamproc.core.entryid import split_entry_id
+from streamproc.core.sessionize import Point, VisitorKey
 from streamproc.core.wire import array_literal
 from streamproc.errors import SchemaNotReady, SinkError, SinkUnavailable, TransactionAborted
+from streamproc.postgres.sessions import Derived
+from streamproc.postgres.sessions import derive as derive_sessions
+from streamproc.postgres.sessions import prune as prune_sessions
 
 CONNECT_TIMEOUT_S: Final = 5
 STATEMENT_TIMEOUT_MS: Final = 30_000
@@ -178,6 +182,7 @@ class PostgresSink:
             if keep_from_ms:
                 cur = self.conn.execute("DELETE FROM producer_ids WHERE entry_ms < %s", (min(keep_from_ms.values()),))
                 removed += cur.rowcount
+                removed += prune_sessions(self.conn, min(keep_from_ms.values()))
         return removed
 
     @contextmanager
@@ -295,6 +300,10 @@ class BatchTransaction:
         return all(
             stored.get((i.event.site, i.event.id)) == event_digest(i) for _, i in skipped if i.event.id is not None
         )
+
+    def derive_sessions(self, points: Mapping[VisitorKey, list[Point]], gap_ms: int, approximate: bool) -> Derived:
+        """Server-side sessions of the counted entries' sessionless events (:mod:`.sessions`)."""
+        return derive_sessions(self._conn, points, gap_ms, approximate)
 
     def write(self, shards: Mapping[str, R.Shard]) -> int:
         """Upsert every non-empty shard; returns the number of rows sent."""

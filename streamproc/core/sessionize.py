@@ -1,0 +1,122 @@
+"""Server-side sessions, the pure half: which events need one, and how runs merge.
+
+A visitor's derived sessions are the maximal runs of its events (sorted by time) in
+which consecutive events are at most ``gap_ms`` apart (docs/sessions.md). The
+Postgres side (:mod:`streamproc.postgres.sessions`) holds each visitor's runs and
+calls :func:`merge` with them and a batch's new events under a per-visitor lock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Final, NamedTuple
+
+from streamproc.core.decode import Accepted
+from streamproc.core.enrich import Enricher
+from streamproc.core.events import Click, PageView
+from streamproc.core.fold import DAY_MS, Hasher
+
+VisitorKey = tuple[str, int]  # (site, hashed visitor)
+Point = tuple[int, bool]  # (ts in ms, is a page view)
+_BROWSER_EVENTS: Final = (PageView, Click)
+
+
+class Run(NamedTuple):
+    """One stored derived session: its id and the times of its first and last event (ms)."""
+
+    session: int
+    first_ms: int
+    last_ms: int
+
+
+def session_points(
+    items: Iterable[Accepted], hasher: Hasher, enricher: Enricher | None
+) -> dict[VisitorKey, list[Point]]:
+    """The events that get a derived session, per visitor: those without a ``session`` of
+    their own, with a visitor (``visitor``, or ``ip`` and ``ua``), not from a bot.
+
+    The visitor hash is the fold's, so a derived session belongs to the same visitor the
+    visitor counts see (an anonymous visitor's hash changes at 00:00 UTC, and so do its
+    sessions)."""
+    out: dict[VisitorKey, list[Point]] = {}
+    for item in items:
+        ev = item.event
+        if ev.session:
+            continue
+        kind = type(ev)
+        if enricher is not None and kind in _BROWSER_EVENTS and enricher.bot(ev.ua):
+            continue
+        site, ts = ev.site, item.ts_ms
+        if ev.visitor:
+            visitor = hasher.visitor(site, ev.visitor)
+        elif ev.ip:
+            visitor = hasher.anonymous(site, ts // DAY_MS, ev.ip, ev.ua or "")
+        else:
+            continue
+        out.setdefault((site, visitor), []).append((ts, kind is PageView))
+    return out
+
+
+def session_id(site: str, visitor: int, first_ms: int) -> int:
+    """The id of a run first stored with its first event at ``first_ms`` (64 bits, signed).
+
+    Built from already keyed values (the visitor hash), so it needs no secret of its own."""
+    digest = hashlib.blake2b(f"{site}\0{visitor}\0{first_ms}".encode(), digest_size=8, person=b"derived").digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+@dataclass
+class Merged:
+    """One run after a batch: ``session`` (an old run's id, or a new one), its span, the
+    old runs it absorbed (their rows move into it), and the batch's points in it."""
+
+    session: int
+    first_ms: int
+    last_ms: int
+    absorbed: list[Run] = field(default_factory=list)
+    points: list[Point] = field(default_factory=list)
+    kept: Run | None = None  # the old run whose id it keeps, if any
+
+    @property
+    def changed(self) -> bool:
+        """Whether its stored row must be written (new, or its span moved)."""
+        return self.kept is None or (self.kept.first_ms, self.kept.last_ms) != (self.first_ms, self.last_ms)
+
+
+def merge(site: str, visitor: int, runs: list[Run], points: list[Point], gap_ms: int) -> list[Merged]:
+    """Merge a visitor's stored ``runs`` (disjoint, each gap between them > ``gap_ms``) with new
+    ``points``; returns only the runs that contain new points (the others are untouched).
+
+    Adding points can join runs but never split one, so the result is the run
+    decomposition of (events of ``runs``) + ``points`` whatever order batches come in.
+    A merged run keeps the id of its earliest old run; a run of new points only gets
+    :func:`session_id` of its first point."""
+    items: list[tuple[int, int, Run | None, Point | None]] = [(r.first_ms, r.last_ms, r, None) for r in runs]
+    items += [(p[0], p[0], None, p) for p in points]
+    items.sort(key=lambda i: (i[0], i[1], i[2] is None))
+    out: list[Merged] = []
+    group: list[tuple[int, int, Run | None, Point | None]] = []
+    last = 0
+    for item in items:
+        if group and item[0] - last > gap_ms:
+            _close(site, visitor, group, out)
+            group = []
+        last = max(last, item[1]) if group else item[1]
+        group.append(item)
+    if group:
+        _close(site, visitor, group, out)
+    return out
+
+
+def _close(site: str, visitor: int, group: list[tuple[int, int, Run | None, Point | None]], out: list[Merged]) -> None:
+    new = [p for _, _, _, p in group if p is not None]
+    if not new:
+        return  # an old run no new point touches
+    old = sorted((r for _, _, r, _ in group if r is not None), key=lambda r: (r.first_ms, r.session))
+    first = min(i[0] for i in group)
+    last = max(i[1] for i in group)
+    kept = old[0] if old else None
+    session = kept.session if kept is not None else session_id(site, visitor, first)
+    out.append(Merged(session, first, last, absorbed=old[1:], points=new, kept=kept))

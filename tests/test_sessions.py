@@ -1,0 +1,159 @@
+"""Server-side sessions through real daemons: out of order, redelivered, crashed, two workers;
+always the sessions an independent oracle computes by the documented rule."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import random
+import signal
+import time
+from typing import Any, Final
+
+from streamproc.core.fold import DAY_MS
+from tests.conftest import Daemons, wait_for
+from tests.sessions_oracle import Session, sessionize
+from tests.test_crash import log_lines
+from tests.test_e2e import report_json
+from tests.test_enrich import BOTS, PEOPLE
+
+TIMEOUT_MS: Final = 1_800_000
+SITE: Final = "sess.example"
+
+
+def traffic(seed: int, visitors: int = 60) -> list[dict[str, Any]]:
+    """Visitors (half with a producer `visitor` id, half known by ip + ua) browsing over the
+    last two days with pauses around the timeout, bot page views mixed in, a few events with
+    a producer session; the whole list shuffled, so events arrive out of order."""
+    rng = random.Random(seed)
+    now = int(time.time() * 1000)
+    events: list[dict[str, Any]] = []
+    for v in range(visitors):
+        ts = now - 2 * DAY_MS + rng.randrange(DAY_MS)
+        who: dict[str, Any] = (
+            {"visitor": f"v{v}"} if v % 2 else {"ip": f"192.0.2.{v}", "ua": PEOPLE[v % len(PEOPLE)][0]}
+        )
+        for _ in range(rng.randrange(1, 25)):
+            kind = "page_view" if rng.random() < 0.7 else "click"
+            ev: dict[str, Any] = {"type": kind, "site": SITE, "ts": ts, "path": f"/p{rng.randrange(5)}", **who}
+            if kind == "click":
+                ev.update(x=0.5, y=0.5)
+            events.append(ev)
+            pause = rng.choice((rng.randrange(60_000), rng.randrange(20 * 60_000), rng.randrange(25, 40) * 60_000))
+            ts = min(ts + pause, now - 1)
+    for i in range(40):
+        ua = BOTS[i % len(BOTS)][0]
+        events.append(
+            {
+                "type": "page_view",
+                "site": SITE,
+                "ts": now - rng.randrange(DAY_MS),
+                "path": "/",
+                "ua": ua,
+                "ip": "192.0.2.250",
+            }
+        )
+    for i in range(10):
+        events.append({"type": "page_view", "site": SITE, "ts": now - i, "path": "/", "visitor": "p", "session": "own"})
+    rng.shuffle(events)
+    return events
+
+
+def produce(r: Any, stream: str, events: list[dict[str, Any]]) -> None:
+    pipe = r.pipeline(transaction=False)
+    for ev in events:
+        pipe.xadd(stream, {"event": json.dumps(ev)})
+    pipe.execute()
+
+
+def stored(pg: Any) -> list[tuple[int, int, int, int, frozenset[int]]]:
+    """The derived sessions as stored: the producer's own session ("own") is left out."""
+    days: dict[int, set[int]] = {}
+    for session, day in pg.execute(
+        "SELECT session, day - DATE '1970-01-01' FROM sessions_daily WHERE site = %s", (SITE,)
+    ).fetchall():
+        days.setdefault(session, set()).add(day)
+    rows = pg.execute(
+        "SELECT session, (extract(epoch FROM first_seen) * 1000)::bigint,"
+        " (extract(epoch FROM last_seen) * 1000)::bigint,"
+        " pageviews, events FROM sessions WHERE site = %s AND session IN (SELECT session FROM visitor_sessions)",
+        (SITE,),
+    ).fetchall()
+    return sorted((f, last, pv, n, frozenset(days.get(s, ()))) for s, f, last, pv, n in rows)
+
+
+def expected(events: list[dict[str, Any]]) -> list[tuple[int, int, int, int, frozenset[int]]]:
+    people = [e for e in events if not any(e.get("ua") == b[0] for b in BOTS)]
+    return sorted((s.first_ms, s.last_ms, s.pageviews, s.events, s.days) for s in sessionize(people, TIMEOUT_MS))
+
+
+def assert_report(settings: Any, events: list[dict[str, Any]]) -> None:
+    """Sessions, bounce rate and average duration in `report --json` over the whole range:
+    the derived sessions plus the producer's one."""
+    people = [e for e in events if not any(e.get("ua") == b[0] for b in BOTS)]
+    sessions: list[Session] = [s for s in sessionize(people, TIMEOUT_MS) if s.pageviews]
+    own = [e["ts"] for e in events if e.get("session") == "own"]
+    spans = [(s.last_ms - s.first_ms, s.pageviews) for s in sessions] + [(max(own) - min(own), len(own))]
+    first_day = min(e["ts"] for e in events) // DAY_MS
+    last_day = max(e["ts"] for e in events) // DAY_MS
+    got = report_json(
+        settings,
+        SITE,
+        dt.date.fromordinal(dt.date(1970, 1, 1).toordinal() + first_day).isoformat(),
+        dt.date.fromordinal(dt.date(1970, 1, 1).toordinal() + last_day).isoformat(),
+    )
+    assert got["sessions"] == len(spans)
+    assert got["bounce_rate"] == round(sum(1 for _, pv in spans if pv == 1) / len(spans), 4)
+    assert got["avg_session_seconds"] == round(sum(d for d, _ in spans) / len(spans) / 1000, 3)
+
+
+def test_out_of_order_small_batches_give_the_oracles_sessions(
+    make_settings, schema, r, stream, pg, daemons: Daemons
+) -> None:
+    """Shuffled events in batches of 7: every derived session (span, page views, events and
+    its days) and the report's sessions, bounce rate and duration equal the oracle's."""
+    events = traffic(seed=1)
+    produce(r, stream, events)
+    settings = make_settings(batch_size=7)
+    assert daemons.start(settings, "--drain").wait(timeout=180) == 0, daemons.logs()[-3000:]
+    assert stored(pg) == expected(events)
+    assert_report(settings, events)
+
+
+def test_crash_after_commit_and_mid_transaction_change_nothing(
+    make_settings, schema, r, stream, pg, daemons: Daemons
+) -> None:
+    """A SIGKILL right after a COMMIT (its entries come back and the ledger skips them) and
+    one inside an open transaction (rolled back): the sessions are still the oracle's."""
+    events = traffic(seed=2)
+    produce(r, stream, events)
+    settings = make_settings(batch_size=25, min_idle_ms=500)
+    assert daemons.start(settings, STREAMPROC_FAILPOINTS="after_commit@4").wait(timeout=60) == -signal.SIGKILL
+    assert daemons.start(settings, STREAMPROC_FAILPOINTS="before_commit@3").wait(timeout=60) == -signal.SIGKILL
+    assert daemons.start(settings, "--drain").wait(timeout=180) == 0, daemons.logs()[-3000:]
+    assert r.xpending(stream, "g")["pending"] == 0
+    assert stored(pg) == expected(events)
+    assert_report(settings, events)
+
+
+def test_two_workers_and_a_kill_9_give_the_oracles_sessions(
+    make_settings, schema, r, stream, pg, daemons: Daemons
+) -> None:
+    """Two daemons share the group, each with two flushers, so batches of one visitor commit
+    concurrently and in any order; one is killed with SIGKILL mid-run and a third reclaims its
+    pending entries while the other still works. The sessions equal the oracle's."""
+    events = traffic(seed=3, visitors=80)
+    produce(r, stream, events)
+    a = daemons.start(make_settings(consumer="a", batch_size=5, flushers=2))
+    b = daemons.start(make_settings(consumer="b", batch_size=5, flushers=2, min_idle_ms=500))
+    for proc in (a, b):
+        wait_for(lambda p=proc: len(log_lines(p.logfile, "batch")) >= 3, 120, "both workers to commit batches")
+    a.send_signal(signal.SIGKILL)
+    a.wait()
+    final = make_settings(consumer="c", batch_size=50, min_idle_ms=500)
+    assert daemons.start(final, "--drain").wait(timeout=180) == 0, daemons.logs()[-3000:]
+    b.send_signal(signal.SIGTERM)
+    assert b.wait(timeout=60) == 0, daemons.logs()[-3000:]
+    assert r.xpending(stream, "g")["pending"] == 0
+    assert stored(pg) == expected(events)
+    assert_report(final, events)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from streamproc.dev.localservers import free_port
+from streamproc.postgres.migrate import load_migrations
 from tests.test_config import run_cli
 
 
@@ -78,7 +79,8 @@ def test_setup_provisions_schema_and_groups(redis_url: str, database_url: str, n
     first = run_cli(*args)
     assert first.returncode == 0, first.stderr
     data = json.loads(first.stdout)
-    assert data["migrations_applied"] == [
+    assert data["migrations_applied"] == [f"{m.version:03d}_{m.name}" for m in load_migrations()]
+    assert data["migrations_applied"][:5] == [
         "001_init",
         "002_partitioning",
         "003_producer_digest",

@@ -3,11 +3,15 @@ database, the fold, and the daemon end to end against real servers."""
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 from pathlib import Path
 from typing import Any, Final
 
 import pytest
+from typer.testing import CliRunner
 
+from streamproc.cli.app import app
 from streamproc.core import rollups as R
 from streamproc.core.decode import Accepted
 from streamproc.core.enrich import AgentParser, CountryDatabase, Enricher
@@ -193,3 +197,22 @@ def test_daemon_enriches_and_filters_end_to_end(
     for row in BOTS:
         want_bots[row[4]] = want_bots.get(row[4], 0) + 1
     assert bots == want_bots
+    day = (dt.date(1970, 1, 1) + dt.timedelta(days=DAY // 86_400_000)).isoformat()
+    args = ["report", "bots", "--site", "e.example", "--from", day, "--to", day, "--limit", "100", "--json"]
+    args += ["--database-url", settings.database_url, "--schema", settings.db_schema]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.output)
+    assert shown["total"] == len(BOTS)
+    assert {b["bot"]: b["events"] for b in shown["bots"]} == want_bots
+
+
+def test_unreadable_country_db_exits_2_naming_the_setting(make_settings, schema, daemons: Daemons, tmp_path) -> None:
+    """A country database that is not one stops the daemon at start with exit 2 and one
+    line naming the setting, never a traceback."""
+    junk = tmp_path / "junk.mmdb"
+    junk.write_text("not a database")
+    proc = daemons.start(make_settings(), "--drain", STREAMPROC_COUNTRY_DB=str(junk))
+    assert proc.wait(timeout=60) == 2
+    logs = daemons.logs()
+    assert "STREAMPROC_COUNTRY_DB" in logs and "Traceback" not in logs, logs

@@ -2,7 +2,7 @@
 
 `report --site S --from D --to D [--json]`, with no sub-view, is the original
 all-in-one report over UTC days (its JSON keys are a contract). The sub-views
-(`overview`, `pages`, `sources`, `devices`, `api`, `conversions`, `realtime`,
+(`overview`, `pages`, `sources`, `devices`, `bots`, `api`, `conversions`, `realtime`,
 `heatmap`) add `--last`, `--tz`, `--csv` and `--png`; their options and output
 plumbing live in :mod:`streamproc.cli.report_options`, their queries in :mod:`streamproc.reports.views` and
 :mod:`streamproc.reports.events`.
@@ -306,6 +306,52 @@ def devices(
     from streamproc.reports.views import DEVICES
 
     _show_dimensions(a, "devices", DEVICES, limit)
+
+
+@report_app.command("bots", epilog=EPILOG)
+@friendly
+def bots(
+    ctx: typer.Context,
+    site: SiteOpt = None,
+    start: FromOpt = None,
+    end: ToOpt = None,
+    last: LastOpt = None,
+    tz: TzOpt = None,
+    limit: Annotated[int, limit_opt("bots")] = 20,
+    as_json: JsonOpt = False,
+    as_csv: CsvOpt = False,
+    config: ConfigOpt = None,
+    database_url: DatabaseOpt = None,
+    schema: SchemaOpt = None,
+    now: NowOpt = None,
+) -> None:
+    """Page views and clicks from bots (crawlers, monitors, HTTP libraries, headless browsers),
+    per bot: what `filter_bots` kept out of every other view (per UTC day).
+
+    Example: `streamproc report bots --site shop.example --last 7d`
+    """
+    a = ask(
+        ctx,
+        site=site,
+        start=start,
+        end=end,
+        last=last,
+        tz=tz,
+        as_json=as_json,
+        as_csv=as_csv,
+        png=None,
+        size="1200x600",
+        config=config,
+        database_url=database_url,
+        schema=schema,
+        now=now,
+    )
+    from streamproc.reports.bots import bots as build
+    from streamproc.reports.bots import print_bots
+
+    with reading(a) as conn:
+        data = build(conn, a.site, a.window, limit)
+    emit(a, data, print_bots)
 
 
 def register(app: typer.Typer) -> None:

@@ -75,6 +75,15 @@ def run(
             show_default=False,
         ),
     ] = None,
+    country_db: Annotated[
+        str | None,
+        typer.Option(
+            "--country-db",
+            help="MaxMind-format .mmdb (GeoLite2/DB-IP Country or City) for countries from `ip`"
+            " [env: STREAMPROC_COUNTRY_DB] (default: none).",
+            show_default=False,
+        ),
+    ] = None,
     drain: Annotated[
         bool,
         typer.Option("--drain", help="Exit 0 once no stream has undelivered or pending entries (backfills, tests)."),
@@ -110,6 +119,7 @@ def run(
         block_ms=block_ms,
         min_idle_ms=min_idle_ms,
         max_deliveries=max_deliveries,
+        country_db=country_db,
         uniques=uniques,
         log_level=log_level,
     )

@@ -20,6 +20,7 @@ COLUMNS: Final[dict[str, tuple[str, ...]]] = {
     "conversions": ("name", "currency", "count", "revenue"),
     "realtime": ("path", "views_this_hour", "views_previous_hour"),
     "heatmap": ("cell_x", "cell_y", "clicks"),
+    "bots": ("bot", "events"),
 }
 
 
@@ -41,6 +42,8 @@ def rows(data: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield from data["conversions"]
     elif view == "realtime":
         yield from data["paths"]
+    elif view == "bots":
+        yield from data["bots"]
     elif view == "heatmap":
         for y, line in enumerate(data["grid"]):
             for x, clicks in enumerate(line):

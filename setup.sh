@@ -29,6 +29,9 @@ if [ "${1:-}" = test ]; then
     command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || packages+=(prometheus)
     command -v systemd-analyze >/dev/null 2>&1 || packages+=(systemd)
     command -v openssl >/dev/null 2>&1 || packages+=(openssl)   # throwaway CA for the TLS tests
+    # The producer tests drive the real ioredis and node-redis packages (clients/node).
+    if ! command -v node >/dev/null 2>&1; then packages+=(nodejs npm)
+    elif ! command -v npm >/dev/null 2>&1; then packages+=(npm); fi
 fi
 
 if [ ${#packages[@]} -gt 0 ]; then
@@ -66,6 +69,13 @@ fi
 say "installing streamproc into .venv"
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e ".[dev]"
+
+if [ "${1:-}" = test ]; then
+    node_major=$(node -p 'process.versions.node.split(".")[0]')
+    [ "$node_major" -ge 20 ] || say "warning: Node.js $(node --version) is older than the 20 that clients/node's packages ask for"
+    say "installing the Node.js producer clients (npm ci in clients/node)"
+    (cd clients/node && npm ci --no-audit --no-fund --loglevel=error)
+fi
 
 case "${1:-}" in
     demo) shift; say "streamproc demo"; exec .venv/bin/streamproc demo "$@" ;;

@@ -8,7 +8,8 @@
 //       stdout: {"stats": ..., "ids": [...], "warnings": [...]}
 //   node test/driver.mjs outage CLIENT URL STREAM N
 //       writes one event, prints "connected", waits for a line on stdin (the test takes Redis
-//       away meanwhile), then send()s N events and produce()s N events.
+//       away meanwhile: "frozen" or "stopped"; after "stopped" it first waits until the client
+//       has seen the connection close), then send()s N events and produce()s N events.
 //       stdout (last line): {"stats": ..., "rejected": {error name: count}, "sendErrors": {...}}
 //
 // CLIENT: "ioredis" or "node-redis", with the helper's recommended options
@@ -34,13 +35,13 @@ async function connect() {
       client.once("ready", resolve);
       client.once("end", () => reject(new Error("ioredis could not connect")));
     });
-    return { client, close: () => client.disconnect() };
+    return { client, close: () => client.disconnect(), ready: () => client.status === "ready" };
   }
   if (kind === "node-redis") {
     const client = createClient(nodeRedisOptions({ url }));
     client.on("error", (error) => warnings.push(`client error: ${error.message}`));
     await client.connect();
-    return { client, close: () => client.destroy() };
+    return { client, close: () => client.destroy(), ready: () => client.isReady };
   }
   throw new Error(`unknown client ${kind}`);
 }
@@ -72,19 +73,24 @@ async function produceMode() {
 }
 
 function count(into, error) {
-  into[error.name] = (into[error.name] ?? 0) + 1;
+  const key = `${error.constructor?.name ?? error.name}: ${error.message}`;
+  into[key] = (into[key] ?? 0) + 1;
 }
 
 async function outageMode() {
   const n = Number(rest[0]);
-  const { client, close } = await connect();
+  const { client, close, ready } = await connect();
   const sendErrors = {};
   const producer = createProducer(client, { stream, onError: (error) => count(sendErrors, error) });
   const event = { type: "page_view", site: "outage.example", path: "/" };
   await producer.produce(event);
   process.stdout.write("connected\n");
-  const lines = createInterface({ input: process.stdin });
-  for await (const _line of lines) break;
+  let how = "";
+  for await (const line of createInterface({ input: process.stdin })) {
+    how = line.trim();
+    break;
+  }
+  while (how === "stopped" && ready()) await new Promise((resolve) => setTimeout(resolve, 10));
 
   for (let i = 0; i < n; i++) producer.send({ ...event, path: `/send/${i}` });
   const rejected = {};

@@ -51,6 +51,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     drain_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0
     max_entry_bytes: Annotated[int, msgspec.Meta(ge=256)] = 64 * 1024
     max_keys_per_batch: Annotated[int, msgspec.Meta(ge=10)] = 10_000
+    # Events whose `ts` is older than this when written to the stream go to the DLQ (raise it for a backfill).
+    max_event_age_days: Annotated[int, msgspec.Meta(ge=1, le=3650)] = 30
     # Batches committed at once, each by its own thread and Postgres connection.
     flushers: Annotated[int, msgspec.Meta(ge=1, le=8)] = 2
     # exact: one set row per visitor (and session) per day; approximate: HyperLogLog sketches.

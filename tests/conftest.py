@@ -91,6 +91,8 @@ def make_settings(redis_url: str, database_url: str, ns: str, stream: str) -> Ca
             "block_ms": 200,
             "min_idle_ms": 1000,
             "reclaim_interval_ms": 200,
+            # The suites replay traffic at fixed dates (a backfill, for the event contract's past bound).
+            "max_event_age_days": 3650,
         }
         base.update(overrides)
         return load_settings(base, environ={})
@@ -131,6 +133,7 @@ def daemon_env(settings: Settings, **extra: str) -> dict[str, str]:
             "STREAMPROC_MIN_IDLE_MS": str(settings.min_idle_ms),
             "STREAMPROC_RECLAIM_INTERVAL_MS": str(settings.reclaim_interval_ms),
             "STREAMPROC_MAX_DELIVERIES": str(settings.max_deliveries),
+            "STREAMPROC_MAX_EVENT_AGE_DAYS": str(settings.max_event_age_days),
             "STREAMPROC_VISITOR_SECRET": settings.visitor_secret or "",
             "STREAMPROC_LOG_LEVEL": "info",
             "STREAMPROC_METRICS_PORT": "0",

@@ -74,6 +74,7 @@ def loaded(servers: tuple[str, str, Any], tmp_path_factory: pytest.TempPathFacto
             "consumer": "c1",
             "visitor_secret": SECRET,
             "block_ms": 200,
+            "max_event_age_days": 3650,  # traffic at a fixed date: a backfill
         },
         environ={},
     )

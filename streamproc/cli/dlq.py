@@ -90,7 +90,7 @@ def dlq_show(
     target = one_stream(settings, stream)
     (wanted,) = entry_ids([dlq_id], "ID")
     with ops.redis_client(settings) as client:
-        letter = dead.show(client, target, wanted, settings.max_entry_bytes)
+        letter = dead.show(client, target, wanted, settings.max_entry_bytes, settings.max_event_age_days)
     if letter is None:
         raise SourceError(f"no dead letter {wanted} in {target}:dlq")
     if as_json:

@@ -110,6 +110,7 @@ def pending(
                 limit=limit,
                 show_payload=show_payload,
                 max_entry_bytes=settings.max_entry_bytes,
+                max_age_days=settings.max_event_age_days,
             )
             for s in chosen_streams(settings, stream)
         ]

@@ -9,27 +9,32 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import functools
+import math
 import time
 from collections.abc import Iterable, Mapping
 from typing import Final, NamedTuple
 
+import iso4217
 import msgspec
 
+from streamproc.core.entryid import split_entry_id
 from streamproc.core.events import Conversion, Event
 
 DAY_MS: Final = 86_400_000
 MAX_FUTURE_MS: Final = DAY_MS
+DEFAULT_MAX_AGE_DAYS: Final = 30
+EARLIEST_MS: Final = 946_684_800_000  # 2000-01-01T00:00:00Z: nothing before it is ever counted
+SECONDS_BELOW: Final = 10**11  # a numeric `ts` below this is seconds (10^11 s is the year 5138)
 DEFAULT_MAX_ENTRY_BYTES: Final = 64 * 1024
 REVENUE_DIGITS: Final = 12  # |revenue| < 10**12
-REVENUE_MAX_PLACES: Final = 6
-# The exponent as written, trailing zeros included: "0E-1000000" is zero, but Postgres cannot
-# store its scale ("value overflows numeric format"), and a sum keeps the widest scale.
-REVENUE_MAX_WRITTEN_PLACES: Final = 30
+REVENUE_MAX_PLACES: Final = 6  # without a currency that has an ISO 4217 minor unit
 
 _EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _ONE_MS: Final = dt.timedelta(milliseconds=1)
-_json_decoder: Final = msgspec.json.Decoder(Event)
-_flat_decoder: Final = msgspec.json.Decoder(Event, strict=False)  # flat form: every value is a string
+# Lax in both forms: a number may come as a decimal string ("200") in JSON as it must in the flat form.
+_json_decoder: Final = msgspec.json.Decoder(Event, strict=False)
+_flat_decoder: Final = _json_decoder
 
 
 class Accepted(NamedTuple):
@@ -58,10 +63,17 @@ def decode_entry(
     fields: Mapping[bytes, bytes] | None,
     now_ms: int,
     max_entry_bytes: int = DEFAULT_MAX_ENTRY_BYTES,
+    max_age_days: int = DEFAULT_MAX_AGE_DAYS,
 ) -> Accepted | Rejected:
-    """Validate one stream entry. Never raises on bad input."""
+    """Validate one stream entry. Never raises on bad input.
+
+    ``now_ms`` bounds ``ts`` in the future (24 h). The past bound is measured from the
+    time in ``entry_id`` (when Redis took the entry), not from ``now_ms``, so a
+    redelivery decides exactly as the first delivery did: ``ts`` older than
+    ``max_age_days`` before it, or before 2000-01-01, is rejected.
+    """
     try:
-        return _decode_entry(entry_id, fields, now_ms, max_entry_bytes)
+        return _decode_entry(entry_id, fields, now_ms, max_entry_bytes, max_age_days)
     except Exception as exc:  # last line of defence: bad input must never stop the batch
         return Rejected(entry_id, fields or {}, f"entry could not be decoded ({type(exc).__name__}: {exc})")
 
@@ -71,6 +83,7 @@ def _decode_entry(
     fields: Mapping[bytes, bytes] | None,
     now_ms: int,
     max_entry_bytes: int,
+    max_age_days: int,
 ) -> Accepted | Rejected:
     if not fields:
         return Rejected(entry_id, fields or {}, "entry has no fields")
@@ -93,7 +106,11 @@ def _decode_entry(
         if nul is not None:
             return Rejected(entry_id, fields, nul)
     ts_ms = _timestamp_ms(result.ts)
-    problem = _check_semantics(result, ts_ms, now_ms)
+    problem = _check_time(result, ts_ms, now_ms, _written_ms(entry_id), max_age_days)
+    if problem is None and isinstance(result, Conversion) and result.revenue is not None:
+        problem = _check_revenue(result.revenue)
+        if problem is None:
+            result = _round_revenue(result, result.revenue)
     if problem is not None:
         return Rejected(entry_id, fields, problem)
     return Accepted(entry_id, result, ts_ms)
@@ -103,12 +120,13 @@ def decode_batch(
     entries: Iterable[tuple[bytes, Mapping[bytes, bytes] | None]],
     now_ms: int | None = None,
     max_entry_bytes: int = DEFAULT_MAX_ENTRY_BYTES,
+    max_age_days: int = DEFAULT_MAX_AGE_DAYS,
 ) -> Decoded:
     """Split a batch of ``(id, fields)`` entries into accepted and rejected."""
     now = int(time.time() * 1000) if now_ms is None else now_ms
     out = Decoded([], [])
     for entry_id, fields in entries:
-        item = decode_entry(entry_id, fields, now, max_entry_bytes)
+        item = decode_entry(entry_id, fields, now, max_entry_bytes, max_age_days)
         if isinstance(item, Accepted):
             out.accepted.append(item)
         else:
@@ -158,25 +176,59 @@ def _nul_problem(event: Event) -> str | None:
     return None  # `props` is never stored
 
 
-def _timestamp_ms(ts: int | dt.datetime) -> int:
+def _written_ms(entry_id: bytes) -> int:
+    """The time part of a stream entry id (ms), or 0 for an id that has none."""
+    try:
+        return split_entry_id(entry_id)[0]
+    except ValueError:
+        return 0
+
+
+def _timestamp_ms(ts: int | float | dt.datetime) -> int:
+    """``ts`` in whole milliseconds, floored; -1 for a value :func:`_check_time` must reject.
+
+    One rule for both forms: a number below 10^11 is seconds, any other number
+    milliseconds; a fraction (of a second or of a millisecond) is floored to the
+    millisecond, exactly (the number's shortest decimal text, never float arithmetic).
+    """
     if isinstance(ts, int):
-        return ts
+        return ts * 1000 if -SECONDS_BELOW < ts < SECONDS_BELOW else ts
+    if isinstance(ts, float):
+        if not math.isfinite(ts):
+            return -1
+        exact = decimal.Decimal(repr(ts))
+        return math.floor(exact * 1000 if abs(exact) < SECONDS_BELOW else exact)
     if ts.tzinfo is None:
-        return -1  # flagged by _check_semantics
+        return -1
     return (ts - _EPOCH) // _ONE_MS  # exact integer arithmetic, no float rounding
 
 
-def _check_semantics(event: Event, ts_ms: int, now_ms: int) -> str | None:
+def _check_time(event: Event, ts_ms: int, now_ms: int, written_ms: int, max_age_days: int) -> str | None:
     if ts_ms < 0:
         if isinstance(event.ts, dt.datetime) and event.ts.tzinfo is None:
             return "invalid event: `ts` date-time has no UTC offset (RFC 3339 needs one) - at `$.ts`"
+        if isinstance(event.ts, float) and not math.isfinite(event.ts):
+            return "invalid event: `ts` must be a finite number - at `$.ts`"
         return "invalid event: `ts` is before 1970-01-01 - at `$.ts`"
     if ts_ms > now_ms + MAX_FUTURE_MS:
         ahead_h = (ts_ms - now_ms) / 3_600_000
         return f"invalid event: `ts` is {ahead_h:.1f} h in the future (limit 24 h) - at `$.ts`"
-    if isinstance(event, Conversion) and event.revenue is not None:
-        return _check_revenue(event.revenue)
+    if ts_ms < EARLIEST_MS:
+        return (
+            f"invalid event: `ts` is {_iso(ts_ms)}, before 2000-01-01 (a number below 10^11 is read as"
+            " seconds, any other as milliseconds) - at `$.ts`"
+        )
+    if ts_ms < written_ms - max_age_days * DAY_MS:
+        age_d = (written_ms - ts_ms) / DAY_MS
+        return (
+            f"invalid event: `ts` is {_iso(ts_ms)}, {age_d:.1f} days before the entry was written"
+            f" (limit {max_age_days} days: max_event_age_days) - at `$.ts`"
+        )
     return None
+
+
+def _iso(ts_ms: int) -> str:
+    return (_EPOCH + ts_ms * _ONE_MS).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _check_revenue(revenue: decimal.Decimal) -> str | None:
@@ -186,15 +238,44 @@ def _check_revenue(revenue: decimal.Decimal) -> str | None:
     _sign, digits, exponent = revenue.as_tuple()
     assert isinstance(exponent, int)
     significant = "".join(map(str, digits)).rstrip("0")
-    if significant:
-        if revenue.adjusted() >= REVENUE_DIGITS:
-            return "invalid event: `revenue` magnitude must be below 10^12 - at `$.revenue`"
-        places = -(exponent + len(digits) - len(significant))
-        if places > REVENUE_MAX_PLACES:
-            return f"invalid event: `revenue` has more than {REVENUE_MAX_PLACES} decimal places - at `$.revenue`"
-    if not -REVENUE_MAX_WRITTEN_PLACES <= exponent < REVENUE_DIGITS:
+    if significant and revenue.adjusted() >= REVENUE_DIGITS:
+        return "invalid event: `revenue` magnitude must be below 10^12 - at `$.revenue`"
+    if exponent >= REVENUE_DIGITS:
+        # "0E+1000000" is zero, but Postgres cannot store the scale it is written with. Too many
+        # places ("0E-1000000") are rounded away by _round_revenue.
         return (
-            f"invalid event: `revenue` is written with exponent {exponent} (allowed"
-            f" {-REVENUE_MAX_WRITTEN_PLACES} to {REVENUE_DIGITS - 1}, trailing zeros included) - at `$.revenue`"
+            f"invalid event: `revenue` is written with exponent {exponent} (at most {REVENUE_DIGITS - 1},"
+            " trailing zeros included) - at `$.revenue`"
         )
     return None
+
+
+@functools.lru_cache(maxsize=512)
+def revenue_places(currency: str | None) -> int:
+    """Decimal places revenue is kept to: the ISO 4217 minor unit of ``currency`` (any case),
+    or 6 for no currency, an unknown code or one without a minor unit (XAU, XXX)."""
+    if currency:
+        try:
+            exponent = iso4217.Currency(currency.upper()).exponent
+        except ValueError:
+            exponent = None
+        if exponent is not None:
+            return int(exponent)
+    return REVENUE_MAX_PLACES
+
+
+_ROUNDING: Final = decimal.Context(prec=REVENUE_DIGITS + REVENUE_MAX_PLACES + 2, rounding=decimal.ROUND_HALF_EVEN)
+
+
+def _round_revenue(event: Conversion, revenue: decimal.Decimal) -> Conversion:
+    """Round half-even to :func:`revenue_places` (``29.9*3`` in JavaScript is 89.69999999999999,
+    counted as 89.70 EUR). An amount written with no more places keeps its event unchanged; one
+    written with more is replaced by the rounded amount, trailing zeros trimmed to the places
+    (``0E-1000000`` becomes 0.00, a scale Postgres can store and sum)."""
+    places = revenue_places(event.currency)
+    exponent = revenue.as_tuple().exponent
+    assert isinstance(exponent, int)  # finite: checked before
+    if exponent >= -places:
+        return event  # "10" stays "10": no places added
+    rounded = revenue.quantize(decimal.Decimal(1).scaleb(-places), context=_ROUNDING)
+    return msgspec.structs.replace(event, revenue=rounded)

@@ -4,8 +4,8 @@ These types are the single source of truth for what a valid event is. The
 JSON Schema in ``schemas/event.schema.json`` is generated from them
 (``streamproc schema``) and a test fails if the checked-in copy drifts.
 
-Checks that JSON Schema cannot express (a timestamp not too far in the future,
-a finite revenue) live in :mod:`streamproc.core.decode`.
+Checks that JSON Schema cannot express (a timestamp within its bounds, a
+finite revenue and its rounding) live in :mod:`streamproc.core.decode`.
 """
 
 from __future__ import annotations
@@ -29,8 +29,13 @@ Text = Annotated[str, msgspec.Meta(max_length=TEXT_MAX)]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=SHORT_MAX)]
 Unit = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
 Timestamp = Annotated[
-    int | dt.datetime,
-    msgspec.Meta(description="Milliseconds since the Unix epoch, or an RFC 3339 date-time with offset."),
+    int | float | dt.datetime,
+    msgspec.Meta(
+        description=(
+            "A number since the Unix epoch: seconds below 10^11, else milliseconds (a fraction is"
+            " allowed and floored to the millisecond), or an RFC 3339 date-time with offset."
+        )
+    ),
 ]
 
 
@@ -100,18 +105,31 @@ def json_schema() -> dict[str, Any]:
         "description": (
             "One analytics event, carried by a Redis stream entry either as JSON in the "
             "`event` field or as flat string fields (numbers as decimal strings). "
-            "Unknown attributes are ignored. `ts` may be at most one day in the future."
+            "Numbers may also be sent as decimal strings in either form. Unknown attributes are"
+            " ignored. `ts` may be at most one day in the future and at most `max_event_age_days`"
+            " (default 30) older than the entry's stream id; never before 2000-01-01."
         ),
         **schema,
     }
 
 
+NUMERIC_TEXT: Final = r"^-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?$"
+
+
 def _refine(defs: dict[str, Any]) -> None:
-    """Say what msgspec's generic output cannot: ts formats, revenue as number or string."""
+    """Say what msgspec's generic output cannot: ts formats, revenue as number or string,
+    every number also as a numeric string (both forms accept one)."""
     for struct in defs.values():
         props = struct["properties"]
+        for name, prop in props.items():
+            if prop.get("type") in ("integer", "number"):
+                props[name] = {
+                    "anyOf": [prop, {"type": "string", "pattern": NUMERIC_TEXT}],
+                    "description": "A number, or the same as a decimal string; bounds apply to its value.",
+                }
         props["ts"]["anyOf"] = [
-            {"type": "integer", "minimum": 0},
+            {"type": "number", "minimum": 0},
+            {"type": "string", "pattern": NUMERIC_TEXT},
             {"type": "string", "format": "date-time"},
         ]
         if "revenue" in props:
@@ -120,7 +138,10 @@ def _refine(defs: dict[str, Any]) -> None:
                 {"type": "string", "format": "decimal"},
                 {"type": "null"},
             ]
-            props["revenue"]["description"] = "Exact decimal; kept exact, never a float."
+            props["revenue"]["description"] = (
+                "Exact decimal, never a float; rounded half-even to the currency's ISO 4217 minor"
+                " unit (2 places for EUR, 0 for JPY), or to 6 places without a known currency."
+            )
 
 
 def schema_text() -> str:

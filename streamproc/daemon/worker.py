@@ -293,7 +293,7 @@ class Worker:
             if self.failpoints.content is not None:
                 for _eid, f in entries:
                     self.failpoints.check_content(f)
-            decoded = decode_batch(entries, now_ms, self.settings.max_entry_bytes)
+            decoded = decode_batch(entries, now_ms, self.settings.max_entry_bytes, self.settings.max_event_age_days)
             for eid, f in poison:
                 reason = (
                     f"delivered {counts[eid]} times without being committed"

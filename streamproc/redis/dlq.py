@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from streamproc.core.decode import Accepted, decode_entry
+from streamproc.core.decode import DEFAULT_MAX_AGE_DAYS, Accepted, decode_entry
 from streamproc.redis.client import Client, run_script
 from streamproc.redis.ops import Entry, check_stream, fields_text, now_ms, text, xrange, xrevrange
 from streamproc.redis.source import dlq_key
@@ -96,7 +96,9 @@ def list_dead(client: Client, stream: str, limit: int) -> tuple[int, list[DeadLe
     return dlq_length(client, stream), [_dead_letter(stream, eid, raw) for eid, raw in rows]
 
 
-def show(client: Client, stream: str, dlq_id: str, max_entry_bytes: int) -> DeadLetter | None:
+def show(
+    client: Client, stream: str, dlq_id: str, max_entry_bytes: int, max_age_days: int = DEFAULT_MAX_AGE_DAYS
+) -> DeadLetter | None:
     """One dead letter with all its fields, and whether its original fields would decode now."""
     rows = xrange(client, dlq_key(stream), dlq_id, dlq_id, 1)
     if not rows:
@@ -104,7 +106,7 @@ def show(client: Client, stream: str, dlq_id: str, max_entry_bytes: int) -> Dead
     eid, raw = rows[0]
     letter = _dead_letter(stream, eid, raw)
     original = {k: v for k, v in raw.items() if k not in META_FIELDS}
-    result = decode_entry(eid, original, now_ms(), max_entry_bytes)
+    result = decode_entry(eid, original, now_ms(), max_entry_bytes, max_age_days)
     letter.decodes_now = isinstance(result, Accepted)
     letter.decode_error = None if isinstance(result, Accepted) else result.reason
     return letter

@@ -20,7 +20,7 @@ import redis.exceptions as rx
 from redis.typing import StreamIdT
 
 from streamproc.config import Settings, mask_url
-from streamproc.core.decode import Accepted, decode_entry
+from streamproc.core.decode import DEFAULT_MAX_AGE_DAYS, Accepted, decode_entry
 from streamproc.core.entryid import split_entry_id
 from streamproc.errors import SourceError, SourceUnavailable, StreamprocError
 from streamproc.redis.client import CLUSTER_UNAVAILABLE, Client, connect, moved_hint
@@ -241,6 +241,7 @@ def pending(
     limit: int = 100,
     show_payload: bool = False,
     max_entry_bytes: int = 64 * 1024,
+    max_age_days: int = DEFAULT_MAX_AGE_DAYS,
 ) -> PendingReport:
     """XPENDING summary and up to ``limit`` entries (oldest id first), optionally decoded."""
     check_group(client, stream, group)
@@ -268,11 +269,13 @@ def pending(
         for row in rows
     ]
     if show_payload:
-        _attach_payloads(client, stream, report.entries, max_entry_bytes)
+        _attach_payloads(client, stream, report.entries, max_entry_bytes, max_age_days)
     return report
 
 
-def _attach_payloads(client: Client, stream: str, entries: list[PendingEntry], max_entry_bytes: int) -> None:
+def _attach_payloads(
+    client: Client, stream: str, entries: list[PendingEntry], max_entry_bytes: int, max_age_days: int
+) -> None:
     now = now_ms()
     for entry in entries:
         found = xrange(client, stream, entry.id, entry.id, 1)
@@ -282,7 +285,7 @@ def _attach_payloads(client: Client, stream: str, entries: list[PendingEntry], m
             continue
         eid, raw = found[0]
         entry.fields = fields_text(raw)
-        result = decode_entry(eid, raw, now, max_entry_bytes)
+        result = decode_entry(eid, raw, now, max_entry_bytes, max_age_days)
         if isinstance(result, Accepted):
             entry.event = msgspec.to_builtins(result.event)
         else:

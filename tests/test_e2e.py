@@ -110,7 +110,7 @@ def test_report_cli_entry_point_prints_json(make_settings, schema, r, stream, da
         "bounce_rate",
         "avg_session_seconds",
         "events",
-        "revenue",
+        "revenue_by_currency",
         "conversions",
         "top_paths",
         "api",

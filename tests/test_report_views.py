@@ -251,8 +251,11 @@ def test_last_24h_is_hourly_with_sessions_started(loaded: Loaded) -> None:
         assert (b["pageviews"], b["sessions"], b["visitors"]) == (views[hour], started[hour], None), b
     previous = between(loaded.events, start - dt.timedelta(hours=24), start, "page_view")
     assert data["metrics"]["pageviews"]["previous"] == len(previous)
-    # A 24-hour window holds one UTC noon: visitors are read on that UTC day, flagged approximate.
-    assert data["visitor_days"] == ["2026-03-29"] and data["metrics"]["visitors"]["exact"] is False
+    # A 24-hour window reads its per-day figures on every UTC day it touches (today's traffic
+    # included), flagged approximate.
+    assert data["visitor_days"] == ["2026-03-29", "2026-03-30"] and data["metrics"]["visitors"]["exact"] is False
+    both = {dt.date(2026, 3, 29), dt.date(2026, 3, 30)}
+    assert data["metrics"]["visitors"]["value"] == visitors_on_utc_days(loaded.events, both)
 
 
 def test_last_7d_is_today_and_six_local_days_before(loaded: Loaded) -> None:
@@ -479,18 +482,31 @@ def test_every_view_renders_for_people(loaded: Loaded, args: list[str]) -> None:
     assert SITE in res.stdout and "Traceback" not in res.output
 
 
-def test_window_without_a_utc_noon_has_no_visitors(loaded: Loaded) -> None:
-    """`--last 6h` holds no UTC noon: visitors and sessions are null (not a whole day's figure passed
-    off as six hours'), while page views stay exact."""
-    data = view_json(loaded.settings, "overview", "--site", SITE, "--last", "6h")
+@pytest.mark.parametrize("last", ["6h", "24h", "30h"])
+def test_hour_windows_read_per_day_figures_on_the_same_days_in_every_view(loaded: Loaded, last: str) -> None:
+    """`--last Nh` reads every per-UTC-day figure of every view on the UTC days it touches, so
+    today's traffic always shows: overview visitors, pages visitors, sources/devices and the
+    heatmap agree on `visitor_days`, and page views stay exact to the hour."""
+    n = int(last[:-1])
     end = dt.datetime(2026, 3, 30, 10, tzinfo=dt.UTC)
-    assert data["visitor_days"] == []
-    assert data["metrics"]["visitors"]["value"] is None and data["metrics"]["sessions"]["value"] is None
-    assert data["metrics"]["pageviews"]["value"] == len(
-        between(loaded.events, end - dt.timedelta(hours=6), end, "page_view")
+    start = end - dt.timedelta(hours=n)
+    days = sorted({start.date(), (end - dt.timedelta(microseconds=1)).date()})
+    want_days = [d.isoformat() for d in days]
+    views = {
+        name: view_json(loaded.settings, name, "--site", SITE, "--last", last, *extra)
+        for name, extra in (("overview", []), ("pages", []), ("devices", []), ("heatmap", ["--path", "/"]))
+    }
+    assert {name: v["visitor_days"] for name, v in views.items() if "visitor_days" in v} == dict.fromkeys(
+        ("overview", "pages", "devices", "heatmap"), want_days
     )
-    pages = view_json(loaded.settings, "pages", "--site", SITE, "--last", "6h")
-    assert all(p["visitors"] is None for p in pages["paths"])
+    overview = views["overview"]
+    assert overview["metrics"]["visitors"]["value"] == visitors_on_utc_days(loaded.events, set(days)) > 0
+    assert overview["metrics"]["pageviews"]["value"] == len(between(loaded.events, start, end, "page_view"))
+    assert all(p["visitors"] is not None for p in views["pages"]["paths"])
+    day_views = sum(r["views"] for r in views["devices"]["dimensions"]["device"])
+    assert day_views == sum(
+        1 for e in loaded.events if e["site"] == SITE and e["type"] == "page_view" and ts(e).date() in days
+    )
 
 
 # --- rows inserted directly -------------------------------------------------------------------------
@@ -596,6 +612,9 @@ def test_legacy_report_is_unchanged(loaded: Loaded) -> None:
         (["api", "--site", SITE, "--json", "--csv"], "--csv"),
         (["overview", "--site", SITE, "--png", "x.png", "--size", "huge"], "--size"),
         (["overview", "--site", "no-such.example"], "no-such.example"),
+        (["--site", "no-such.example", "--from", "2026-03-29", "--to", "2026-03-29"], "no-such.example"),
+        (["--site", "no-such.example", "--from", "2026-03-29", "--to", "2026-03-29", "--json"], "no-such.example"),
+        (["devices", "--site", "no-such.example", "--last", "24h"], "no-such.example"),
         (["heatmap", "--site", SITE], "--path"),
     ],
 )
@@ -678,6 +697,8 @@ def test_local_days_dst_and_odd_offsets() -> None:
     assert day_window(dt.date(2026, 1, 10), dt.date(2026, 1, 11), ZoneInfo("UTC")).utc_days_exact
     short = last_window(6, "hour", ZoneInfo("UTC"), NOW)
     assert short.noon_days() == [] and short.visitor_days() == [dt.date(2026, 3, 30)]
+    day = last_window(24, "hour", ZoneInfo("UTC"), NOW)
+    assert day.visitor_days() == [dt.date(2026, 3, 29), dt.date(2026, 3, 30)]
     assert w.previous().first == dt.date(2026, 3, 25) and w.previous().last == dt.date(2026, 3, 27)
 
 
@@ -687,3 +708,14 @@ def test_text_pictures() -> None:
     assert [heat_level(v, 8) for v in (0, 1, 2, 3, 4, 5, 8)] == [0, 1, 1, 2, 2, 3, 4]
     assert sparkline([0, 4, 8]) == "▁▅█" and sparkline([None, 1]) == " █" and len(sparkline(range(100), 10)) == 10
     assert bar(10, 10, 4) == "████" and bar(1, 16, 2) == "▏" and bar(0, 5) == ""
+
+
+def test_no_dashboard_query_adds_revenue_across_currencies() -> None:
+    """Every Grafana query that reads revenue keeps currencies apart (grouped by currency)."""
+    found = 0
+    for board in sorted((ROOT / "deploy/grafana").glob("*.json")):
+        for sql in re.findall(r'"rawSql":\s*"((?:[^"\\]|\\.)*)"', board.read_text()):
+            if "revenue" in sql:
+                found += 1
+                assert re.search(r"GROUP BY[^;]*\bcurrency\b", sql), (board.name, sql)
+    assert found, "the analytics dashboard shows revenue"

@@ -63,12 +63,12 @@ def expected_report(events: list[dict[str, Any]], site: str, start: dt.date, end
     top = sorted(path_views.items(), key=lambda kv: (-kv[1], kv[0]))[:10]
 
     conv_count: Counter[str] = Counter()
-    conv_revenue: dict[str, Decimal] = defaultdict(Decimal)
+    conv_revenue: dict[str, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
     api: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for e in in_range:
         if e["type"] == "conversion":
             conv_count[e["name"]] += 1
-            conv_revenue[e["name"]] += Decimal(e.get("revenue", "0"))
+            conv_revenue[e["name"]][e.get("currency", "").upper()] += Decimal(e.get("revenue", "0"))
         elif e["type"] == "api_request":
             api[(e["method"].upper(), e["route"])].append(e)
 
@@ -82,8 +82,11 @@ def expected_report(events: list[dict[str, Any]], site: str, start: dt.date, end
         "bounce_rate": bounced / len(engaged) if engaged else None,
         "avg_session_seconds": sum(durations) / len(durations) if durations else None,
         "events": dict(sorted(Counter(e["type"] for e in in_range).items())),
-        "revenue": sum(conv_revenue.values(), Decimal(0)),
-        "conversions": [{"name": n, "count": conv_count[n], "revenue": conv_revenue[n]} for n in sorted(conv_count)],
+        "revenue_by_currency": _by_currency(conv_revenue.values()),
+        "conversions": [
+            {"name": n, "count": conv_count[n], "revenue_by_currency": dict(conv_revenue[n])}
+            for n in sorted(conv_count)
+        ],
         "top_paths": [{"path": p, "views": v, "visitors": len(path_visitors[p])} for p, v in top],
         "api": {
             key: {
@@ -94,6 +97,18 @@ def expected_report(events: list[dict[str, Any]], site: str, start: dt.date, end
             for key, reqs in api.items()
         },
     }
+
+
+def _by_currency(per_name: Iterable[dict[str, Decimal]]) -> dict[str, Decimal]:
+    totals: dict[str, Decimal] = defaultdict(Decimal)
+    for amounts in per_name:
+        for currency, amount in amounts.items():
+            totals[currency] += amount
+    return dict(totals)
+
+
+def _decimals(amounts: dict[str, str]) -> dict[str, Decimal]:
+    return {c: Decimal(v) for c, v in amounts.items()}
 
 
 # Approximate uniques: HyperLogLog with 2^11 registers has a standard error of 1.04 / sqrt(2048)
@@ -130,9 +145,10 @@ def assert_report_matches(got: dict[str, Any], want: dict[str, Any], approximate
             assert got[key] is not None and math.isclose(got[key], want[key], abs_tol=1e-3), (
                 f"{where}: {key} {got[key]} != {want[key]}"
             )
-    assert Decimal(got["revenue"]) == want["revenue"], f"{where}: revenue"
-    assert [(c["name"], c["count"], Decimal(c["revenue"])) for c in got["conversions"]] == [
-        (c["name"], c["count"], c["revenue"]) for c in want["conversions"]
+    assert "revenue" not in got, f"{where}: a revenue figure across currencies"
+    assert _decimals(got["revenue_by_currency"]) == want["revenue_by_currency"], f"{where}: revenue"
+    assert [(c["name"], c["count"], _decimals(c["revenue_by_currency"])) for c in got["conversions"]] == [
+        (c["name"], c["count"], c["revenue_by_currency"]) for c in want["conversions"]
     ], f"{where}: conversions"
     got_api = {(a["method"], a["route"]): a for a in got["api"]}
     assert set(got_api) == set(want["api"]), f"{where}: api routes"

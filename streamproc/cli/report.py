@@ -86,6 +86,7 @@ def report(
     from streamproc.postgres.sink import connect
     from streamproc.reports.report import build_report
     from streamproc.reports.uniques import Uniques
+    from streamproc.reports.views import check_site
 
     if not site:
         raise typer.BadParameter(
@@ -100,6 +101,7 @@ def report(
     settings = settings_from(config, database_url=database_url, db_schema=schema)
     with connect(settings.database_url, settings.db_schema, "streamproc-report") as conn:
         check_migrated(conn, settings.approximate_uniques)
+        check_site(conn, site)  # like every view: an unknown site is a usage error (exit 2), not zeros
         data = build_report(conn, site, first, last, Uniques(settings.approximate_uniques))
     if as_json:
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
@@ -131,8 +133,8 @@ def overview(
     visitors per day, or with sessions started per hour).
 
     Visitors and sessions are distinct counts over per-UTC-day sets: exact for UTC days, approximate
-    (≈, nearest UTC days) for other zones or `--last Nh`. Bounce rate and average session are over
-    the sessions that started in the range (exact).
+    (≈: the UTC day each local day overlaps most, or every UTC day `--last Nh` touches). Bounce rate
+    and average session are over the sessions that started in the range (exact).
 
     Examples:
 

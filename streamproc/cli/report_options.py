@@ -30,7 +30,8 @@ if TYPE_CHECKING:
 APPROX = (
     "Page views, API figures, conversions, bounce rate and session length are exact for any range"
     " (whole UTC hours); visitors, sessions, sources/devices and clicks are kept per UTC day, so they"
-    " are exact for UTC days and approximate (nearest UTC days) with another --tz or --last Nh."
+    " are exact for UTC days and approximate with another --tz (the UTC day each local day overlaps"
+    " most) or --last Nh (every UTC day the window touches), the same in every view."
 )
 
 SiteOpt = Annotated[

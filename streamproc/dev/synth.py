@@ -138,8 +138,11 @@ class Generator:
         elif kind == "conversion":
             ev["name"] = rng.choice(("signup", "purchase"))
             if ev["name"] == "purchase":
-                ev["revenue"] = str(Decimal(rng.randrange(100, 50_000)) / 100)
-                ev["currency"] = "EUR"
+                currency = rng.choices(("EUR", "USD", "JPY", ""), (70, 20, 8, 2))[0]
+                cents = rng.randrange(100, 50_000)
+                ev["revenue"] = str(cents * 2) if currency == "JPY" else str(Decimal(cents) / 100)
+                if currency:
+                    ev["currency"] = currency
         else:
             ev["name"] = rng.choice(("video_play", "download", "share"))
         if rng.random() < 0.3:

@@ -1,9 +1,20 @@
-"""Human output: rich tables (and bars, sparklines, a block-character heatmap) for reports."""
+"""Human output: rich tables (and bars, sparklines, a block-character heatmap) for reports.
+
+Every string in a report may come from a producer (site, path, route, selector,
+name, referrer, UTM and dimension values, currency). Every ``print_*`` view is
+wrapped by :func:`literal`, which prints through a :class:`LiteralConsole`: rich
+markup (``/user/{id}[/{name}]``, ``button[type=submit]``) and emoji codes are not
+interpreted, and control characters (ESC, newlines, bidi overrides) are shown as
+``\\xNN`` / ``\\uNNNN`` escapes instead of reaching the terminal. JSON and CSV
+output does not pass through here and stays byte-exact.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+import functools
+from collections.abc import Callable
+from typing import Any, Final
 from zoneinfo import ZoneInfo
 
 from rich.console import Console
@@ -13,11 +24,61 @@ from rich.text import Text
 
 from streamproc.reports.textplot import HEAT, bar, heat_level, sparkline
 
+# C0 and C1 control characters, DEL, and the invisible ones that reorder or break lines.
+_INVISIBLE: Final = (*range(0x20), 0x7F, *range(0x80, 0xA0))
+_FORMAT: Final = (0x200E, 0x200F, 0x2028, 0x2029, *range(0x202A, 0x202F), *range(0x2066, 0x206A))
+_VISIBLE: Final = {c: f"\\x{c:02x}" for c in _INVISIBLE} | {c: f"\\u{c:04x}" for c in _FORMAT}
+
+
+def visible(text: str) -> str:
+    """``text`` with every control or invisible formatting character as a ``\\xNN``/``\\uNNNN`` escape."""
+    return text.translate(_VISIBLE)
+
+
+class LiteralConsole(Console):
+    """A console that shows every string literally: no markup, no emoji codes, no highlighting,
+    control characters made visible (:func:`visible`). Styles given as arguments still apply."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(markup=False, emoji=False, highlight=False, **kwargs)
+
+    def render_str(self, text: str, **kwargs: Any) -> Text:
+        kwargs.update(markup=False, emoji=False, highlight=False)
+        return super().render_str(visible(text), **kwargs)
+
+
+def literal_console(console: Console) -> LiteralConsole:
+    """A :class:`LiteralConsole` writing where ``console`` writes, with its width and colours."""
+    if isinstance(console, LiteralConsole):
+        return console
+    return LiteralConsole(
+        file=console.file,
+        width=console.width,
+        color_system=console.color_system,  # the name it was built with, or None
+        force_terminal=console.is_terminal,
+        no_color=console.no_color,
+    )
+
+
+View = Callable[[Console, dict[str, Any]], None]
+
+
+def literal(view: View) -> View:
+    """Make a report view print through :func:`literal_console` whatever console it is given."""
+
+    @functools.wraps(view)
+    def wrapper(console: Console, data: dict[str, Any]) -> None:
+        view(literal_console(console), data)
+
+    wrapper.literal = True  # type: ignore[attr-defined]  # tests check every view is wrapped
+    return wrapper
+
 
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value * 100:.1f} %"
 
 
+@literal
 def print_report(console: Console, data: dict[str, Any]) -> None:
     head = Table(title=data["site"], caption=f"{data['from']} .. {data['to']} (UTC days)", show_header=False)
     head.add_column(style="bold")
@@ -28,8 +89,8 @@ def print_report(console: Console, data: dict[str, Any]) -> None:
         ("visitors", f"{data['visitors']:,}"),
         ("sessions", f"{data['sessions']:,}"),
         ("bounce rate", _pct(data["bounce_rate"])),
-        ("avg session", "-" if avg is None else f"{avg:.1f} s"),
-        ("revenue", data["revenue"]),
+        ("avg session", duration(avg)),
+        *((f"revenue {c or '(no currency)'}", v) for c, v in data["revenue_by_currency"].items()),
         *((f"events: {k}", f"{v:,}") for k, v in data["events"].items()),
     ):
         head.add_row(label, value)
@@ -47,7 +108,7 @@ def print_report(console: Console, data: dict[str, Any]) -> None:
         for col in ("name", "count", "revenue"):
             conv.add_column(col, justify="left" if col == "name" else "right")
         for c in data["conversions"]:
-            conv.add_row(c["name"], f"{c['count']:,}", c["revenue"])
+            conv.add_row(c["name"], f"{c['count']:,}", _money(c["revenue_by_currency"]))
         console.print(conv)
 
     if data["api"]:
@@ -63,6 +124,11 @@ def print_report(console: Console, data: dict[str, Any]) -> None:
                 *(f"{a[k]:.1f}" if a[k] is not None else "-" for k in ("p50_ms", "p95_ms", "p99_ms")),
             )
         console.print(api)
+
+
+def _money(by_currency: dict[str, str]) -> str:
+    """``{"EUR": "100", "JPY": "5000", "": "7"}`` -> ``100 EUR, 5000 JPY, 7 (no currency)``: never one sum."""
+    return ", ".join(f"{v} {c or '(no currency)'}" for c, v in by_currency.items())
 
 
 # --- report views --------------------------------------------------------------------------------
@@ -83,11 +149,20 @@ def _n(value: int | None) -> str:
     return "-" if value is None else f"{value:,}"
 
 
-def _duration(seconds: float | None) -> str:
+def duration(seconds: float | None) -> str:
+    """A length of time for people: ``12.3 s``, ``4 m 05 s``, ``25 h 13 m``, ``3 d 04 h``; ``-`` for None."""
     if seconds is None:
         return "-"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
     minutes, secs = divmod(round(seconds), 60)
-    return f"{minutes}m {secs:02d}s" if minutes else f"{seconds:.1f} s"
+    if minutes < 60:
+        return f"{minutes} m {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours} h {minutes:02d} m"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours:02d} h"
 
 
 def _change(name: str, metric: dict[str, Any]) -> Text:
@@ -113,7 +188,7 @@ def _value(name: str, value: Any) -> str:
     if name == "bounce_rate":
         return _pct(value)
     if name == "avg_session_seconds":
-        return _duration(value)
+        return duration(value)
     return _n(value)
 
 
@@ -134,6 +209,7 @@ METRIC_LABELS = {
 }
 
 
+@literal
 def print_overview(console: Console, data: dict[str, Any]) -> None:
     rng, prev = data["range"], data["previous_range"]
     table = Table(title=f"{data['site']} — {_range_text(rng)}", caption=f"change against {_range_text(prev)}")
@@ -183,6 +259,7 @@ def _print_series(console: Console, series: dict[str, Any]) -> None:
     console.print(table)
 
 
+@literal
 def print_pages(console: Console, data: dict[str, Any]) -> None:
     approx = "" if data["exact"]["visitors"] else " ≈"
     table = Table(title=f"{data['site']} — top pages, {_range_text(data['range'])}")
@@ -208,6 +285,7 @@ def print_pages(console: Console, data: dict[str, Any]) -> None:
         console.print(_approx_note(data, "visitors"), style="dim")
 
 
+@literal
 def print_dimensions(console: Console, data: dict[str, Any]) -> None:
     for name, rows in data["dimensions"].items():
         label, empty = DIM_LABELS[name]
@@ -218,13 +296,14 @@ def print_dimensions(console: Console, data: dict[str, Any]) -> None:
         table.add_column("", no_wrap=True)
         top = max((r["views"] for r in rows), default=0)
         for r in rows:
-            value = Text(r["value"]) if r["value"] else Text(empty, style="dim")
+            value = r["value"] or Text(empty, style="dim")
             table.add_row(value, f"{r['views']:,}", f"{r['visitors']:,}", Text(bar(r["views"], top, 16), "cyan"))
         console.print(table)
     if not data["exact"]["views"]:
         console.print(_approx_note(data, "views and visitors"), style="dim")
 
 
+@literal
 def print_api(console: Console, data: dict[str, Any]) -> None:
     table = Table(
         title=f"{data['site']} — API routes, {_range_text(data['range'])}",
@@ -251,6 +330,7 @@ def print_api(console: Console, data: dict[str, Any]) -> None:
         console.print(f"requests per {data['series']['unit']}  {sparkline(requests, console.width - 30)}")
 
 
+@literal
 def print_conversions(console: Console, data: dict[str, Any]) -> None:
     table = Table(title=f"{data['site']} — conversions, {_range_text(data['range'])}")
     for col in ("name", "currency", "count", "revenue"):
@@ -258,13 +338,14 @@ def print_conversions(console: Console, data: dict[str, Any]) -> None:
     for c in data["conversions"]:
         table.add_row(c["name"], c["currency"] or "-", f"{c['count']:,}", c["revenue"])
     console.print(table)
-    revenue = ", ".join(f"{v} {c or '(no currency)'}" for c, v in data["revenue_by_currency"].items()) or "none"
+    revenue = _money(data["revenue_by_currency"]) or "none"
     console.print(f"{data['total_count']:,} conversions; revenue {revenue}")
     counts = [b["conversions"] for b in data["series"]["buckets"]]
     if any(counts):
         console.print(f"conversions per {data['series']['unit']}  {sparkline(counts, console.width - 30)}")
 
 
+@literal
 def print_realtime(console: Console, data: dict[str, Any]) -> None:
     console.print(
         Text.assemble(
@@ -292,6 +373,7 @@ def print_realtime(console: Console, data: dict[str, Any]) -> None:
 HEAT_STYLES = ("", "grey70", "yellow", "dark_orange", "red")
 
 
+@literal
 def print_heatmap(console: Console, data: dict[str, Any]) -> None:
     title = f"{data['site']} {data['path']} — {data['clicks']:,} clicks, {_range_text(data['range'])}"
     if data["clicks"] == 0:

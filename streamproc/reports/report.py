@@ -51,15 +51,7 @@ def build_report(
             hours,
         ).fetchall()
     )
-    conversions = [
-        {"name": name, "count": int(count), "revenue": str(revenue)}
-        for name, count, revenue in conn.execute(
-            "SELECT name, sum(conversions), sum(revenue) FROM conversions_hourly"
-            " WHERE site = %s AND hour >= %s AND hour < %s GROUP BY name ORDER BY name",
-            hours,
-        ).fetchall()
-    ]
-    revenue = sum((Decimal(c["revenue"]) for c in conversions), Decimal(0))
+    conversions, revenue = _conversions(conn, hours)
     return {
         "site": site,
         "from": start.isoformat(),
@@ -71,11 +63,30 @@ def build_report(
         "bounce_rate": round(bounced / engaged, 4) if engaged else None,
         "avg_session_seconds": round(float(avg_s), 3) if avg_s is not None else None,
         "events": {k: int(v) for k, v in events.items()},
-        "revenue": str(revenue),
+        "revenue_by_currency": revenue,
         "conversions": conversions,
         "top_paths": _top_paths(conn, days, day_list, u),
         "api": _api(conn, hours),
     }
+
+
+def _conversions(conn: psycopg.Connection[Any], hours: tuple[Any, ...]) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """Conversions per name with revenue per currency, and revenue per currency over all names.
+
+    Amounts in different currencies are never added together: every revenue figure is keyed by
+    its currency (``""`` for conversions sent without one)."""
+    names: dict[str, dict[str, Any]] = {}
+    totals: dict[str, Decimal] = defaultdict(Decimal)
+    for name, currency, count, revenue in conn.execute(
+        "SELECT name, currency, sum(conversions)::bigint, sum(revenue) FROM conversions_hourly"
+        ' WHERE site = %s AND hour >= %s AND hour < %s GROUP BY name, currency ORDER BY name, currency COLLATE "C"',
+        hours,
+    ).fetchall():
+        entry = names.setdefault(name, {"name": name, "count": 0, "revenue_by_currency": {}})
+        entry["count"] += int(count)
+        entry["revenue_by_currency"][currency] = str(revenue)
+        totals[currency] += revenue
+    return list(names.values()), {c: str(v) for c, v in sorted(totals.items())}
 
 
 def _top_paths(

@@ -5,8 +5,8 @@ plus the time zone it was asked in. Hourly rollups re-bucket into it exactly
 when its edges fall on whole UTC hours (every zone whose offset is a whole
 number of hours); daily rollups are per *UTC* day, so figures that only exist
 per day (unique visitors, sessions, dimensions, clicks) are read on the UTC
-days of :func:`visitor_days` and are exact only when the window is whole UTC
-days.
+days of :meth:`Window.visitor_days` (one rule for every view) and are exact only
+when the window is whole UTC days.
 """
 
 from __future__ import annotations
@@ -76,7 +76,13 @@ class Window:
         return noon_days(self.start, self.end)
 
     def visitor_days(self) -> list[dt.date]:
-        return visitor_days(self.start, self.end)
+        """The UTC days every per-day figure of every view is read on (one rule, docs/reports.md):
+        for a window of local days, the UTC day each local day overlaps most (:func:`noon_days`);
+        for a window of hours (``--last Nh``), every UTC day it touches, so the current day's
+        traffic is always in it. Never empty."""
+        if self.unit == "hour":
+            return touched_days(self.start, self.end)
+        return noon_days(self.start, self.end)
 
     def previous(self) -> Window:
         """The period of the same length just before (same number of local days for a day window)."""
@@ -219,10 +225,11 @@ def noon_days(start: dt.datetime, end: dt.datetime) -> list[dt.date]:
     return days
 
 
-def visitor_days(start: dt.datetime, end: dt.datetime) -> list[dt.date]:
-    """:func:`noon_days`, or for a window without a UTC noon the UTC day of its midpoint
-    (for views that only exist per day: dimensions, clicks)."""
-    return noon_days(start, end) or [(start.astimezone(dt.UTC) + (end - start) / 2).date()]
+def touched_days(start: dt.datetime, end: dt.datetime) -> list[dt.date]:
+    """Every UTC day that ``[start, end)`` overlaps, in order."""
+    first = start.astimezone(dt.UTC).date()
+    last = (end.astimezone(dt.UTC) - dt.timedelta(microseconds=1)).date()
+    return [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
 
 
 def pick_unit(window: Window, by: str | None) -> Unit:

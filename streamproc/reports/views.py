@@ -61,10 +61,10 @@ def _ratio(num: float, den: float, digits: int = 4) -> float | None:
 def headline(conn: Conn, site: str, w: Window, u: Uniques = EXACT) -> dict[str, Any]:
     """Views, visitors, sessions, bounce rate and average session length over one window.
 
-    Visitors and sessions are None for a window shorter than a day without a UTC noon:
-    their sets are kept per UTC day.
+    Visitors and sessions are read on the window's :meth:`Window.visitor_days` (their sets
+    are kept per UTC day): exact for whole UTC days, approximate otherwise.
     """
-    days = w.noon_days()
+    days = w.visitor_days()
     views = _scalar(
         conn,
         "SELECT coalesce(sum(views), 0) FROM pageviews_hourly WHERE site = %s AND hour >= %s AND hour < %s",
@@ -116,7 +116,7 @@ def overview(conn: Conn, site: str, w: Window, unit: Unit, u: Uniques = EXACT) -
         "site": site,
         "range": w.as_json(),
         "previous_range": prev_w.as_json(),
-        "visitor_days": [d.isoformat() for d in w.noon_days()],
+        "visitor_days": [d.isoformat() for d in w.visitor_days()],
         "uniques": u.mode,
         "metrics": metrics,
         "series": traffic_series(conn, site, w, unit, u),
@@ -184,8 +184,8 @@ def _visitors_per_bucket(conn: Conn, site: str, bks: list[Bucket], u: Uniques) -
 
 
 def pages(conn: Conn, site: str, w: Window, limit: int, u: Uniques = EXACT) -> dict[str, Any]:
-    """Top paths by page views; visitors per path are None for a window without a UTC noon."""
-    days = w.noon_days()
+    """Top paths by page views, with visitors per path over the window's :meth:`Window.visitor_days`."""
+    days = w.visitor_days()
     total = int(
         _scalar(
             conn,

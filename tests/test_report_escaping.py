@@ -75,6 +75,7 @@ VIEWS = [
     ["conversions"],
     ["realtime"],
     ["heatmap", "--path", PATH],
+    ["bots"],
 ]
 
 

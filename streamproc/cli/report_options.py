@@ -195,7 +195,9 @@ def emit(a: Ask, data: dict[str, Any], printer: Callable[[Console, dict[str, Any
     elif a.fmt == "csv":
         write_csv(sys.stdout, data)
     else:
-        printer(out, data)
+        from streamproc.reports.render import literal_console
+
+        printer(literal_console(out), data)  # producer strings shown literally, whatever the view
     if a.png is not None:
         (out if a.fmt == "human" else err).print(
             f"chart written to {a.png} ({a.size[0]}×{a.size[1]} px)", highlight=False, soft_wrap=True

@@ -4,6 +4,8 @@
 #   ./setup.sh test    set everything up, then run the whole test suite
 #   ./setup.sh         set everything up only
 # Extra arguments go to the command (e.g. `./setup.sh test -k crash`, `./setup.sh demo -n 200000`).
+# `./setup.sh test` with no arguments runs the suite on local servers, then the end-to-end,
+# crash and image tests through a Docker engine (deploy/containers/run-tests.sh).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -79,7 +81,18 @@ fi
 
 case "${1:-}" in
     demo) shift; say "streamproc demo"; exec .venv/bin/streamproc demo "$@" ;;
-    test) shift; say "running the test suite"; exec .venv/bin/python -m pytest "$@" ;;
+    test)
+        shift
+        if [ $# -gt 0 ]; then say "running tests"; exec .venv/bin/python -m pytest "$@"; fi
+        say "running the test suite (local servers)"
+        status=0
+        STREAMPROC_TEST_SERVERS=local .venv/bin/python -m pytest || status=$?
+        say "running the end-to-end, crash and image tests in containers"
+        start=$SECONDS
+        deploy/containers/run-tests.sh || status=$?
+        say "container tests took $((SECONDS - start)) s"
+        exit $status
+        ;;
     "") say "ready: . .venv/bin/activate && streamproc --help" ;;
     *) echo "usage: ./setup.sh [demo|test] [args...]" >&2; exit 2 ;;
 esac

@@ -1,9 +1,10 @@
-"""Real servers for every test: throwaway local Redis and Postgres.
+"""Real servers for every test: throwaway Redis and Postgres.
 
-Started once per session on free loopback ports (or taken from
-STREAMPROC_TEST_REDIS_URL / STREAMPROC_TEST_DATABASE_URL). Each test gets its
-own stream key and Postgres schema. A server that cannot start fails the run;
-nothing is skipped.
+Started once per session: in containers where a Docker engine answers, else as
+local servers on free loopback ports (tests/testservers.py says how to choose),
+or taken from STREAMPROC_TEST_REDIS_URL / STREAMPROC_TEST_DATABASE_URL. Each
+test gets its own stream key and Postgres schema. A server that cannot start
+fails the run; nothing is skipped.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ import pytest
 import redis
 
 from streamproc.config import Settings, load_settings
-from streamproc.dev.localservers import LocalServers, start_postgres, start_redis
+from streamproc.dev.localservers import LocalServers
 from streamproc.postgres.migrate import migrate
+from tests.testservers import session_servers
 
 SECRET = "test-visitor-secret-0123456789"
 
@@ -36,17 +38,8 @@ def servers() -> Iterator[tuple[str, str, LocalServers | None]]:
     if redis_url and database_url:
         yield redis_url, database_url, None
         return
-    r = start_redis()
-    try:
-        pg = start_postgres()
-    except BaseException:
-        r.stop()
-        raise
-    local = LocalServers(r, pg)
-    try:
-        yield r.url, pg.url, local
-    finally:
-        local.stop()
+    with session_servers() as found:
+        yield found
 
 
 @pytest.fixture

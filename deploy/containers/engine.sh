@@ -14,16 +14,16 @@ engine_up() {
     if docker info >/dev/null 2>&1; then
         return 0
     fi
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "no Docker engine answers: start one (or run as root to get a private dockerd)" >&2
+        return 1
+    fi
     if ! command -v dockerd >/dev/null 2>&1; then
         if ! command -v apt-get >/dev/null 2>&1; then
             echo "no Docker engine answers and dockerd is not installed" >&2
             return 1
         fi
-        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker.io >/dev/null
-    fi
-    if [ "$(id -u)" -ne 0 ]; then
-        echo "no Docker engine answers: start one (or run as root to start a private dockerd)" >&2
-        return 1
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker.io >/dev/null
     fi
     engine_dir=$(mktemp -d /tmp/streamproc-docker.XXXXXX)
     dockerd --data-root "$engine_dir/data" --exec-root "$engine_dir/exec" --pidfile "$engine_dir/dockerd.pid" \
@@ -50,6 +50,8 @@ engine_down() {
         engine_pid=""
     fi
     if [ -n "$engine_dir" ]; then
+        # dockerd leaves its host network namespace mounted under the exec root.
+        findmnt -rn -o TARGET | grep -F "$engine_dir/" | sort -r | while read -r mnt; do umount "$mnt"; done
         rm -rf "$engine_dir"
         engine_dir=""
     fi

@@ -1,12 +1,16 @@
 #!/bin/sh
-# First start: initdb with POSTGRES_USER / POSTGRES_PASSWORD, create POSTGRES_DB, then run
-# the command (normally `postgres ...`) listening on every address of the container.
+# First start: initdb with POSTGRES_USER / POSTGRES_PASSWORD (or POSTGRES_PASSWORD_FILE),
+# create POSTGRES_DB, then run the command (normally `postgres ...`) listening on every
+# address of the container.
 set -eu
+if [ -n "${POSTGRES_PASSWORD_FILE:-}" ]; then
+    POSTGRES_PASSWORD=$(cat "$POSTGRES_PASSWORD_FILE")
+fi
 user=${POSTGRES_USER:-postgres}
 db=${POSTGRES_DB:-$user}
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
     if [ -z "${POSTGRES_PASSWORD:-}" ]; then
-        echo "POSTGRES_PASSWORD is not set" >&2
+        echo "neither POSTGRES_PASSWORD nor POSTGRES_PASSWORD_FILE is set" >&2
         exit 2
     fi
     pwfile=$(mktemp)

@@ -34,6 +34,12 @@ if [ "${1:-}" = test ]; then
     # The producer tests drive the real ioredis and node-redis packages (clients/node).
     if ! command -v node >/dev/null 2>&1; then packages+=(nodejs npm)
     elif ! command -v npm >/dev/null 2>&1; then packages+=(npm); fi
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+        # The container stage (deploy/containers/run-tests.sh): a Docker engine where none
+        # answers, and debootstrap to build its images from Debian's packages.
+        if ! command -v dockerd >/dev/null 2>&1 && ! docker info >/dev/null 2>&1; then packages+=(docker.io); fi
+        command -v debootstrap >/dev/null 2>&1 || packages+=(debootstrap)
+    fi
 fi
 
 if [ ${#packages[@]} -gt 0 ]; then

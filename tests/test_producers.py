@@ -223,16 +223,26 @@ def test_python_helper_refuses_what_the_daemon_would_dead_letter(r: redis.Redis,
     assert b'"revenue":"0.10"' in raw, raw
 
 
-def test_python_helper_raises_source_unavailable_when_redis_is_away(tmp_path: Path) -> None:
-    """producer_client gives up instead of waiting: a stopped server is SourceUnavailable."""
+@pytest.mark.parametrize("how", ["frozen", "stopped"])
+def test_python_helper_raises_source_unavailable_when_redis_is_away(tmp_path: Path, how: str) -> None:
+    """producer_client gives up instead of waiting: a frozen server (no reply within the
+    client's socket timeout) and a stopped one are both SourceUnavailable."""
     server = start_redis(tmp_path / "redis")
     client = producer_client(server.url)
     event = build_event({"type": "page_view", "site": "s", "path": "/"})
-    produce(client, "events", event)
-    server.kill()
-    with pytest.raises(SourceUnavailable, match="not written"):
+    try:
         produce(client, "events", event)
-    client.close()
+        if how == "frozen":
+            server.process.send_signal(signal.SIGSTOP)
+        else:
+            server.kill()
+        with pytest.raises(SourceUnavailable, match="not written"):
+            produce(client, "events", event)
+    finally:
+        if server.process.poll() is None:
+            server.process.send_signal(signal.SIGCONT)
+        client.close()
+        server.stop()
 
 
 def test_node_helper_matches_the_contract_and_the_examples_parse() -> None:

@@ -27,7 +27,7 @@ from bench.yardsticks import daemon_env, streamproc_run
 from streamproc.core import rollups as R
 from streamproc.dev.synth import Generator
 from streamproc.postgres.migrate import migrate
-from streamproc.postgres.sink import connect
+from streamproc.postgres.session import connect
 from streamproc.reports.uniques import Uniques
 
 EXACT_TABLES = tuple(r.table for r in R.EXACT_UNIQUES)
@@ -76,6 +76,7 @@ def space(database_url: str, schema: str, tables: tuple[str, ...]) -> dict[str, 
     """Rows and bytes (all partitions, indexes included) of the unique tables."""
     rows = size = 0
     with connect(database_url, schema) as conn:
+        conn.begin()
         for t in tables:
             rows += _int(conn, f"SELECT count(*) FROM {t}", ())
             size += _int(
@@ -118,6 +119,8 @@ def compare(database_url: str, exact_schema: str, approx_schema: str) -> dict[st
         connect(database_url, exact_schema) as ce,
         connect(database_url, approx_schema) as ca,
     ):
+        ce.begin()
+        ca.begin()
 
         def total(kind: str, what: str, site: str, days: list[dt.date]) -> None:
             add(errors[kind], exact.total(ce, what, site, days), approx.total(ca, what, site, days))

@@ -48,6 +48,20 @@ class TransactionAborted(SinkUnavailable):
 class SchemaNotReady(SinkError):
     """The database lacks streamproc's tables: run `streamproc migrate`."""
 
+    exit_code = 2
+
+
+class SinkMisconfigured(SinkError):
+    """Postgres refuses for a reason no retry can fix: a missing privilege, a wrong
+    password, role or database, a URL libpq cannot parse. The message says what to do."""
+
+    exit_code = 2
+
+
+class EntryRejected(SinkError):
+    """Postgres rejects the data itself (SQLSTATE class 22, 23 or 54): the entry that
+    carries it goes to the dead-letter stream with this message as its reason."""
+
 
 class ShutdownTimeout(StreamprocError):
     """The batch in hand could not be finished within the drain deadline."""

@@ -26,7 +26,7 @@ def test_unreachable_postgres_exits_1_with_one_line() -> None:
 
 
 def test_report_on_unmigrated_schema_says_run_migrate(database_url: str) -> None:
-    """Reading a schema that was never migrated tells the user to run `streamproc migrate`."""
+    """Reading a schema that was never migrated tells the user to run `streamproc migrate` (exit 2)."""
     res = run_cli(
         "report",
         "--site",
@@ -40,7 +40,7 @@ def test_report_on_unmigrated_schema_says_run_migrate(database_url: str) -> None
         "--schema",
         "never_migrated",
     )
-    assert res.returncode == 1 and "streamproc migrate" in res.stderr, res.stderr
+    assert res.returncode == 2 and "streamproc migrate" in res.stderr, res.stderr
 
 
 def test_migrate_is_idempotent(database_url: str, ns: str) -> None:

@@ -530,10 +530,10 @@ def test_daemon_over_verified_tls(tls: Tls, make_settings: Callable[..., Setting
 
 def test_wrong_ca_fails_with_one_clear_line(tls: Tls, ns: str) -> None:
     """With a CA that did not sign the server certificate, `streamproc migrate` (Postgres) and
-    `streamproc status` (Redis) exit 1 with one line naming the certificate problem - no
-    traceback, no password."""
+    `streamproc status` (Redis) fail with one line naming the certificate problem - no
+    traceback, no password. For Postgres it is a configuration problem: exit 2."""
     migrated = cli("migrate", "--database-url", tls.database_url(ca=tls.wrong_ca), "--schema", ns)
-    assert migrated.returncode == 1, migrated.stderr
+    assert migrated.returncode == 2, migrated.stderr
     line = one_error_line(migrated.stderr)
     assert "certificate verify failed" in line, line
     assert tls.app_password not in migrated.stderr + migrated.stdout

@@ -83,7 +83,7 @@ def report(
     if ctx.invoked_subcommand is not None:
         return
     from streamproc.postgres.migrate import check_migrated
-    from streamproc.postgres.sink import connect
+    from streamproc.postgres.session import connect
     from streamproc.reports.report import build_report
     from streamproc.reports.uniques import Uniques
     from streamproc.reports.views import check_site
@@ -101,6 +101,7 @@ def report(
     settings = settings_from(config, database_url=database_url, db_schema=schema)
     with connect(settings.database_url, settings.db_schema, "streamproc-report") as conn:
         check_migrated(conn, settings.approximate_uniques)
+        conn.begin()
         check_site(conn, site)  # like every view: an unknown site is a usage error (exit 2), not zeros
         data = build_report(conn, site, first, last, Uniques(settings.approximate_uniques))
     if as_json:

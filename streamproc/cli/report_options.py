@@ -169,11 +169,12 @@ def reading(a: Ask) -> Iterator[Conn]:
     import psycopg
 
     from streamproc.postgres.migrate import check_migrated
-    from streamproc.postgres.sink import connect
+    from streamproc.postgres.session import connect
     from streamproc.reports.views import check_site
 
     with connect(a.settings.database_url, a.settings.db_schema, "streamproc-report") as conn:
         check_migrated(conn, a.settings.approximate_uniques)
+        conn.begin()
         try:
             check_site(conn, a.site)
             yield conn

@@ -17,7 +17,7 @@ from streamproc.dev.localservers import local_servers
 from streamproc.dev.synth import Generator, produce
 from streamproc.logs import configure
 from streamproc.postgres.migrate import migrate
-from streamproc.postgres.sink import connect
+from streamproc.postgres.session import connect
 from streamproc.redis import client as redisclient
 from streamproc.reports.render import print_report
 from streamproc.reports.report import build_report, sites
@@ -111,6 +111,7 @@ def run_demo(n: int, seed: int, external: bool, console: Console) -> dict[str, A
             f" {t.duplicates:,} producer retries skipped\n"
         )
         with connect(settings.database_url, settings.db_schema, "streamproc-demo") as conn:
+            conn.begin()
             top = sites(conn)[0]
             first = time.strftime("%Y-%m-%d", time.gmtime(gen.start_ms / 1000))
             last = time.strftime("%Y-%m-%d", time.gmtime(gen.now_ms / 1000))

@@ -5,8 +5,9 @@
 so an install that never uses it needs no extension.
 
 Each file runs once, in its own transaction, recorded in
-``schema_migrations`` with a checksum. An advisory lock makes concurrent
-``streamproc migrate`` runs (several hosts deploying at once) safe.
+``schema_migrations`` with a checksum. An advisory lock, held by a transaction of
+its own (so that it holds, and ends, through a transaction-pooling PgBouncer),
+makes concurrent ``streamproc migrate`` runs (several hosts deploying at once) safe.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from typing import Any, Final
 import psycopg
 from psycopg import sql
 
-from streamproc.errors import SchemaNotReady, SinkError, SinkUnavailable
-from streamproc.postgres.sink import connect
+from streamproc.errors import SchemaNotReady, SinkError
+from streamproc.postgres.faults import translate
+from streamproc.postgres.session import Session, Timeouts, advisory_xact_lock, connect
 
 _NAME: Final = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
 _LOCK_KEY: Final = 0x5354_5250  # "STRP"
@@ -69,48 +71,52 @@ def migrate(database_url: str, schema: str, approximate: bool = False) -> list[M
     """Apply pending migrations (with ``approximate``, those of approximate uniques too);
     returns those applied by this call."""
     applied: list[Migration] = []
-    conn = connect(database_url, schema, application_name="streamproc-migrate")
     try:
-        conn.autocommit = True
-        conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
+        with advisory_xact_lock(database_url, (_LOCK_KEY,), True, "streamproc-migrate"):
+            conn = connect(database_url, schema, "streamproc-migrate", Timeouts(statement_ms=0), autocommit=True)
+            try:
+                _migrate(conn, schema, approximate, applied)
+            finally:
+                conn.close()
+    except psycopg.Error as exc:
+        raise translate(exc, "migration", schema) from exc
+    return applied
+
+
+def _migrate(conn: Session, schema: str, approximate: bool, applied: list[Migration]) -> None:
+    with conn.transaction():
         exists = conn.execute("SELECT to_regnamespace(%s) IS NOT NULL", (schema,)).fetchone()
         if not (exists and exists[0]):  # CREATE SCHEMA IF NOT EXISTS would still need CREATE on the database
             conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    with conn.transaction():
         conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations ("
             " version int PRIMARY KEY, name text NOT NULL, checksum text NOT NULL,"
             " applied_at timestamptz NOT NULL DEFAULT now())"
         )
         done = dict(conn.execute("SELECT version, checksum FROM schema_migrations").fetchall())
-        for mig in wanted(approximate):
-            if mig.version in done:
-                if done[mig.version] != mig.checksum:
-                    raise SinkError(
-                        f"migration {mig.version:03d}_{mig.name} changed after it was applied;"
-                        " add a new migration instead of editing an applied one"
-                    )
-                continue
-            with conn.transaction():
-                try:
-                    conn.execute(mig.sql.encode())
-                except (psycopg.errors.FeatureNotSupported, psycopg.errors.UndefinedFile) as exc:
-                    raise SinkError(_HLL_MISSING.format(error=str(exc).strip())) from exc
-                except psycopg.errors.InsufficientPrivilege as exc:
-                    if "extension" not in str(exc):
-                        raise
-                    raise SinkError(_HLL_MISSING.format(error=str(exc).strip())) from exc
-                conn.execute(
-                    "INSERT INTO schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
-                    (mig.version, mig.name, mig.checksum),
+    for mig in wanted(approximate):
+        if mig.version in done:
+            if done[mig.version] != mig.checksum:
+                raise SinkError(
+                    f"migration {mig.version:03d}_{mig.name} changed after it was applied;"
+                    " add a new migration instead of editing an applied one"
                 )
-            applied.append(mig)
-    except psycopg.OperationalError as exc:
-        raise SinkUnavailable(f"migration failed, Postgres unreachable: {exc}") from exc
-    except psycopg.Error as exc:
-        raise SinkError(f"migration failed: {str(exc).strip()}") from exc
-    finally:
-        conn.close()
-    return applied
+            continue
+        with conn.transaction():
+            try:
+                conn.execute(mig.sql.encode())
+            except (psycopg.errors.FeatureNotSupported, psycopg.errors.UndefinedFile) as exc:
+                raise SinkError(_HLL_MISSING.format(error=str(exc).strip())) from exc
+            except psycopg.errors.InsufficientPrivilege as exc:
+                if "extension" not in str(exc):
+                    raise
+                raise SinkError(_HLL_MISSING.format(error=str(exc).strip())) from exc
+            conn.execute(
+                "INSERT INTO schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
+                (mig.version, mig.name, mig.checksum),
+            )
+        applied.append(mig)
 
 
 _HLL_MISSING: Final = (
@@ -123,11 +129,10 @@ _HLL_MISSING: Final = (
 def check_migrated(conn: psycopg.Connection[Any], approximate: bool = False) -> None:
     """Fail early with a clear message when the schema lags behind the code."""
     try:
-        present = {v for (v,) in conn.execute("SELECT version FROM schema_migrations").fetchall()}
+        with conn.transaction():
+            present = {v for (v,) in conn.execute("SELECT version FROM schema_migrations").fetchall()}
     except psycopg.errors.UndefinedTable:
-        conn.rollback()
         raise SchemaNotReady("the database is not migrated: run `streamproc migrate`") from None
-    conn.rollback()
     missing = sorted({m.version for m in load_migrations()} - present)
     if missing:
         raise SchemaNotReady(

@@ -9,12 +9,14 @@ partition covers yet.
 Planning is pure: catalog facts, the clock and the retention go in, a list of
 partitions to create and to drop comes out (:func:`plan_table`). Execution
 (:func:`maintain`) runs each step in a transaction of its own, all under one
-advisory lock per schema, so runs started on several hosts at once do the work
+advisory lock per schema (held by a transaction of its own, so it works through a
+transaction-pooling PgBouncer), so runs started on several hosts at once do the work
 once. Partitions whose names do not follow the pattern are never touched.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import enum
 import hashlib
@@ -28,8 +30,10 @@ import psycopg
 import psycopg.errors as pge
 from psycopg import sql
 
-from streamproc.errors import SchemaNotReady, SinkError, SinkUnavailable, SourceError
-from streamproc.postgres.sink import connect
+from streamproc.errors import SchemaNotReady, SourceError
+from streamproc.postgres.faults import first_line as _first_line
+from streamproc.postgres.faults import translate
+from streamproc.postgres.session import Session, Timeouts, advisory_xact_lock, connect
 
 DAY_MS: Final = 86_400_000
 _EPOCH: Final = dt.date(1970, 1, 1)
@@ -295,37 +299,52 @@ def maintain(
     changes nothing.
     """
     result = Result(schema=schema, dry_run=dry_run)
-    conn = connect(database_url, schema, application_name="streamproc-maintain")
     try:
-        conn.autocommit = True
-        conn.execute(f"SET statement_timeout = 0; SET lock_timeout = {LOCK_TIMEOUT_MS}".encode())
-        if not dry_run and not _lock(conn, schema, wait):
-            result.lock_held_elsewhere = True
-            return result
-        when = now or dt.datetime.now(dt.UTC)
+        with contextlib.ExitStack() as stack:
+            if not dry_run:
+                taken = stack.enter_context(
+                    advisory_xact_lock(database_url, lock_key(schema), wait, "streamproc-maintain-lock")
+                )
+                if not taken:
+                    result.lock_held_elsewhere = True
+                    return result
+            timeouts = Timeouts(statement_ms=0, lock_ms=LOCK_TIMEOUT_MS, idle_in_transaction_ms=0)
+            conn = stack.enter_context(connect(database_url, schema, "streamproc-maintain", timeouts, autocommit=True))
+            _maintain(conn, result, retention_days, ledger_retention_s, first_entries, drop, dry_run, now, window)
+    except psycopg.Error as exc:
+        raise translate(exc, "maintenance", schema) from exc
+    return result
+
+
+def _maintain(
+    conn: Session,
+    result: Result,
+    retention_days: Mapping[str, int],
+    ledger_retention_s: int,
+    first_entries: FirstEntries | None,
+    drop: bool,
+    dry_run: bool,
+    now: dt.datetime | None,
+    window: Window,
+) -> None:
+    when = now or dt.datetime.now(dt.UTC)
+    with conn.transaction():
         states = [read_state(conn, layout) for layout in LAYOUTS]  # first: fails on an unmigrated schema
         states += [read_state(conn, layout) for layout in OPTIONAL_LAYOUTS if _exists(conn, layout.table)]
         keep_ms = _ledger_bound(conn, result, ledger_retention_s, first_entries, when) if drop else None
-        for state in states:
-            layout = state.layout
-            if layout.table == LEDGER_TABLE:
-                floor = when - dt.timedelta(seconds=ledger_retention_s)
-                cutoff = None if keep_ms is None else dt.datetime.fromtimestamp(keep_ms / 1000, dt.UTC)
-                why = f"entirely before the ledger bound {cutoff:%Y-%m-%dT%H:%M:%SZ}" if cutoff else ""
-            else:
-                days = retention_days.get(layout.table, DEFAULT_RETENTION_DAYS[layout.table])
-                floor = when - dt.timedelta(days=days)
-                cutoff = floor if drop else None
-                why = f"older than the {days}-day retention"
-            for step in plan_table(state, when, keep_from=floor, drop_before=cutoff, reason=why, window=window):
-                _apply(conn, result, step, state.default, dry_run)
-    except psycopg.OperationalError as exc:
-        raise SinkUnavailable(f"Postgres unreachable during maintenance: {_first_line(exc)}") from exc
-    except psycopg.Error as exc:
-        raise SinkError(f"maintenance failed: {_first_line(exc)}") from exc
-    finally:
-        conn.close()  # also releases the advisory lock
-    return result
+    for state in states:
+        layout = state.layout
+        if layout.table == LEDGER_TABLE:
+            floor = when - dt.timedelta(seconds=ledger_retention_s)
+            cutoff = None if keep_ms is None else dt.datetime.fromtimestamp(keep_ms / 1000, dt.UTC)
+            why = f"entirely before the ledger bound {cutoff:%Y-%m-%dT%H:%M:%SZ}" if cutoff else ""
+        else:
+            days = retention_days.get(layout.table, DEFAULT_RETENTION_DAYS[layout.table])
+            floor = when - dt.timedelta(days=days)
+            cutoff = floor if drop else None
+            why = f"older than the {days}-day retention"
+        for step in plan_table(state, when, keep_from=floor, drop_before=cutoff, reason=why, window=window):
+            _apply(conn, result, step, state.default, dry_run)
 
 
 def _exists(conn: psycopg.Connection[Any], table: str) -> bool:
@@ -353,17 +372,6 @@ def read_state(conn: psycopg.Connection[Any], layout: Layout) -> TableState:
         )
         default_rows = {day: int(n) for day, n in conn.execute(query).fetchall()}
     return TableState(layout, frozenset(n for (n,) in names), row[1], default_rows)
-
-
-def _lock(conn: psycopg.Connection[Any], schema: str, wait: bool) -> bool:
-    key = lock_key(schema)
-    if not wait:
-        row = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", key).fetchone()
-        return bool(row and row[0])
-    conn.execute("SET lock_timeout = 0")
-    conn.execute("SELECT pg_advisory_lock(%s, %s)", key)
-    conn.execute(f"SET lock_timeout = {LOCK_TIMEOUT_MS}".encode())
-    return True
 
 
 def _ledger_bound(
@@ -461,8 +469,3 @@ def _drop(conn: psycopg.Connection[Any], span: Span) -> int:
     with conn.transaction():
         conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(span.name)))
     return 0
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Final
 
 import msgspec
 import psycopg
-import psycopg.errors as pge
 from psycopg import sql
 
 from streamproc.core import rollups as R
@@ -31,15 +30,12 @@ from streamproc.core.decode import Accepted
 from streamproc.core.entryid import split_entry_id
 from streamproc.core.sessionize import Point, VisitorKey
 from streamproc.core.wire import array_literal
-from streamproc.errors import SchemaNotReady, SinkError, SinkUnavailable, TransactionAborted
+from streamproc.errors import SinkUnavailable
+from streamproc.postgres.faults import translate
+from streamproc.postgres.session import Session, Timeouts, connect
 from streamproc.postgres.sessions import Derived
 from streamproc.postgres.sessions import derive as derive_sessions
 from streamproc.postgres.sessions import prune as prune_sessions
-
-CONNECT_TIMEOUT_S: Final = 5
-STATEMENT_TIMEOUT_MS: Final = 30_000
-LOCK_TIMEOUT_MS: Final = 10_000
-IDLE_IN_TX_TIMEOUT_MS: Final = 60_000
 
 _CLAIM_ENTRIES: Final = (
     "INSERT INTO applied_entries (stream_id, entry_ms, entry_seq, capped) "
@@ -61,16 +57,6 @@ _WINNER_DIGESTS: Final = (
     "JOIN unnest(%t::text[], %t::text[]) AS k(s, e) ON p.site = k.s AND p.event_id = k.e"
 )
 
-# Errors after which the same batch may simply be retried.
-RETRYABLE: Final = (
-    pge.LockNotAvailable,
-    pge.QueryCanceled,
-    pge.DeadlockDetected,
-    pge.SerializationFailure,
-    pge.AdminShutdown,
-    pge.CannotConnectNow,
-)
-
 
 class Claim:
     """The outcome of step 1: which accepted entries are counted.
@@ -90,35 +76,25 @@ class Claim:
         self.refolded = False  # set by the worker: the batch was folded again without the skipped entries
 
 
-def connect(database_url: str, schema: str, application_name: str = "streamproc") -> psycopg.Connection[Any]:
-    """Open a session with streamproc's schema and timeouts set."""
-    options = (
-        f"-c search_path={schema},public -c statement_timeout={STATEMENT_TIMEOUT_MS}"
-        f" -c lock_timeout={LOCK_TIMEOUT_MS}"
-        f" -c idle_in_transaction_session_timeout={IDLE_IN_TX_TIMEOUT_MS}"
-    )
-    try:
-        return psycopg.connect(
-            database_url,
-            options=options,
-            application_name=application_name,
-            connect_timeout=CONNECT_TIMEOUT_S,
-        )
-    except psycopg.OperationalError as exc:
-        raise SinkUnavailable(f"cannot connect to Postgres: {_first_line(exc)}") from exc
-
-
 class PostgresSink:
-    def __init__(self, database_url: str, schema: str) -> None:
+    """The daemon's Postgres side: one :class:`Session` (opened lazily, reopened after a loss).
+
+    Every psycopg error leaves through :func:`streamproc.postgres.faults.translate`:
+    :class:`EntryRejected`, :class:`TransactionAborted`/:class:`SinkUnavailable`
+    (retry), :class:`SinkMisconfigured`/:class:`SchemaNotReady` (exit 2).
+    """
+
+    def __init__(self, database_url: str, schema: str, timeouts: Timeouts | None = None) -> None:
         self._url = database_url
         self._schema = schema
-        self._conn: psycopg.Connection[Any] | None = None
+        self._timeouts = timeouts or Timeouts()
+        self._conn: Session | None = None
         self._stream_ids: dict[str, int] = {}
         self.reconnects = 0
 
     def twin(self) -> PostgresSink:
         """Another connection to the same schema, sharing the stream ids (for another thread)."""
-        other = PostgresSink(self._url, self._schema)
+        other = PostgresSink(self._url, self._schema, self._timeouts)
         other._stream_ids = self._stream_ids
         return other
 
@@ -129,7 +105,7 @@ class PostgresSink:
             return
         if self._conn is not None:
             self.reconnects += 1
-        self._conn = connect(self._url, self._schema)
+        self._conn = connect(self._url, self._schema, timeouts=self._timeouts)
 
     def close(self) -> None:
         if self._conn is not None:
@@ -137,7 +113,7 @@ class PostgresSink:
             self._conn = None
 
     @property
-    def conn(self) -> psycopg.Connection[Any]:
+    def conn(self) -> Session:
         self.open()
         assert self._conn is not None
         return self._conn
@@ -187,20 +163,20 @@ class PostgresSink:
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
-        """Translate psycopg errors into streamproc's at the edge."""
+        """Translate psycopg errors into streamproc's at the edge (see :mod:`.faults`)."""
         try:
             yield
-        except (pge.UndefinedTable, pge.InvalidSchemaName) as exc:
-            raise SchemaNotReady(
-                f"Postgres schema {self._schema!r} is not migrated ({_first_line(exc)}); run `streamproc migrate` first"
-            ) from exc
-        except RETRYABLE as exc:
-            raise TransactionAborted(f"transaction aborted, will retry: {_first_line(exc)}") from exc
-        except psycopg.OperationalError as exc:
-            self.close()
-            raise SinkUnavailable(f"Postgres connection lost: {_first_line(exc)}") from exc
         except psycopg.Error as exc:
-            raise SinkError(f"Postgres error: {_first_line(exc)}") from exc
+            error = translate(exc, "commit", self._schema, self._role())
+            if isinstance(error, SinkUnavailable) and (self._conn is None or self._conn.broken):
+                self.close()
+            raise error from exc
+
+    def _role(self) -> str:
+        try:
+            return self._conn.info.user if self._conn is not None else ""
+        except psycopg.Error:
+            return ""
 
 
 class BatchTransaction:
@@ -305,15 +281,23 @@ class BatchTransaction:
         """Server-side sessions of the counted entries' sessionless events (:mod:`.sessions`)."""
         return derive_sessions(self._conn, points, gap_ms, approximate)
 
-    def write(self, shards: Mapping[str, R.Shard]) -> int:
-        """Upsert every non-empty shard; returns the number of rows sent."""
+    def write(self, shards: Mapping[str, R.Shard], after_each: Callable[[], None] | None = None) -> int:
+        """Upsert every non-empty shard; returns the number of rows sent.
+
+        One statement at a time, each ending with a Sync, never in pipeline mode: a
+        server waiting on us between statements is then "idle in transaction", which
+        ``idle_in_transaction_session_timeout`` bounds even when this process is frozen.
+        ``after_each`` runs after each statement (a failpoint for the tests).
+        """
         sent = 0
-        with self._conn.pipeline(), self._conn.cursor() as cur:
+        with self._conn.cursor() as cur:
             for shard in shards.values():  # always in rollups() order
                 if not len(shard):
                     continue
                 cur.execute(_sql(shard.rollup), shard.rollup.parameters(shard.columns()))
                 sent += len(shard)
+                if after_each is not None:
+                    after_each()
         return sent
 
 
@@ -355,11 +339,6 @@ def _first_of_each(
             new.discard(key)
             fresh.append(item)
     return fresh
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def wait_for_postgres(database_url: str, timeout_s: float) -> None:

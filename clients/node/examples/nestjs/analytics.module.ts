@@ -7,6 +7,7 @@ import {
   CallHandler,
   ExecutionContext,
   Global,
+  HttpException,
   Inject,
   Injectable,
   Logger,
@@ -16,7 +17,7 @@ import {
 } from "@nestjs/common";
 import { APP_INTERCEPTOR } from "@nestjs/core";
 import { createClient, type RedisClientType } from "redis";
-import { Observable, finalize } from "rxjs";
+import { Observable, catchError, tap, throwError } from "rxjs";
 import { createProducer, nodeRedisOptions, type EventInput, type Producer } from "streamproc-producer";
 
 export const REDIS = Symbol("streamproc redis client");
@@ -61,16 +62,22 @@ export class ApiTimingInterceptor implements NestInterceptor {
     const started = performance.now();
     const http = context.switchToHttp();
     const request = http.getRequest<{ method: string; hostname: string; route?: { path?: string }; url: string }>();
+    const record = (status: number) =>
+      this.analytics.track({
+        type: "api_request",
+        site: request.hostname,
+        method: request.method,
+        route: request.route?.path ?? request.url, // the route pattern keeps cardinality low
+        status,
+        duration_ms: performance.now() - started,
+      });
     return next.handle().pipe(
-      finalize(() => {
-        this.analytics.track({
-          type: "api_request",
-          site: request.hostname,
-          method: request.method,
-          route: request.route?.path ?? request.url, // the route pattern keeps cardinality low
-          status: http.getResponse<{ statusCode: number }>().statusCode,
-          duration_ms: performance.now() - started,
-        });
+      tap({ complete: () => record(http.getResponse<{ statusCode: number }>().statusCode) }),
+      catchError((error: unknown) => {
+        // The exception filter sets the response status after this runs: take it from the error.
+        const status = error instanceof HttpException ? error.getStatus() : 500;
+        record(status);
+        return throwError(() => error);
       }),
     );
   }

@@ -1,6 +1,8 @@
 // proxy.ts (Next.js 16; `middleware.ts` before): a page view for every page request.
-// Proxy runs on the Node.js runtime, so ioredis can connect from here. (An Edge-runtime
-// middleware cannot open TCP connections: there, post the event to a route handler instead.)
+// Proxy runs on the Node.js runtime, so ioredis can connect from here. This suits a
+// self-hosted `next start`, where proxy shares the server process and its one Redis client.
+// Where proxy is deployed apart (a CDN) or as Edge-runtime middleware, which cannot open TCP
+// connections, post the event to a route handler instead.
 import { NextResponse, type NextFetchEvent, type NextRequest } from "next/server";
 import { analytics } from "@/lib/analytics";
 

@@ -35,6 +35,7 @@ if [ "${1:-}" = test ]; then
     if ! command -v node >/dev/null 2>&1; then packages+=(nodejs npm)
     elif ! command -v npm >/dev/null 2>&1; then packages+=(npm); fi
     command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || packages+=(pgbouncer)   # transaction pooling tests
+    command -v redis-sentinel >/dev/null 2>&1 || packages+=(redis-sentinel)   # Sentinel failover tests
     if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
         # The container stage (deploy/containers/run-tests.sh): a Docker engine where none
         # answers, and debootstrap to build its images from Debian's packages.

@@ -111,7 +111,7 @@ def env_name(field: str) -> str:
     return ENV_PREFIX + names.get(field, field.upper())
 
 
-_SECRET_PARAMS: Final = ("password", "sslpassword", "ssl_password")
+_SECRET_PARAMS: Final = ("password", "sslpassword", "ssl_password", "sentinel_password")
 _DSN_PASSWORD = re.compile(r"(\b(?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
 
 

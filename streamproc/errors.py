@@ -23,6 +23,13 @@ class SourceUnavailable(SourceError):
     """Redis cannot be reached (after retries, where the caller retries)."""
 
 
+class SourceMisconfigured(SourceError):
+    """Redis refuses what the configuration asks (wrong password, missing permission, not a
+    Redis server, an unsupported URL option): retrying cannot help, so exit 2."""
+
+    exit_code = 2
+
+
 class GroupMissing(SourceError):
     """The consumer group vanished (Redis restarted empty?) and may not be recreated.
 

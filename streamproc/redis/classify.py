@@ -1,0 +1,156 @@
+"""Every Redis failure classified once, at the edge (README "Failure classification").
+
+:func:`classify` maps an exception raised by redis-py (or by the server through
+it) to one of the classes of the README's table; :func:`translate` turns it
+into streamproc's own error, which the daemon and the CLI act on:
+
+- transient (unreachable, failover in progress, READONLY, LOADING, paused,
+  MASTERDOWN, TRYAGAIN, BUSY, OOM, MISCONF, ...) -> :class:`SourceUnavailable`:
+  the daemon backs off and retries in process, entries stay pending;
+- permanent (NOPERM, WRONGPASS, a server that does not speak Redis, a wrong
+  key type, an unknown command, ...) -> :class:`SourceMisconfigured`: one line,
+  exit 2;
+- vanished group or stream (NOGROUP, ``UNBLOCKED the stream key no longer
+  exists``) -> :class:`GroupMissing`: exit 3, never recreated implicitly.
+
+No Redis error is an entry's fault: the daemon's commands carry entry ids, and
+the one that carries an entry's fields (the dead-letter XADD) is binary-safe.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import socket
+from dataclasses import dataclass
+from typing import Final
+
+import redis.exceptions as rx
+
+from streamproc.errors import GroupMissing, SourceError, SourceMisconfigured, SourceUnavailable
+
+
+class Kind(enum.Enum):
+    TRANSIENT = 2
+    PERMANENT = 3
+    VANISHED = 4
+
+
+@dataclass(frozen=True)
+class Verdict:
+    kind: Kind
+    reason: str  # what happened, in words, with the server's own text
+
+
+# Error codes (first word of a Redis error reply) of transient server conditions.
+_TRANSIENT_CODES: Final = {
+    "READONLY": "the server is a read-only replica (a failover in progress, or the URL names a replica)",
+    "LOADING": "the server is loading its data set",
+    "MASTERDOWN": "the replica lost its primary",
+    "TRYAGAIN": "a cluster slot is being migrated",
+    "CLUSTERDOWN": "the cluster is down",
+    "BUSY": "the server is busy running a script",
+    "OOM": "the server is out of memory (maxmemory reached)",
+    "MISCONF": "the server cannot persist to disk and refuses writes",
+    "NOREPLICAS": "not enough replicas acknowledge writes",
+    "UNBLOCKED": "the server changed role while the read waited (a failover)",
+}
+# Error codes that say the setup is wrong: one line, exit 2.
+_PERMANENT_CODES: Final = {
+    "NOPERM": "the Redis user lacks a permission (see deploy/redis/streamproc.acl)",
+    "WRONGPASS": "wrong Redis user name or password in the Redis URL",
+    "NOAUTH": "Redis needs a password: put it in the Redis URL",
+    "WRONGTYPE": "a configured stream key holds another type of value",
+    "NOPROTO": "the server does not speak the requested protocol version",
+    "MOVED": "the server is a Redis Cluster node: set redis_cluster = true",
+    "ASK": "the server is a Redis Cluster node: set redis_cluster = true",
+    "CROSSSLOT": "keys of several hash slots in one command: give the stream names one hash tag",
+    "NOSCRIPT": "the server forgot a script",
+}
+_STREAM_GONE: Final = re.compile(r"stream key no longer exists|consumer group .* no longer exists")
+_PIPELINE_PREFIX: Final = re.compile(r"^Command # \d+ \(.*?\) of pipeline caused error: ", re.DOTALL)
+
+
+def error_code(exc: BaseException) -> str:
+    """The first word of a Redis error reply (``NOGROUP``, ``READONLY``...); '' if none."""
+    code = getattr(exc, "status_code", None)
+    if isinstance(code, str) and code:
+        return code
+    text = _PIPELINE_PREFIX.sub("", str(exc))
+    word = text.split(" ", 1)[0]
+    return word if word.isupper() and word.isalpha() else ""
+
+
+def classify(exc: BaseException) -> Verdict:
+    """The class of a Redis failure.
+
+    ``exc`` is what redis-py raised (or a :class:`StreamprocError` already
+    translated, which keeps its class). Returns a :class:`Verdict`; never raises.
+    """
+    if isinstance(exc, GroupMissing):
+        return Verdict(Kind.VANISHED, str(exc))
+    if isinstance(exc, SourceUnavailable):
+        return Verdict(Kind.TRANSIENT, str(exc))
+    if isinstance(exc, SourceError):
+        return Verdict(Kind.PERMANENT, str(exc))
+    text = _PIPELINE_PREFIX.sub("", str(exc))
+    code = error_code(exc)
+    # Authentication errors are ConnectionError subclasses in redis-py: test them first.
+    if isinstance(exc, rx.AuthenticationError | rx.AuthenticationWrongNumberOfArgsError | rx.AuthorizationError):
+        return Verdict(Kind.PERMANENT, f"Redis refused the credentials of the Redis URL: {text}")
+    if isinstance(exc, rx.NoPermissionError) or code == "NOPERM":
+        return Verdict(Kind.PERMANENT, f"{_PERMANENT_CODES['NOPERM']}: {text}")
+    if code == "NOGROUP" or _STREAM_GONE.search(text):
+        return Verdict(Kind.VANISHED, f"the stream or its consumer group vanished while the daemon ran: {text}")
+    if isinstance(exc, rx.InvalidResponse):
+        return Verdict(Kind.PERMANENT, f"the server at the Redis URL does not speak the Redis protocol ({text})")
+    if isinstance(exc, rx.ReadOnlyError | rx.BusyLoadingError | rx.OutOfMemoryError | rx.TryAgainError):
+        return Verdict(Kind.TRANSIENT, f"{_TRANSIENT_CODES.get(code, 'Redis is not ready')}: {text}")
+    if isinstance(exc, rx.ClusterDownError | rx.SlotNotCoveredError | rx.MaxConnectionsError):
+        return Verdict(Kind.TRANSIENT, f"Redis unavailable: {text}")
+    if isinstance(exc, rx.ConnectionError | rx.TimeoutError | ConnectionError | TimeoutError):
+        return Verdict(Kind.TRANSIENT, f"Redis unreachable: {text}")
+    if code in _TRANSIENT_CODES:
+        return Verdict(Kind.TRANSIENT, f"{_TRANSIENT_CODES[code]}: {text}")
+    if code in _PERMANENT_CODES:
+        return Verdict(Kind.PERMANENT, f"{_PERMANENT_CODES[code]}: {text}")
+    if isinstance(exc, rx.ResponseError) and "unknown command" in text.lower():
+        return Verdict(Kind.PERMANENT, f"the Redis server lacks a command streamproc needs (Redis >= 7): {text}")
+    if isinstance(exc, rx.ClusterError | rx.RedisClusterException):
+        if "CROSSSLOT" in text or "same key slot" in text:
+            return Verdict(Kind.PERMANENT, f"{_PERMANENT_CODES['CROSSSLOT']}: {text}")
+        return Verdict(Kind.TRANSIENT, f"Redis Cluster unavailable: {text}")
+    # Any other error reply: the server refuses what the configuration asks of it.
+    return Verdict(Kind.PERMANENT, f"Redis refused a command: {text}")
+
+
+def translate(exc: BaseException, hint: str = "", probe: tuple[str, int] | None = None) -> SourceError:
+    """streamproc's error for ``exc`` (raise it ``from exc``); ``hint`` is appended to
+    permanent and vanished messages (what to do).
+
+    ``probe``: the host and port of the Redis URL. A server that closes the connection
+    without a word is transient (a proxy with no backend does that during a failover)
+    unless it answers the Postgres protocol: then the URL points at Postgres (permanent).
+    """
+    verdict = classify(exc)
+    if verdict.kind is Kind.TRANSIENT:
+        if probe is not None and "closed by server" in str(exc) and speaks_postgres(probe):
+            return SourceMisconfigured(
+                f"the Redis URL points at a Postgres server ({probe[0]}:{probe[1]} answers the Postgres"
+                " protocol): set STREAMPROC_REDIS_URL / --redis-url to the Redis server"
+            )
+        return SourceUnavailable(verdict.reason)
+    tail = f"; {hint}" if hint else ""
+    if verdict.kind is Kind.VANISHED:
+        return GroupMissing(verdict.reason + tail)
+    return SourceMisconfigured(verdict.reason + tail)
+
+
+def speaks_postgres(address: tuple[str, int], timeout_s: float = 2.0) -> bool:
+    """True if the server at ``address`` answers a Postgres SSLRequest (``S`` or ``N``)."""
+    try:
+        with socket.create_connection(address, timeout=timeout_s) as sock:
+            sock.sendall(b"\x00\x00\x00\x08\x04\xd2\x16\x2f")
+            return sock.recv(1) in (b"S", b"N")
+    except OSError:
+        return False

@@ -1,0 +1,181 @@
+"""The Redis failure classifier, fed with errors that real servers raise.
+
+Each case provokes the condition on a throwaway ``redis-server`` (or a real
+Postgres, or a socket that speaks HTTP) and checks the class the README's
+failure table gives it.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from streamproc.dev.localservers import RedisServer, free_port, start_redis
+from streamproc.errors import GroupMissing, SourceMisconfigured, SourceUnavailable
+from streamproc.redis.classify import Kind, classify, speaks_postgres, translate
+from tests.chaos.conftest import host_port
+
+
+def attempt(call: Callable[[], Any]) -> BaseException | None:
+    try:
+        call()
+    except Exception as exc:  # the real server's error is the point of the test
+        return exc
+    return None
+
+
+def raised(call: Callable[[], Any]) -> BaseException:
+    exc = attempt(call)
+    assert exc is not None, "the call did not fail"
+    return exc
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[RedisServer]:
+    s = start_redis(tmp_path / "r")
+    yield s
+    s.kill()
+
+
+def client(port: int, **kwargs: Any) -> redis.Redis:
+    return redis.Redis(port=port, socket_timeout=10, **kwargs)
+
+
+def blocked_read_error(server: RedisServer, action: Callable[[redis.Redis], Any]) -> BaseException:
+    """The error a blocked XREADGROUP gets when ``action`` runs on another connection."""
+    admin = client(server.port)
+    admin.delete("st")
+    admin.xgroup_create("st", "g", id="$", mkstream=True)
+    reader = client(server.port)
+    result: dict[str, BaseException] = {}
+
+    def read() -> None:
+        result["exc"] = raised(lambda: reader.xreadgroup("g", "c", {"st": ">"}, block=0))
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while int(admin.info("clients")["blocked_clients"]) == 0:  # the reader is inside its BLOCK
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    action(admin)
+    thread.join(10)
+    return result["exc"]
+
+
+def test_vanished_stream_and_group_are_exit_3(server: RedisServer) -> None:
+    """DEL, FLUSHALL and XGROUP DESTROY under a blocked read, and NOGROUP on the next read, are
+    all the vanished-group class (GroupMissing, exit 3)."""
+    cases = {
+        "DEL": blocked_read_error(server, lambda c: c.delete("st")),
+        "FLUSHALL": blocked_read_error(server, lambda c: c.flushall()),
+        "XGROUP DESTROY": blocked_read_error(server, lambda c: c.xgroup_destroy("st", "g")),
+        "NOGROUP": raised(lambda: client(server.port).xreadgroup("g", "c", {"nothing": ">"})),
+    }
+    for name, exc in cases.items():
+        assert classify(exc).kind is Kind.VANISHED, (name, exc)
+        assert isinstance(translate(exc), GroupMissing) and translate(exc).exit_code == 3
+
+
+def test_transient_conditions(server: RedisServer, tmp_path: Path) -> None:
+    """READONLY (a replica), MASTERDOWN (a replica whose primary is gone, stale data refused),
+    OOM (maxmemory), BUSY (a long script), a CLIENT PAUSE longer than the socket timeout,
+    a refused connection and too many clients: all transient (back off, retry)."""
+    c = client(server.port)
+    replica = start_redis(tmp_path / "replica", extra=("--replicaof", "127.0.0.1", str(server.port)))
+    orphan = start_redis(
+        tmp_path / "orphan", extra=("--replicaof", "127.0.0.1", str(free_port()), "--replica-serve-stale-data", "no")
+    )
+    try:
+        cases: dict[str, BaseException] = {
+            "READONLY": raised(lambda: client(replica.port).xadd("st", {"a": "1"})),
+            "MASTERDOWN": raised(lambda: client(orphan.port).xinfo_groups("st")),
+            "refused": raised(lambda: client(free_port()).ping()),
+        }
+        c.config_set("maxmemory", "1")
+        cases["OOM"] = raised(lambda: c.xadd("st", {"a": "1"}))
+        c.config_set("maxmemory", "0")
+
+        c.config_set("maxclients", "1")  # `c` holds the one connection allowed
+        cases["max clients"] = raised(lambda: client(server.port).ping())
+        c.config_set("maxclients", "10000")
+
+        c.config_set("busy-reply-threshold", "10")
+        script = threading.Thread(target=lambda: raised(lambda: client(server.port).eval("while true do end", 0)))
+        script.start()
+        deadline = time.monotonic() + 10
+        while not str(busy := attempt(lambda: client(server.port).ping())).startswith("BUSY"):
+            assert time.monotonic() < deadline, busy
+            time.sleep(0.01)
+        assert busy is not None
+        cases["BUSY"] = busy
+        client(server.port).script_kill()
+        script.join()
+
+        c.client_pause(3000, all=False)  # WRITE pause: reads answer, XREADGROUP (a write) waits
+        once = redis.Redis(port=server.port, socket_timeout=0.5, retry=Retry(NoBackoff(), 0))
+        cases["CLIENT PAUSE"] = raised(lambda: once.xadd("st", {"a": 1}))
+        c.client_unpause()
+    finally:
+        replica.kill()
+        orphan.kill()
+    for name, exc in cases.items():
+        assert classify(exc).kind is Kind.TRANSIENT, (name, exc)
+        assert isinstance(translate(exc), SourceUnavailable), name
+
+
+def test_permanent_problems(server: RedisServer, database_url: str) -> None:
+    """NOPERM, a wrong password, no password, a wrong key type, a database out of range, an
+    unknown command, a server that answers in HTTP, and a Postgres server: permanent (exit 2)."""
+    c = client(server.port)
+    c.acl_setuser("limited", enabled=True, passwords=["+pw"], keys=["*"], commands=["+@all", "-xadd"])
+    c.set("plain", "x")
+    http = _http_like_server()
+    cases: dict[str, BaseException] = {
+        "NOPERM": raised(lambda: client(server.port, username="limited", password="pw").xadd("st", {"a": "1"})),
+        "WRONGPASS": raised(lambda: client(server.port, username="limited", password="wrong").ping()),
+        "WRONGTYPE": raised(lambda: c.xreadgroup("g", "c", {"plain": ">"})),
+        "db range": raised(lambda: client(server.port, db=9999).ping()),
+        "unknown command": raised(lambda: c.execute_command("XNOSUCHTHING", "st")),  # type: ignore[no-untyped-call]
+        "HTTP": raised(lambda: client(http).ping()),
+    }
+    c.config_set("requirepass", "secret")
+    cases["NOAUTH"] = raised(lambda: client(server.port).ping())
+    for name, exc in cases.items():
+        assert classify(exc).kind is Kind.PERMANENT, (name, exc)
+        assert isinstance(translate(exc), SourceMisconfigured) and translate(exc).exit_code == 2, name
+
+    pg = host_port(database_url)
+    closed = raised(lambda: client(pg[1]).ping())
+    assert classify(closed).kind is Kind.TRANSIENT  # alone, a silent close could be a proxy
+    assert speaks_postgres(pg) and not speaks_postgres(("127.0.0.1", server.port))
+    assert isinstance(translate(closed, probe=pg), SourceMisconfigured)
+
+
+def _http_like_server() -> int:
+    """A loopback socket that answers every connection like an HTTP server; returns its port."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = int(listener.getsockname()[1])
+
+    def serve() -> None:
+        with listener:
+            while True:
+                try:
+                    conn, _ = listener.accept()
+                except OSError:
+                    return
+                with conn:
+                    conn.recv(4096)
+                    conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+
+    threading.Thread(target=serve, daemon=True).start()
+    return port

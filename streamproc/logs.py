@@ -7,6 +7,31 @@ import sys
 
 import structlog
 
+_hidden: set[str] = set()
+
+
+def hide(*secrets: str) -> None:
+    """Never print these strings (passwords as the settings hold them): every log line and
+    every error line the CLI prints shows ``***`` instead. Strings under 3 characters are
+    ignored (masking them would garble every line)."""
+    _hidden.update(s for s in secrets if len(s) >= 3)
+
+
+def scrub(text: str) -> str:
+    """``text`` with every hidden string replaced by ``***``."""
+    for secret in sorted(_hidden, key=len, reverse=True):
+        if secret in text:
+            text = text.replace(secret, "***")
+    return text
+
+
+def _scrub_event(_logger: object, _name: str, event: structlog.typing.EventDict) -> structlog.typing.EventDict:
+    if _hidden:
+        for key, value in event.items():
+            if isinstance(value, str):
+                event[key] = scrub(value)
+    return event
+
 
 def configure(level: str = "info", json: bool | None = None) -> None:
     use_json = not sys.stderr.isatty() if json is None else json
@@ -19,6 +44,7 @@ def configure(level: str = "info", json: bool | None = None) -> None:
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info if use_json else structlog.dev.set_exc_info,
+            _scrub_event,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),

@@ -16,6 +16,7 @@ from rich.console import Console
 
 from streamproc.config import Settings, load_settings
 from streamproc.errors import StreamprocError
+from streamproc.logs import scrub
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -32,7 +33,7 @@ def friendly(fn: Callable[P, T]) -> Callable[P, T]:
         try:
             return fn(*args, **kwargs)
         except StreamprocError as exc:
-            err.print(f"[bold red]streamproc: error:[/] {exc}", highlight=False, soft_wrap=True)
+            err.print(f"[bold red]streamproc: error:[/] {scrub(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             err.print("streamproc: interrupted")

@@ -1,4 +1,10 @@
-"""structlog setup: JSON lines off a TTY (journald-friendly), console on a TTY."""
+"""structlog setup: JSON lines off a TTY (journald-friendly), console on a TTY.
+
+Libraries log through the standard ``logging`` module (psycopg's ``error ignored
+terminating <psycopg.Pipeline [BAD]>`` after a lost connection, redis-py's
+warnings) and Python's ``warnings``: both are routed into structlog, so every
+line the daemon writes is one JSON object, scrubbed like the others.
+"""
 
 from __future__ import annotations
 
@@ -51,3 +57,27 @@ def configure(level: str = "info", json: bool | None = None) -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
+    _route_stdlib_logging()
+
+
+class _ToStructlog(logging.Handler):
+    """Hands a standard ``logging`` record to structlog: one JSON line, with the library's
+    logger name and the traceback if any."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+        except Exception:  # a library's bad format string must not lose the line
+            message = str(record.msg)
+        fields: dict[str, object] = {"logger": record.name}
+        if record.exc_info and record.exc_info[1] is not None:
+            fields["error"] = f"{type(record.exc_info[1]).__name__}: {record.exc_info[1]}"
+        structlog.get_logger(record.name).log(record.levelno, message, **fields)
+
+
+def _route_stdlib_logging() -> None:
+    root = logging.getLogger()
+    root.handlers = [h for h in root.handlers if not isinstance(h, _ToStructlog)] + [_ToStructlog()]
+    if root.level == logging.NOTSET or root.level > logging.WARNING:
+        root.setLevel(logging.WARNING)
+    logging.captureWarnings(True)

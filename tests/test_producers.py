@@ -127,10 +127,13 @@ def test_node_producer_does_not_wait_for_an_absent_redis(tmp_path: Path, client:
     """The Node helper with the recommended options, connected; then Redis is frozen (SIGSTOP:
     the connection stays open, no reply ever comes) or stopped (the connection closes). Every
     awaited produce() rejects - with a timeout when frozen, with the client's offline error when
-    stopped - and every fire-and-forget send() is counted as failed and reported to onError;
+    stopped - and every fire-and-forget send() is counted as failed and reported to onError
+    (the default onError warns once, not once per event). Once Redis is back (resumed, or
+    restarted on the same port) the same client writes again and the default onError says so;
     the driver then exits by itself."""
     server = start_redis(tmp_path / "redis")
     n = 20
+    proc: subprocess.Popen[str] | None = None
     try:
         proc = subprocess.Popen(
             [node(), str(DRIVER), "outage", client, server.url, "outage:events", str(n)],
@@ -148,8 +151,18 @@ def test_node_producer_does_not_wait_for_an_absent_redis(tmp_path: Path, client:
             server.kill()
         proc.stdin.write(f"{how}\n")
         proc.stdin.flush()
+        assert proc.stdout.readline() == "outage done\n", proc.communicate(timeout=HANG_GUARD_S)
+        if how == "frozen":
+            server.process.send_signal(signal.SIGCONT)
+        else:
+            server = start_redis(tmp_path / "redis-again", port=server.port)
+        proc.stdin.write("back\n")
+        proc.stdin.flush()
         out, err = proc.communicate(timeout=HANG_GUARD_S)
     finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
         if server.process.poll() is None:
             server.process.send_signal(signal.SIGCONT)
         server.stop()
@@ -166,6 +179,11 @@ def test_node_producer_does_not_wait_for_an_absent_redis(tmp_path: Path, client:
     else:
         expected = {"ClientOfflineError: The client is offline"}
     assert errors <= expected, errors
+    # The default onError: one warning when events start failing, not one per event.
+    assert (result["quietStats"]["sent"], result["quietStats"]["failed"]) == (0, n), result
+    ours = [w for w in result["warnings"] if w.startswith("streamproc:")]
+    assert len(ours) == 2 and ours[0].startswith("streamproc: events are not being written ("), ours
+    assert ours[1] == f"streamproc: events are written again, after {n} failed", ours
 
 
 def test_producer_acl_user_with_the_recommended_options(acl_redis: AclRedis) -> None:  # noqa: F811

@@ -94,7 +94,8 @@ export interface ProducerOptions {
   timeoutMs?: number;
   /** XADDs allowed to wait for Redis at once (default 1000). */
   maxInFlight?: number;
-  /** Called for every event send() could not write (default: a console.warn line). */
+  /** Called for every event send() could not write (default: one console.warn line when events
+   * start failing and one when they are written again). */
   onError?: (error: Error, event: EventInput) => void;
 }
 

@@ -171,7 +171,8 @@ export class ProducerOverloadedError extends Error {
  *   past that an event fails at once with {@link ProducerOverloadedError} instead of piling up
  *   in memory during an outage
  * @property {(error: Error, event: Record<string, unknown>) => void} [onError]
- *   called for every event `send()` could not write (default: one `console.warn` line)
+ *   called for every event `send()` could not write (default: one `console.warn` line when
+ *   events start failing and one when they are written again, not one per event)
  */
 
 /**
@@ -196,10 +197,27 @@ export function createProducer(client, options = {}) {
   const streamOf = typeof stream === "function" ? stream : () => stream;
   const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
   const maxInFlight = options.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT;
-  const onError =
-    options.onError ?? ((error) => console.warn(`streamproc: event not written: ${error.message}`));
   /** @type {ProducerStats} */
   const stats = { sent: 0, failed: 0, inFlight: 0 };
+  let failedInARow = 0;
+  let warned = false;
+  // The default onError warns once when events start failing and once when they get through
+  // again, not once per event: an outage under traffic must not flood the application's log.
+  const onError =
+    options.onError ??
+    ((error) => {
+      if (!warned) {
+        warned = true;
+        console.warn(`streamproc: events are not being written (${error.message}); counting them in stats.failed`);
+      }
+    });
+  const recovered = () => {
+    if (warned) {
+      warned = false;
+      console.warn(`streamproc: events are written again, after ${failedInARow} failed`);
+    }
+    failedInARow = 0;
+  };
   /** @type {Set<Promise<unknown>>} */
   const pending = new Set();
 
@@ -221,9 +239,11 @@ export function createProducer(client, options = {}) {
       }
       const entryId = await withTimeout(write(streamOf(event), JSON.stringify(event)), timeoutMs);
       stats.sent += 1;
+      recovered();
       return String(entryId);
     } catch (error) {
       stats.failed += 1;
+      failedInARow += 1;
       throw error;
     }
   }

@@ -9,7 +9,10 @@
 //   node test/driver.mjs outage CLIENT URL STREAM N
 //       writes one event, prints "connected", waits for a line on stdin (the test takes Redis
 //       away meanwhile: "frozen" or "stopped"; after "stopped" it first waits until the client
-//       has seen the connection close), then send()s N events and produce()s N events.
+//       has seen the connection close), then send()s N events and produce()s N events, and
+//       send()s N more through a second producer with the default onError; prints "outage
+//       done", waits for a line on stdin (Redis is back), waits until the client is ready and
+//       writes one more event through the second producer.
 //       stdout (last line): {"stats": ..., "rejected": {error name: count}, "sendErrors": {...}}
 //
 // CLIENT: "ioredis" or "node-redis", with the helper's recommended options
@@ -85,14 +88,15 @@ async function outageMode() {
   const event = { type: "page_view", site: "outage.example", path: "/" };
   await producer.produce(event);
   process.stdout.write("connected\n");
-  let how = "";
-  for await (const line of createInterface({ input: process.stdin })) {
-    how = line.trim();
-    break;
-  }
+  const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+  const how = String((await lines.next()).value).trim();
   while (how === "stopped" && ready()) await new Promise((resolve) => setTimeout(resolve, 10));
 
-  for (let i = 0; i < n; i++) producer.send({ ...event, path: `/send/${i}` });
+  const quiet = createProducer(client, { stream }); // the default onError
+  for (let i = 0; i < n; i++) {
+    producer.send({ ...event, path: `/send/${i}` });
+    quiet.send({ ...event, path: `/quiet/${i}` });
+  }
   const rejected = {};
   const outcomes = await Promise.allSettled(
     Array.from({ length: n }, (_, i) => producer.produce({ ...event, path: `/produce/${i}` })),
@@ -101,8 +105,14 @@ async function outageMode() {
     if (outcome.status === "rejected") count(rejected, outcome.reason);
   }
   await producer.settled();
+  await quiet.settled();
+  const failed = { ...quiet.stats };
+  process.stdout.write("outage done\n");
+  await lines.next(); // Redis is back
+  while (!ready()) await new Promise((resolve) => setTimeout(resolve, 10));
+  await quiet.produce({ ...event, path: "/back" });
   close();
-  return { stats: { ...producer.stats }, rejected, sendErrors, warnings };
+  return { stats: { ...producer.stats }, quietStats: failed, rejected, sendErrors, warnings };
 }
 
 const result = mode === "produce" ? await produceMode() : await outageMode();

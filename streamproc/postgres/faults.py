@@ -84,6 +84,8 @@ def classify(exc: psycopg.Error) -> Fault:
     """
     state = exc.sqlstate
     if state is None:
+        if isinstance(exc, (psycopg.DataError, psycopg.IntegrityError)):  # refused before sending (a NUL in text)
+            return Fault.ENTRY
         if isinstance(exc, psycopg.ProgrammingError) or _PERMANENT_CONNECT.search(str(exc)):
             return Fault.PERMANENT
         return Fault.TRANSIENT
@@ -107,7 +109,7 @@ def translate(exc: psycopg.Error, doing: str, schema: str = "", role: str = "") 
     fault = classify(exc)
     text = first_line(exc)
     if fault is Fault.ENTRY:
-        return EntryRejected(f"Postgres rejected the data ({exc.sqlstate}): {text}")
+        return EntryRejected(f"Postgres rejected the data ({exc.sqlstate or 'client-side'}): {text}")
     if fault is Fault.SCHEMA:
         where = f"schema {schema!r}" if schema else "the database"
         return SchemaNotReady(f"{where} is not migrated for this streamproc ({text}); run `streamproc migrate`")

@@ -1,0 +1,56 @@
+"""The privileges the daemon needs, checked before it reads a single entry.
+
+A privilege missing at commit time would be found only after entries were
+read, and each restart would add a delivery to them until good entries reach
+``max_deliveries``. Checked at start, a missing grant is a configuration error
+(exit 2) while no entry has been delivered.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from streamproc.core import rollups as R
+from streamproc.errors import SinkMisconfigured
+from streamproc.postgres.session import Session
+
+WRITE: Final = ("SELECT", "INSERT", "UPDATE")
+LEDGER: Final = {"applied_entries": ("SELECT", "INSERT"), "producer_ids": ("SELECT", "INSERT")}
+OTHERS: Final = {"streams": ("SELECT", "INSERT"), "schema_migrations": ("SELECT",)}
+
+
+def needed(approximate: bool) -> dict[str, tuple[str, ...]]:
+    """Table -> privileges the batch path uses (pruning's DELETE is housekeeping: not required)."""
+    rollups = R.ALL + (R.APPROXIMATE_UNIQUES if approximate else ())
+    out = {rollup.table: WRITE for rollup in rollups}
+    return {**out, **LEDGER, **OTHERS}
+
+
+def check_privileges(conn: Session, approximate: bool) -> None:
+    """Raise :class:`SinkMisconfigured` (exit 2) naming the role, each table that lacks a
+    privilege and the GRANT that gives it; return when every one is there.
+
+    Raises :class:`psycopg.Error` when the query itself fails (the caller translates it).
+    """
+    wanted = needed(approximate)
+    tables = [t for t, privileges in wanted.items() for _ in privileges]
+    privileges = [p for ps in wanted.values() for p in ps]
+    with conn.transaction():
+        role_row = conn.execute("SELECT current_user, current_schema()").fetchone()
+        rows = conn.execute(
+            "SELECT t, p FROM unnest(%s::text[], %s::text[]) AS w(t, p)"
+            " WHERE to_regclass(t) IS NOT NULL AND NOT has_table_privilege(to_regclass(t), p)"
+            " ORDER BY t, p",
+            (tables, privileges),
+        ).fetchall()
+    if not rows:
+        return
+    role, schema = role_row if role_row else ("<role>", conn.schema)
+    missing: dict[str, list[str]] = {}
+    for table, privilege in rows:
+        missing.setdefault(table, []).append(privilege)
+    grants = "; ".join(f"GRANT {', '.join(ps)} ON {schema}.{t} TO {role}" for t, ps in missing.items())
+    raise SinkMisconfigured(
+        f"the Postgres role {role} lacks privileges the daemon needs: `{grants}`"
+        " (deploy/postgres/roles.sql lists every grant); no entry was read, start the daemon again once granted"
+    )

@@ -30,7 +30,7 @@ import redis
 from streamproc.config import Settings
 from streamproc.dev.localservers import start_redis
 from streamproc.dev.synth import Generator
-from streamproc.errors import ConfigError, SourceUnavailable
+from streamproc.errors import SourceMisconfigured, SourceUnavailable
 from streamproc.redis.producer import InvalidEvent, build_event, encode_event, produce, producer_client
 from tests.conftest import Daemons
 from tests.test_e2e import report_json
@@ -191,7 +191,7 @@ def test_producer_acl_user_with_the_recommended_options(acl_redis: AclRedis) -> 
     recommended options write their events and nothing logs NOPERM. The same ioredis client with
     its default ready check (INFO) does log the NOPERM warning - which is what the recommended
     `enableReadyCheck: false` avoids. The Python helper writes too, and a write outside the
-    user's keys is a ConfigError naming the ACL file."""
+    user's keys is SourceMisconfigured, naming the ACL file."""
     url = acl_redis.url("streamproc-producer")
     events = [{"type": "page_view", "site": "acl.example", "path": f"/{i}"} for i in range(10)]
     for client in CLIENTS:
@@ -211,7 +211,9 @@ def test_producer_acl_user_with_the_recommended_options(acl_redis: AclRedis) -> 
 
     with producer_client(url) as client:
         produce(client, "events:{acl}", build_event(events[0]))
-        with pytest.raises(ConfigError, match=re.escape("streamproc.acl")):
+        with pytest.raises(
+            SourceMisconfigured, match=re.escape("lacks a permission (see deploy/redis/streamproc.acl)")
+        ):
             produce(client, "events:{acl}:dlq", build_event(events[0]))
     with acl_redis.client("streamproc-admin") as admin:
         assert admin.xlen("events:{acl}") == 2 * 11 + 10 + 1
@@ -254,7 +256,7 @@ def test_python_helper_raises_source_unavailable_when_redis_is_away(tmp_path: Pa
             server.process.send_signal(signal.SIGSTOP)
         else:
             server.kill()
-        with pytest.raises(SourceUnavailable, match="not written"):
+        with pytest.raises(SourceUnavailable, match="Redis unreachable"):
             produce(client, "events", event)
     finally:
         if server.process.poll() is None:

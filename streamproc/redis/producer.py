@@ -27,17 +27,13 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from streamproc.core.decode import DEFAULT_MAX_ENTRY_BYTES, Rejected, decode_entry
-from streamproc.errors import ConfigError, SourceUnavailable, StreamprocError
-from streamproc.redis.client import CLUSTER_UNAVAILABLE, Client
+from streamproc.errors import StreamprocError
+from streamproc.redis.classify import translate
+from streamproc.redis.client import Client
 
 DEFAULT_TIMEOUT_S: Final = 0.5
 _NO_ID: Final = b"0-0"  # the decoder wants an entry id; the real one comes from XADD
 _encoder: Final = msgspec.json.Encoder(decimal_format="string")
-_UNAVAILABLE: Final[tuple[type[Exception], ...]] = (
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    *CLUSTER_UNAVAILABLE,
-)
 
 
 class InvalidEvent(StreamprocError, ValueError):
@@ -105,21 +101,20 @@ def produce(
     """Check and XADD one built event (:func:`build_event`); returns the stream entry id,
     e.g. ``"1763800000000-0"``.
 
-    Raises :class:`InvalidEvent` (nothing written), :class:`SourceUnavailable` when Redis
-    cannot be reached or does not answer in time (the entry may or may not have been written:
-    sending the same ``event`` again is counted once), :class:`ConfigError` when the Redis
-    user may not XADD to ``stream``.
+    Raises :class:`InvalidEvent` (nothing written); for a Redis failure, what
+    :func:`streamproc.redis.classify.translate` makes of it: :class:`SourceUnavailable` when
+    Redis cannot be reached, does not answer in time or is not ready (the entry may or may not
+    have been written: sending the same ``event`` again is counted once),
+    :class:`SourceMisconfigured` when retrying cannot help (the Redis user may not XADD to
+    ``stream``, wrong password, ...).
     """
     if event.get("id") is None:
         raise InvalidEvent("the event has no `id`: build it with build_event(), then retry with the same event")
     raw = encode_event(event, max_entry_bytes=max_entry_bytes)
     try:
         entry_id = client.xadd(stream, {"event": raw})
-    except redis.exceptions.NoPermissionError as exc:
-        raise ConfigError(
-            f"the Redis user may not XADD to {stream!r} ({exc}): grant it, as the streamproc-producer"
-            " user in deploy/redis/streamproc.acl does"
+    except (redis.exceptions.RedisError, OSError) as exc:
+        raise translate(
+            exc, hint=f"the event was not written to {stream!r}; producers connect as streamproc-producer"
         ) from exc
-    except _UNAVAILABLE as exc:
-        raise SourceUnavailable(f"event not written to {stream!r}: {exc}") from exc
     return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)

@@ -14,6 +14,7 @@ from streamproc.logs import configure
 from streamproc.postgres.sink import PostgresSink
 from streamproc.redis.client import connect
 from streamproc.redis.source import RedisSource
+from streamproc.redis.url import parse_redis_url
 
 log = structlog.get_logger("streamproc")
 
@@ -28,6 +29,7 @@ def run_daemon(settings: Settings, drain: bool = False) -> int:
     """Run until drained or signalled. Returns the process exit code."""
     configure(settings.log_level)
     settings.require_secret()
+    parse_redis_url(settings.redis_url, cluster=settings.redis_cluster)  # a bad URL: exit 2 before anything starts
     log.info("starting", **settings.redacted())
     notifier = Notifier()
     worker = build_worker(settings, drain=drain, notifier=notifier)

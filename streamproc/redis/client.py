@@ -1,4 +1,15 @@
-"""One way to open a Redis client, standalone or Redis Cluster.
+"""One way to open a Redis client: standalone, Redis Sentinel or Redis Cluster.
+
+The URL is checked first (:mod:`streamproc.redis.url`): a malformed one, or one
+whose options would override the daemon's own timeouts, is a ConfigError
+(exit 2) before any connection. The client never retries on its own: the
+daemon's backoff does, counted in its metrics (redis-py's default retries
+would resend an XADD whose reply timed out, and hide outages).
+
+With a ``redis+sentinel://`` URL the client asks the sentinels for the
+primary of the service on every (re)connection; after a failover the old
+primary's READONLY reply or a closed connection makes the next attempt
+connect to the new primary.
 
 With ``redis_cluster = true`` the daemon and the CLI use redis-py's cluster
 client: it learns the slot map from any seed node, follows MOVED/ASK
@@ -17,11 +28,19 @@ shape the rest of the code:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, TypeAlias
+from typing import Any, Final, TypeAlias
 
 import redis
+from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
 from redis.commands.core import Script
+from redis.retry import Retry
+from redis.sentinel import Sentinel
+
+from streamproc.redis.url import parse_redis_url
+
+CONNECT_TIMEOUT_S: Final = 5.0
+SENTINEL_TIMEOUT_S: Final = 5.0  # one sentinel query; a dead sentinel is skipped after this
 
 Client: TypeAlias = redis.Redis | RedisCluster
 
@@ -36,12 +55,34 @@ CLUSTER_UNAVAILABLE: tuple[type[Exception], ...] = (
 
 
 def connect(url: str, *, cluster: bool, socket_timeout: float | None, **kwargs: Any) -> Client:
-    """A client for ``url``; with ``cluster`` the URL names any one seed node of the cluster."""
+    """A client for ``url``; with ``cluster`` the URL names any one seed node of the cluster.
+
+    ``socket_timeout`` in seconds (None: wait forever). Raises ConfigError (exit 2) for a
+    URL the daemon cannot use; connects lazily (a cluster client connects at once).
+    """
+    target = parse_redis_url(url, cluster=cluster)
     if cluster:
         return RedisCluster.from_url(
-            _without_db(url), socket_timeout=socket_timeout, socket_connect_timeout=5, **kwargs
+            _without_db(url), socket_timeout=socket_timeout, socket_connect_timeout=CONNECT_TIMEOUT_S, **kwargs
         )
-    return redis.Redis.from_url(url, socket_timeout=socket_timeout, socket_connect_timeout=5, **kwargs)
+    own: dict[str, Any] = {
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": CONNECT_TIMEOUT_S,
+        "retry": Retry(NoBackoff(), 0),
+        **kwargs,
+    }
+    if target.is_sentinel:
+        sentinel_kwargs = {
+            "socket_timeout": SENTINEL_TIMEOUT_S,
+            "socket_connect_timeout": CONNECT_TIMEOUT_S,
+            "retry": Retry(NoBackoff(), 0),
+            **target.sentinel_kwargs,
+        }
+        # redis-py leaves the Sentinel API untyped; master_for returns a redis.Redis.
+        sentinels = Sentinel(list(target.sentinels), sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
+        master: redis.Redis = sentinels.master_for(target.service, **target.kwargs, **own)  # type: ignore[no-untyped-call]
+        return master
+    return redis.Redis(**target.kwargs, **own)
 
 
 def _without_db(url: str) -> str:

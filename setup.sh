@@ -38,9 +38,10 @@ if [ "${1:-}" = test ]; then
     command -v redis-sentinel >/dev/null 2>&1 || packages+=(redis-sentinel)   # Sentinel failover tests
     if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
         # The container stage (deploy/containers/run-tests.sh): a Docker engine where none
-        # answers, and debootstrap to build its images from Debian's packages.
+        # answers, debootstrap to build its images from Debian's packages, Compose for compose.yaml.
         if ! command -v dockerd >/dev/null 2>&1 && ! docker info >/dev/null 2>&1; then packages+=(docker.io); fi
         command -v debootstrap >/dev/null 2>&1 || packages+=(debootstrap)
+        docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null 2>&1 || packages+=(docker-compose)
     fi
 fi
 

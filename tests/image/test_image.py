@@ -119,7 +119,7 @@ def test_image_drains_events_and_reports_the_truth(
     produce(r, stream, entries)
 
     with started(container(image, env, secrets_dir, "run")) as daemon:
-        wait_for(lambda: drained(r, stream, "g"), timeout_s=120, what="the daemon container to drain the stream")
+        wait_for(lambda: drained(r, stream, "g"), timeout_s=180, what="the daemon container to drain the stream")
         wrapped = daemon.get_wrapped_container()
         wrapped.reload()
         health = wrapped.client.images.get(image).attrs["Config"]["Healthcheck"]["Test"]

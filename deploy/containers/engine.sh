@@ -3,8 +3,9 @@
 # - Otherwise (a fresh CI machine) Debian's docker.io is installed if needed and a private
 #   dockerd is started for this run only: its own data root, exec root and socket in a
 #   temporary directory, so nothing from an earlier run is reused. It has no default bridge
-#   and no NAT (--bridge=none --iptables=false): containers use host networking and reach
-#   nothing the host itself could not. `engine_down` stops it and removes its directory.
+#   and no NAT or forwarding (--bridge=none --iptables=false --ip-forward=false): containers
+#   use host networking or a network Compose makes for its project, and nothing is routed
+#   off the machine. `engine_down` stops it and removes its directory.
 # Any failure to get an engine is an error (non-zero), never a skip.
 
 engine_dir=""
@@ -27,7 +28,7 @@ engine_up() {
     fi
     engine_dir=$(mktemp -d /tmp/streamproc-docker.XXXXXX)
     dockerd --data-root "$engine_dir/data" --exec-root "$engine_dir/exec" --pidfile "$engine_dir/dockerd.pid" \
-        --host "unix://$engine_dir/docker.sock" --bridge=none --iptables=false --ip6tables=false \
+        --host "unix://$engine_dir/docker.sock" --bridge=none --iptables=false --ip6tables=false --ip-forward=false \
         >"$engine_dir/dockerd.log" 2>&1 &
     engine_pid=$!
     export DOCKER_HOST="unix://$engine_dir/docker.sock"

@@ -33,6 +33,7 @@ def run_daemon(settings: Settings, drain: bool = False) -> int:
     log.info("starting", **settings.redacted())
     notifier = Notifier()
     worker = build_worker(settings, drain=drain, notifier=notifier)
+    worker.enrichment.warm_up()  # seconds of rule loading, before anything says the daemon is up
     metrics.init(settings.streams, settings.group)
     metrics.serve(settings.metrics_port, settings.metrics_addr)
     refresher = metrics.GroupStateRefresher(

@@ -154,7 +154,6 @@ class Worker:
         created = self.source.ensure_groups(self.settings.group_start_id)
         self._retry(self.sink.open, "postgres", "connect", on_stop=_stopped_before_ready)
         check_migrated(self.sink.conn, self.approximate)
-        self.enrichment.warm_up()
         self._retry(
             lambda: self.sink.register_streams(self.source.streams),
             "postgres",

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+import tempfile
 import time
 from collections.abc import Iterator
-from typing import Any
+from pathlib import Path
+from typing import Any, Final
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from streamproc.config import load_settings
 from streamproc.daemon.run import build_worker
+from streamproc.dev.agents import write_country_db
 from streamproc.dev.localservers import local_servers
 from streamproc.dev.synth import Generator, produce
 from streamproc.logs import configure
@@ -54,6 +57,19 @@ def _progress(console: Console) -> Progress:
     )
 
 
+RAW_SHARE: Final = 0.3  # visitors whose events carry only ua + ip, enriched by the daemon
+
+
+def _country_db(console: Console) -> str | None:
+    """A tiny country database of the demo's made-up addresses (documentation ranges)."""
+    try:
+        path = write_country_db(Path(tempfile.mkdtemp(prefix="streamproc-demo-")) / "countries.mmdb")
+    except ImportError:
+        console.print("mmdb-writer is not installed: the demo runs without countries from IP addresses")
+        return None
+    return str(path)
+
+
 def run_demo(n: int, seed: int, external: bool, console: Console) -> dict[str, Any]:
     configure("warning")
     with _servers(external, console) as (redis_url, database_url):
@@ -66,12 +82,13 @@ def run_demo(n: int, seed: int, external: bool, console: Console) -> dict[str, A
         }
         if redis_url is not None:
             overrides.update(redis_url=redis_url, database_url=database_url, visitor_secret=secrets.token_hex(16))
+        overrides["country_db"] = _country_db(console)
         settings = load_settings(overrides)
         if settings.visitor_secret is None:
             settings = load_settings({**overrides, "visitor_secret": secrets.token_hex(16)})
         migrate(settings.database_url, settings.db_schema, settings.approximate_uniques)
         client = redisclient.connect(settings.redis_url, cluster=settings.redis_cluster, socket_timeout=30)
-        gen = Generator(seed=seed)
+        gen = Generator(seed=seed, raw_share=RAW_SHARE)
         expected_bad = 0
         with _progress(console) as progress:
             task = progress.add_task("produce", total=n)

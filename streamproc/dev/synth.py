@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Final
 
+from streamproc.dev.agents import BOT_AGENTS, BROWSER_AGENTS, ip_of
 from streamproc.redis.client import Client
 
 SITES: Final = ("shop.example", "blog.example", "docs.example", "news.example", "app.example")
@@ -67,10 +68,21 @@ def _zipf_weights(n: int, s: float = 1.1) -> list[float]:
 
 
 class Generator:
+    """``raw_share``: the share of visitors whose events carry what a browser request does
+    (``ua`` and ``ip``, no visitor, session, device, browser, OS or country), 1 in 20 of
+    their page views and clicks from a bot; the daemon derives the rest."""
+
     def __init__(
-        self, seed: int = 1, now_ms: int | None = None, days: int = 3, bad_ratio: float = 0.005, visitors: int = 4000
+        self,
+        seed: int = 1,
+        now_ms: int | None = None,
+        days: int = 3,
+        bad_ratio: float = 0.005,
+        visitors: int = 4000,
+        raw_share: float = 0.0,
     ) -> None:
         self.rng = random.Random(seed)
+        self.raw_share = raw_share
         self.visitors = visitors
         self.now_ms = now_ms if now_ms is not None else int(dt.datetime.now(dt.UTC).timestamp() * 1000)
         self.start_ms = self.now_ms - days * 86_400_000
@@ -104,11 +116,17 @@ class Generator:
         # A few loyal visitors come back often; most are seen a handful of times.
         visitor_n = rng.randrange(40) if rng.random() < 0.3 else rng.randrange(self.visitors)
         ev: dict[str, Any] = {"site": site, "ts": ts}
-        if rng.random() < 0.95:
+        raw = self.raw_share > 0 and (visitor_n * 7919) % 1000 < self.raw_share * 1000
+        if raw:
+            ev["ua"] = BROWSER_AGENTS[visitor_n % len(BROWSER_AGENTS)]
+            ev["ip"] = ip_of(visitor_n)
+        elif rng.random() < 0.95:
             ev["visitor"] = f"v{visitor_n}"
             ev["session"] = f"s{visitor_n}-{ts // 1_800_000}"  # one session per half hour
         kind = rng.choices(("page_view", "click", "api_request", "conversion", "custom"), (60, 15, 15, 5, 5))[0]
         ev["type"] = kind
+        if raw and kind in ("page_view", "click") and rng.random() < 0.05:
+            ev["ua"] = rng.choice(BOT_AGENTS)
         path = rng.choices(self.paths, self.path_weights)[0]
         if kind == "page_view":
             ev["path"] = path
@@ -117,7 +135,7 @@ class Generator:
             for i, (key, pool) in enumerate(
                 (("device", DEVICES), ("browser", BROWSERS), ("os", OSES), ("country", COUNTRIES))
             ):
-                if visitor_n % 10:
+                if visitor_n % 10 and not raw:
                     ev[key] = pool[(visitor_n * (2 * i + 3) + visitor_n // 5) % len(pool)]
             if rng.random() < 0.3:
                 referrer = rng.choice(REFERRERS)

@@ -88,17 +88,19 @@ def derive(
     if not points:
         return out
     keys = sorted(points)
-    conn.execute(_LOCK, (array_literal(sorted({v for _, v in keys}), text=False),))
     bounds = [(min(p[0] for p in points[k]) - gap_ms, max(p[0] for p in points[k]) + gap_ms) for k in keys]
-    rows = conn.execute(
-        _RUNS,
-        (
-            array_literal([s for s, _ in keys], text=True),
-            array_literal([v for _, v in keys], text=False),
-            array_literal([lo for lo, _ in bounds], text=False),
-            array_literal([hi for _, hi in bounds], text=False),
-        ),
-    ).fetchall()
+    with conn.pipeline():  # one round trip; the server still runs the read after the locks
+        conn.execute(_LOCK, (array_literal(sorted({v for _, v in keys}), text=False),))
+        cur = conn.execute(
+            _RUNS,
+            (
+                array_literal([s for s, _ in keys], text=True),
+                array_literal([v for _, v in keys], text=False),
+                array_literal([lo for lo, _ in bounds], text=False),
+                array_literal([hi for _, hi in bounds], text=False),
+            ),
+        )
+    rows = cur.fetchall()
     runs: dict[VisitorKey, list[Run]] = {}
     for site, visitor, session, first_ms, last_ms in rows:
         runs.setdefault((site, visitor), []).append(Run(session, first_ms, last_ms))

@@ -67,5 +67,5 @@ class Enricher:
         return msgspec.structs.replace(ev, **changes) if changes else ev
 
     def warm_up(self) -> None:
-        """Load the user-agent rules now (about two seconds) rather than on the first event."""
+        """Load and compile the user-agent rules now (a few seconds) rather than on the first events."""
         self.agents.warm_up()

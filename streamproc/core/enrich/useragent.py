@@ -19,8 +19,18 @@ from device_detector.parser.operating_system import DESKTOP_OS  # type: ignore[i
 # (tv, console, car browser, wearable, ...).
 _DEVICES: Final = {"smartphone": "mobile", "phablet": "mobile", "feature phone": "mobile", "desktop": "desktop"}
 _BOT_CLIENT_TYPES: Final = frozenset({"library"})  # curl, python-requests, Go-http-client, axios...
-_WARM_UP_UA: Final = (
-    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/142.0.0.0 Safari/537.36"
+# Device Detector compiles its rules lazily, each on its first use (a second or more for the
+# first user agents of a process): one agent of each common kind compiles most of them at start.
+_WARM_UP: Final = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/142.0.0.0 Safari/537.36",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/26.0"
+    " Safari/605.1.15",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 18_6 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/26.0"
+    " Mobile/15E148 Safari/604.1",
+    "Mozilla/5.0 (Linux; Android 10; K) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/142.0.0.0 Mobile Safari/537.36",
+    "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+    "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; GPTBot/1.3; +https://openai.com/gptbot)",
+    "curl/8.5.0",
 )
 
 
@@ -42,7 +52,9 @@ class AgentParser:
         self.parse = functools.lru_cache(maxsize=memo_size)(_parse)
 
     def warm_up(self) -> None:
-        _parse(_WARM_UP_UA)
+        """Load and compile the rules common agents need (seconds; the daemon does it before `ready`)."""
+        for ua in _WARM_UP:
+            self.parse(ua)
 
     def cache_info(self) -> functools._CacheInfo:
         return self.parse.cache_info()

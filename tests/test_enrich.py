@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from pathlib import Path
 from typing import Any, Final
 
@@ -22,7 +23,7 @@ from tests.conftest import Daemons
 from tests.geodb import NETWORKS, write_country_db
 
 CORPUS: Final = Path(__file__).parent / "data" / "user_agents.tsv"
-DAY: Final = 1_795_000_000_000 // 86_400_000 * 86_400_000  # a UTC midnight
+DAY: Final = (int(time.time()) // 86_400 - 1) * 86_400_000  # yesterday's UTC midnight (events may not be too old)
 
 
 def corpus() -> list[tuple[str, str, str, str, str]]:

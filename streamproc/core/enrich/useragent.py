@@ -21,17 +21,20 @@ _DEVICES: Final = {"smartphone": "mobile", "phablet": "mobile", "feature phone":
 _BOT_CLIENT_TYPES: Final = frozenset({"library"})  # curl, python-requests, Go-http-client, axios...
 # Device Detector compiles its rules lazily, each on its first use (a second or more for the
 # first user agents of a process): one agent of each common kind compiles most of them at start.
-_WARM_UP: Final = (
+COMMON_BROWSERS: Final = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/142.0.0.0 Safari/537.36",
     "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/26.0"
     " Safari/605.1.15",
     "Mozilla/5.0 (iPhone; CPU iPhone OS 18_6 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/26.0"
     " Mobile/15E148 Safari/604.1",
     "Mozilla/5.0 (Linux; Android 10; K) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/142.0.0.0 Mobile Safari/537.36",
+)
+COMMON_BOTS: Final = (
     "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
     "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; GPTBot/1.3; +https://openai.com/gptbot)",
     "curl/8.5.0",
 )
+_WARM_UP: Final = COMMON_BROWSERS + COMMON_BOTS
 
 
 class Agent(NamedTuple):

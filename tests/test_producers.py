@@ -281,6 +281,24 @@ def test_node_helper_matches_the_contract_and_the_examples_parse() -> None:
     types, required = json.loads(out.stdout)
     assert sorted(types) == sorted(want) and {t: sorted(r) for t, r in required.items()} == want
 
+    # buildEvent refuses, with a TypeError, what cannot be valid; fills id and ts otherwise.
+    script = """
+    const { buildEvent } = await import('./streamproc.js');
+    const bad = [{ type: 'teleport', site: 's' }, { type: 'page_view', path: '/' },
+                 { type: 'click', site: 's', path: '/', x: 0.5 }, { type: 'page_view', site: 's', path: '/', ts: 1.5 },
+                 { type: 'page_view', site: 's', path: '/', ts: new Date(NaN) }];
+    const errors = bad.map((e) => { try { buildEvent(e); return null; } catch (x) { return x.constructor.name; } });
+    const good = buildEvent({ type: 'page_view', site: 's', path: '/', ts: new Date(1763800000123) }, 5);
+    const now = buildEvent({ type: 'page_view', site: 's', path: '/', id: 'mine' }, 5);
+    console.log(JSON.stringify({ errors, good, now }));
+    """
+    out = run_node("--input-type=module", "-e", script)
+    assert out.returncode == 0, out.stderr
+    built = json.loads(out.stdout)
+    assert built["errors"] == ["TypeError"] * 5
+    assert built["good"]["ts"] == 1763800000123 and UUID.match(built["good"]["id"])
+    assert (built["now"]["ts"], built["now"]["id"]) == (5, "mine")
+
     tsc = run_node(str(NODE_DIR / "node_modules" / "typescript" / "bin" / "tsc"), "-p", "tsconfig.json")
     assert tsc.returncode == 0, tsc.stdout + tsc.stderr
     examples = sorted(str(p.relative_to(NODE_DIR)) for p in (NODE_DIR / "examples").rglob("*.ts"))

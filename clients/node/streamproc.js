@@ -9,8 +9,9 @@
 //   as a JSON object (README, "The event contract"; schemas/event.schema.json).
 // - Redis being away never holds a web request for long: use the client options below
 //   (no offline queue, a command timeout) and the producer's own `timeoutMs`; then either
-//   `await producer.produce(e)` (the promise rejects within the timeout) or `producer.send(e)` (fire-and-forget: returns at
-//   once, never throws, failures are counted and handed to `onError`).
+//   `await producer.produce(e)` (the promise rejects within the timeout) or
+//   `producer.send(e)` (fire-and-forget: returns at once, never throws, failures are counted
+//   and handed to `onError`).
 
 import { randomUUID } from "node:crypto";
 
@@ -123,8 +124,12 @@ export function buildEvent(attrs, nowMs = Date.now()) {
   } else if (event.ts instanceof Date) {
     event.ts = event.ts.getTime();
   }
-  if (typeof event.ts === "number" ? !(Number.isSafeInteger(event.ts) && event.ts >= 0) : typeof event.ts !== "string") {
-    throw new TypeError("streamproc: `ts` is integer milliseconds since the epoch, a Date or an RFC 3339 string with offset");
+  const ts = event.ts;
+  const tsOk = typeof ts === "number" ? Number.isSafeInteger(ts) && ts >= 0 : typeof ts === "string";
+  if (!tsOk) {
+    throw new TypeError(
+      "streamproc: `ts` is integer milliseconds since the epoch, a Date or an RFC 3339 string with offset",
+    );
   }
   if (event.id === undefined || event.id === null) {
     event.id = randomUUID();

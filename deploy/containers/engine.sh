@@ -52,7 +52,9 @@ engine_down() {
     fi
     if [ -n "$engine_dir" ]; then
         # dockerd leaves its host network namespace mounted under the exec root.
-        findmnt -rn -o TARGET | grep -F "$engine_dir/" | sort -r | while read -r mnt; do umount "$mnt"; done
+        local mounts
+        mounts=$(findmnt -rn -o TARGET | grep -F "$engine_dir/" | sort -r || true)
+        for mnt in $mounts; do umount "$mnt" || true; done
         rm -rf "$engine_dir"
         engine_dir=""
     fi

@@ -104,7 +104,7 @@ def run_demo(n: int, seed: int, external: bool, console: Console) -> dict[str, A
             produce_s = time.perf_counter() - started
             work = progress.add_task("process", total=n)
             worker = build_worker(settings, drain=True)
-            worker.on_batch = lambda r: progress.advance(work, r.entries)
+            worker.accounting.on_batch = lambda r: progress.advance(work, r.entries)
             started = time.perf_counter()
             try:
                 worker.run()

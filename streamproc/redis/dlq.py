@@ -16,8 +16,8 @@ from typing import Final
 
 from streamproc.core.decode import DEFAULT_MAX_AGE_DAYS, Accepted, decode_entry
 from streamproc.redis.client import Client, run_script
+from streamproc.redis.deadletters import dlq_key
 from streamproc.redis.ops import Entry, check_stream, fields_text, now_ms, text, xrange, xrevrange
-from streamproc.redis.source import dlq_key
 
 META_FIELDS: Final = (b"_dlq_source", b"_dlq_id", b"_dlq_reason")
 CHUNK: Final = 100

@@ -1,4 +1,4 @@
-"""Redis side: consumer group reads, reclaims, acks and dead letters."""
+"""Redis side: consumer group reads, reclaims, acks and dead letters (see :mod:`.deadletters`)."""
 
 from __future__ import annotations
 
@@ -14,42 +14,15 @@ from streamproc.config import Settings
 from streamproc.core.entryid import split_entry_id
 from streamproc.errors import GroupMissing, SourceError, SourceUnavailable
 from streamproc.redis.client import CLUSTER_UNAVAILABLE, Client, connect, cross_slot, is_cluster, moved_hint
+from streamproc.redis.deadletters import DEAD_LETTER_LUA, DeadLetter, dead_letter_args, dlq_key
 
 Fields = dict[bytes, bytes]
 Entry = tuple[bytes, Fields | None]
-DeadLetter = tuple[bytes, Mapping[bytes, bytes], str]  # entry id, original fields, reason
-
-# Ack a bad entry and append it to the dead-letter stream atomically, but only
-# if it was still pending: a zombie consumer acking the same entry later gets
-# XACK = 0 and adds no second dead letter.
-_DEAD_LETTER_LUA: Final = """
-local written = 0
-local i = 1
-while i < #ARGV do
-  local id, reason, nfields = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
-  local acked = redis.call('XACK', KEYS[1], ARGV[#ARGV], id)
-  if acked == 1 then
-    local args = {KEYS[2], '*', '_dlq_source', KEYS[1], '_dlq_id', id, '_dlq_reason', reason}
-    for j = 1, nfields * 2 do
-      args[#args + 1] = ARGV[i + 2 + j]
-    end
-    redis.call('XADD', unpack(args))
-    written = written + 1
-  end
-  i = i + 3 + nfields * 2
-end
-return written
-"""
-
 
 _MAX_PEL_PAGES: Final = 20  # pages of XPENDING scanned per reclaim, per stream
 # On a cluster each stream is read on its own; with nothing new anywhere the worker
 # waits on one stream at a time, this long at most, so new entries elsewhere wait no longer.
 CLUSTER_IDLE_BLOCK_MS: Final = 100
-
-
-def dlq_key(stream: str) -> str:
-    return f"{stream}:dlq"
 
 
 @dataclass
@@ -115,7 +88,7 @@ class RedisSource:
     @property
     def _dead_letter(self) -> Script:
         if self._dead_letter_script is None:
-            self._dead_letter_script = self.client.register_script(_DEAD_LETTER_LUA)
+            self._dead_letter_script = self.client.register_script(DEAD_LETTER_LUA)
         return self._dead_letter_script
 
     @classmethod
@@ -329,7 +302,7 @@ class RedisSource:
             written: dict[str, int] = {}
             for stream, items in dead.items():
                 if items:
-                    args = _dead_letter_args(items, self.group)
+                    args = dead_letter_args(items, self.group)
                     keys = [stream, dlq_key(stream)]
                     if cluster:  # a cluster pipeline cannot carry scripts: one call per stream
                         written[stream] = int(self._dead_letter(keys=keys, args=args))
@@ -391,16 +364,6 @@ class RedisSource:
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
-
-
-def _dead_letter_args(items: Sequence[DeadLetter], group: str) -> list[Any]:
-    args: list[Any] = []
-    for eid, fields, reason in items:
-        args.extend((eid, reason, len(fields)))
-        for k, v in fields.items():
-            args.extend((k, v))
-    args.append(group)
-    return args
 
 
 def _batch_from_reply(reply: Any) -> Batch:

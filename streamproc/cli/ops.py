@@ -39,6 +39,7 @@ from streamproc.cli.ops_options import (
 from streamproc.cli.options import ConfigOpt, RedisOpt, friendly, out
 from streamproc.config import mask_url
 from streamproc.redis import maintenance, ops
+from streamproc.redis import top as top_sampling
 
 # --- status, pending, claim, ack, trim, top --------------------------------------------------
 
@@ -256,12 +257,12 @@ def top(
     names = chosen_streams(settings, stream)
     if interval <= 0:
         raise typer.BadParameter("must be above zero", param_hint="--interval")
-    prev: dict[str, ops.Sample] = {}
+    prev: dict[str, top_sampling.Sample] = {}
     with ops.redis_client(settings) as client:
 
         def frame() -> list[dict[str, Any]]:
-            samples = ops.sample(client, names, settings.group)
-            rows = [ops.rates(prev.get(s.stream), s) for s in samples]
+            samples = top_sampling.sample(client, names, settings.group)
+            rows = [top_sampling.rates(prev.get(s.stream), s) for s in samples]
             prev.update((s.stream, s) for s in samples)
             return rows
 

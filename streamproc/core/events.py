@@ -47,8 +47,28 @@ class _Event(msgspec.Struct, frozen=True, tag_field="type", kw_only=True):
     id: Short | None = None
     session: Short | None = None
     visitor: Short | None = None
-    ip: Annotated[str, msgspec.Meta(max_length=64)] | None = None
-    ua: Text | None = None
+    ip: (
+        Annotated[
+            str,
+            msgspec.Meta(
+                max_length=64,
+                description="The client's IP address: the visitor's country (with a country database) and, without"
+                " `visitor`, part of its daily hash. Never stored.",
+            ),
+        ]
+        | None
+    ) = None
+    ua: (
+        Annotated[
+            str,
+            msgspec.Meta(
+                max_length=TEXT_MAX,
+                description="The client's User-Agent header: browser, OS, device type, bots (filtered into"
+                " bots_daily) and, without `visitor`, part of its daily hash. Never stored.",
+            ),
+        ]
+        | None
+    ) = None
 
 
 class PageView(_Event, tag="page_view", frozen=True):

@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import random
 import signal
+import threading
 import time
 from typing import Any, Final
 
@@ -76,7 +77,7 @@ def stored(pg: Any) -> list[tuple[int, int, int, int, frozenset[int]]]:
     rows = pg.execute(
         "SELECT session, (extract(epoch FROM first_seen) * 1000)::bigint,"
         " (extract(epoch FROM last_seen) * 1000)::bigint,"
-        " pageviews, events FROM sessions WHERE site = %s AND session IN (SELECT session FROM visitor_sessions)",
+        " pageviews, events FROM sessions WHERE site = %s AND session IN (SELECT unnest(sessions) FROM visitor_runs)",
         (SITE,),
     ).fetchall()
     return sorted((f, last, pv, n, frozenset(days.get(s, ()))) for s, f, last, pv, n in rows)
@@ -157,3 +158,45 @@ def test_two_workers_and_a_kill_9_give_the_oracles_sessions(
     assert r.xpending(stream, "g")["pending"] == 0
     assert stored(pg) == expected(events)
     assert_report(final, events)
+
+
+def test_a_visitor_created_by_a_concurrent_transaction_is_merged_not_overwritten(database_url, schema) -> None:
+    """Two transactions see a new visitor at once: the second waits for the first's row,
+    then locks it and merges into the run the first committed (one session, not two)."""
+    from streamproc.postgres.sink import PostgresSink
+
+    t0 = int(time.time() * 1000) - 3_600_000
+    first, second, reader = (PostgresSink(database_url, schema) for _ in range(3))
+    try:
+        tx_first = first.transaction()
+        a = tx_first.__enter__().derive_sessions({("s", 42): [(t0, True)]}, TIMEOUT_MS, False)
+        assert a.started == 1
+        second.open()
+        pid = second.conn.info.backend_pid
+        result: dict[str, Any] = {}
+
+        def run_second() -> None:
+            with second.transaction() as tx:
+                result["derived"] = tx.derive_sessions({("s", 42): [(t0 + 60_000, True)]}, TIMEOUT_MS, False)
+
+        worker = threading.Thread(target=run_second)
+        worker.start()
+
+        def second_waits() -> bool:
+            with reader.transaction():
+                row = reader.conn.execute(
+                    "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = %s", (pid,)
+                ).fetchone()
+            return row == (True,)
+
+        wait_for(second_waits, 60, "the second transaction to wait for the first's new row")
+        tx_first.__exit__(None, None, None)  # COMMIT
+        worker.join(timeout=60)
+        b = result["derived"]
+        assert (b.started, list(b.sessions.values())) == (0, [[t0, t0 + 60_000, 1, 1]])
+        with reader.transaction():
+            rows = reader.conn.execute("SELECT firsts, lasts FROM visitor_runs WHERE visitor = 42").fetchall()
+        assert rows == [([t0], [t0 + 60_000])]
+    finally:
+        for sink in (first, second, reader):
+            sink.close()

@@ -9,7 +9,7 @@
 --                                applied_entries,
 --                                producer_ids     SELECT, INSERT, DELETE  (the ledger; DELETE = retention prune)
 --                                streams          SELECT, INSERT          (+ USAGE on its identity sequence)
---                                visitor_sessions SELECT, INSERT, UPDATE, DELETE (server-side sessions)
+--                                visitor_runs     SELECT, INSERT, UPDATE, DELETE (server-side sessions)
 --                                sessions,
 --                                sessions_daily   + DELETE (a late event that joins two derived sessions
 --                                                 moves the absorbed one's rows into the survivor)
@@ -129,11 +129,11 @@ SELECT format('REVOKE UPDATE ON %I.%I FROM %I; REVOKE SELECT ON %I.%I FROM %I;',
               :'schema', c.relname, :'daemon', :'schema', c.relname, :'reader')
   FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
  WHERE i.inhparent = to_regclass(format('%I.%I', :'schema', 'applied_entries')) \gexec
--- Server-side sessions (migration 006, docs/sessions.md): the per-visitor state is pruned with the
--- ledger, and a late event that joins two derived sessions moves the absorbed one's rows.
-SELECT format('GRANT DELETE ON %I.visitor_sessions, %I.sessions, %I.sessions_daily TO %I;',
+-- Server-side sessions (migrations 006-007, docs/sessions.md): the per-visitor state is pruned with
+-- the ledger, and a late event that joins two derived sessions moves the absorbed one's rows.
+SELECT format('GRANT DELETE ON %I.visitor_runs, %I.sessions, %I.sessions_daily TO %I;',
               :'schema', :'schema', :'schema', :'daemon')
- WHERE to_regclass(format('%I.%I', :'schema', 'visitor_sessions')) IS NOT NULL \gexec
+ WHERE to_regclass(format('%I.%I', :'schema', 'visitor_runs')) IS NOT NULL \gexec
 -- Stream names -> small ids: registered once, never changed.
 REVOKE UPDATE ON :"schema".streams FROM :"daemon";
 -- Written by `streamproc migrate` only; the daemon and reports just check the version.

@@ -3,6 +3,7 @@ sessions of each batch, written in the batch's transaction (docs/sessions.md).""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -28,6 +29,7 @@ class Enrichment:
         self.hasher = hasher
         self.approximate = settings.approximate_uniques
         self.gap_ms = settings.session_timeout_s * 1000
+        self.retention_ms = settings.ledger_retention_s * 1000
         self.enricher: Enricher | None = None
         if settings.enrich or settings.filter_bots:
             self.enricher = Enricher(
@@ -55,7 +57,8 @@ class Enrichment:
         if not self.gap_ms:
             return dict(shards), (0, 0)
         points = session_points(counted, self.hasher, self.enricher)
-        derived = tx.derive_sessions(points, self.gap_ms, self.approximate)
+        keep_from_ms = int(time.time() * 1000) - self.retention_ms  # the ledger's horizon (docs/sessions.md)
+        derived = tx.derive_sessions(points, self.gap_ms, self.approximate, keep_from_ms)
         return derived.into(shards, self.approximate), (derived.started, derived.merged)
 
     def committed(self, shards: Mapping[str, Shard], sessions: tuple[int, int]) -> None:

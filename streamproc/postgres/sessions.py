@@ -2,14 +2,15 @@
 
 Inside a batch's transaction, after the ledger decided which entries count:
 
-1. lock each visitor of the batch's sessionless events (``pg_advisory_xact_lock``
-   on the visitor hash, in ascending order, held until COMMIT): two workers never
-   sessionise the same visitor at once, and no one reads runs another is changing;
-2. read the visitor's stored runs near the new events (``visitor_sessions``);
-3. merge (:func:`streamproc.core.sessionize.merge`), write the changed runs back and,
-   for runs that absorbed others, move the absorbed runs' ``sessions`` and
-   ``sessions_daily`` rows into the survivor;
-4. hand the runs' ``sessions`` and ``sessions_daily`` rows back, to be written with
+1. lock the row of each visitor of the batch's sessionless events (``visitor_runs``,
+   ``SELECT ... FOR UPDATE`` in key order, held until COMMIT) and read its runs; a
+   visitor without a row gets one with ``INSERT ... ON CONFLICT DO NOTHING``, and one
+   that another transaction created meanwhile is locked, read and merged again: two
+   workers never sessionise the same visitor at once, and none merges stale runs;
+2. merge (:func:`streamproc.core.sessionize.merge`) and write each visitor's runs back
+   (one row per visitor); for runs that absorbed others, move the absorbed runs'
+   ``sessions`` and ``sessions_daily`` rows into the survivor;
+3. hand the runs' ``sessions`` and ``sessions_daily`` rows back, to be written with
    the batch's other rollups.
 
 Everything is in the batch's transaction: a crash or a retry leaves no trace, and a
@@ -18,7 +19,7 @@ redelivered entry never reaches step 1 (the ledger skipped it).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 import psycopg
@@ -29,20 +30,20 @@ from streamproc.core.wire import array_literal
 
 DAY_MS: Final = 86_400_000
 
-_LOCK: Final = "SELECT pg_advisory_xact_lock(k) FROM unnest(%t::bigint[]) WITH ORDINALITY AS t(k, i) ORDER BY i"
-_RUNS: Final = (
-    "SELECT v.site, v.visitor, v.session, v.first_ms, v.last_ms FROM visitor_sessions v"
-    " JOIN unnest(%t::text[], %t::bigint[], %t::bigint[], %t::bigint[]) AS k(s, vis, lo, hi)"
-    " ON v.site = k.s AND v.visitor = k.vis AND v.last_ms >= k.lo AND v.first_ms <= k.hi"
+_LOCK_RUNS: Final = (
+    "SELECT v.site, v.visitor, v.sessions, v.firsts, v.lasts FROM visitor_runs v"
+    " JOIN unnest(%t::text[], %t::bigint[]) AS k(s, vis) ON v.site = k.s AND v.visitor = k.vis"
+    " ORDER BY v.site, v.visitor FOR UPDATE OF v"
 )
-_SAVE: Final = (
-    "INSERT INTO visitor_sessions (site, visitor, session, first_ms, last_ms)"
-    " SELECT * FROM unnest(%t::text[], %t::bigint[], %t::bigint[], %t::bigint[], %t::bigint[])"
-    " ON CONFLICT (site, visitor, session) DO UPDATE SET first_ms = EXCLUDED.first_ms, last_ms = EXCLUDED.last_ms"
+_COLUMNS: Final = "%t::text[], %t::bigint[], %t::text[], %t::text[], %t::text[], %t::bigint[]"
+_CREATE: Final = (
+    "INSERT INTO visitor_runs (site, visitor, sessions, firsts, lasts, last_ms)"
+    f" SELECT s, vis, x::bigint[], f::bigint[], l::bigint[], m FROM unnest({_COLUMNS}) AS t(s, vis, x, f, l, m)"
+    " ORDER BY s, vis ON CONFLICT (site, visitor) DO NOTHING RETURNING site, visitor"
 )
-_FORGET: Final = (
-    "DELETE FROM visitor_sessions v USING unnest(%t::text[], %t::bigint[], %t::bigint[]) AS k(s, vis, x)"
-    " WHERE v.site = k.s AND v.visitor = k.vis AND v.session = k.x"
+_UPDATE: Final = (
+    "UPDATE visitor_runs v SET sessions = t.x::bigint[], firsts = t.f::bigint[], lasts = t.l::bigint[], last_ms = t.m"
+    f" FROM unnest({_COLUMNS}) AS t(s, vis, x, f, l, m) WHERE v.site = t.s AND v.visitor = t.vis"
 )
 _TAKE_SESSIONS: Final = (
     "DELETE FROM sessions d USING unnest(%t::text[], %t::bigint[]) AS k(s, x)"
@@ -81,75 +82,114 @@ class Derived:
 
 
 def derive(
-    conn: psycopg.Connection[Any], points: Mapping[VisitorKey, list[Point]], gap_ms: int, approximate: bool
+    conn: psycopg.Connection[Any],
+    points: Mapping[VisitorKey, list[Point]],
+    gap_ms: int,
+    approximate: bool,
+    keep_from_ms: int = 0,
 ) -> Derived:
-    """Steps 1 to 3 for one batch's sessionless events, grouped by visitor (see the module)."""
+    """Steps 1 to 3 for one batch's sessionless events, grouped by visitor (see the module).
+    Runs whose last event is before ``keep_from_ms`` are dropped from the rows written."""
     out = Derived()
     if not points:
         return out
     keys = sorted(points)
-    bounds = [(min(p[0] for p in points[k]) - gap_ms, max(p[0] for p in points[k]) + gap_ms) for k in keys]
-    with conn.pipeline():  # one round trip; the server still runs the read after the locks
-        conn.execute(_LOCK, (array_literal(sorted({v for _, v in keys}), text=False),))
-        cur = conn.execute(
-            _RUNS,
-            (
-                array_literal([s for s, _ in keys], text=True),
-                array_literal([v for _, v in keys], text=False),
-                array_literal([lo for lo, _ in bounds], text=False),
-                array_literal([hi for _, hi in bounds], text=False),
-            ),
-        )
-    rows = cur.fetchall()
-    runs: dict[VisitorKey, list[Run]] = {}
-    for site, visitor, session, first_ms, last_ms in rows:
-        runs.setdefault((site, visitor), []).append(Run(session, first_ms, last_ms))
-    plans = [(key, m) for key in keys for m in merge(key[0], key[1], runs.get(key, []), points[key], gap_ms)]
-    _save(conn, [(key, m) for key, m in plans if m.changed])
-    absorbed = [(key, m, r) for key, m in plans for r in m.absorbed]
+    stored = _lock(conn, keys)
+    new = [k for k in keys if k not in stored]
+    plans = {k: _plan(k, stored.get(k, []), points[k], gap_ms) for k in keys}
+    while new:  # create the rows of first-seen visitors; one another transaction created meanwhile is redone
+        created = _write(conn, _CREATE, [(k, plans[k], []) for k in new], keep_from_ms, returning=True)
+        raced = [k for k in new if k not in created]
+        if not raced:
+            break
+        stored.update(_lock(conn, raced))  # now locked, with what the other transaction committed
+        plans.update({k: _plan(k, stored[k], points[k], gap_ms) for k in raced})
+        new = []
+    changed = [k for k in keys if k in stored and any(m.changed for m in plans[k])]
+    _write(conn, _UPDATE, [(k, plans[k], stored[k]) for k in changed], keep_from_ms)
+    absorbed = [(k, m, r) for k in keys for m in plans[k] for r in m.absorbed]
     taken = _take(conn, absorbed, approximate) if absorbed else ({}, {})
-    for (site, _visitor), m in plans:
-        pageviews = sum(1 for _, pv in m.points if pv)
-        events = len(m.points)
-        for r in m.absorbed:
-            pv, ev = taken[0].get((site, r.session), (0, 0))
-            pageviews += pv
-            events += ev
-        out.sessions[(site, m.session)] = [m.first_ms, m.last_ms, pageviews, events]
-        for ts, pv in m.points:
-            if pv:
-                out.days[(site, ts // DAY_MS, m.session)] = ()
-        for day in taken[1].get((site, m.session), ()):
-            out.days[(site, day, m.session)] = ()
-        out.started += m.kept is None
-        out.merged += len(m.absorbed)
+    for key in keys:
+        site = key[0]
+        for m in plans[key]:
+            pageviews = sum(1 for _, pv in m.points if pv)
+            events = len(m.points)
+            for r in m.absorbed:
+                pv, ev = taken[0].get((site, r.session), (0, 0))
+                pageviews += pv
+                events += ev
+            out.sessions[(site, m.session)] = [m.first_ms, m.last_ms, pageviews, events]
+            for ts, pv in m.points:
+                if pv:
+                    out.days[(site, ts // DAY_MS, m.session)] = ()
+            for day in taken[1].get((site, m.session), ()):
+                out.days[(site, day, m.session)] = ()
+            out.started += m.kept is None
+            out.merged += len(m.absorbed)
     return out
 
 
-def _save(conn: psycopg.Connection[Any], plans: list[tuple[VisitorKey, Merged]]) -> None:
-    if not plans:
-        return
-    plans.sort(key=lambda p: (p[0], p[1].session))  # key order, like every other write
-    conn.execute(
-        _SAVE,
-        tuple(
-            array_literal(column, text=i == 0)
-            for i, column in enumerate(
-                zip(*((k[0], k[1], m.session, m.first_ms, m.last_ms) for k, m in plans), strict=True)
-            )
-        ),
-    )
+def _lock(conn: psycopg.Connection[Any], keys: list[VisitorKey]) -> dict[VisitorKey, list[Run]]:
+    """Lock the stored rows of ``keys`` (in key order, like every other write) and read their runs."""
+    rows = conn.execute(
+        _LOCK_RUNS, (array_literal([s for s, _ in keys], text=True), array_literal([v for _, v in keys], text=False))
+    ).fetchall()
+    return {
+        (site, visitor): [Run(x, f, last) for x, f, last in zip(sessions, firsts, lasts, strict=True)]
+        for site, visitor, sessions, firsts, lasts in rows
+    }
+
+
+def _plan(key: VisitorKey, runs: list[Run], points: list[Point], gap_ms: int) -> list[Merged]:
+    return merge(key[0], key[1], runs, points, gap_ms)
+
+
+def _write(
+    conn: psycopg.Connection[Any],
+    statement: str,
+    rows: list[tuple[VisitorKey, list[Merged], list[Run]]],
+    keep_from_ms: int,
+    returning: bool = False,
+) -> set[VisitorKey]:
+    """Write each visitor's runs after the merge: its stored runs minus the absorbed and the
+    re-planned ones, plus the merged ones, without those that ended before ``keep_from_ms``."""
+    if not rows:
+        return set()
+    columns: list[list[Any]] = [[], [], [], [], [], []]
+    for (site, visitor), merged, runs in rows:
+        gone = {m.kept.session for m in merged if m.kept is not None} | {r.session for m in merged for r in m.absorbed}
+        after = [r for r in runs if r.session not in gone] + [Run(m.session, m.first_ms, m.last_ms) for m in merged]
+        after = sorted(r for r in after if r.last_ms >= keep_from_ms) or [max(after, key=lambda r: r.last_ms)]
+        for column, value in zip(
+            columns,
+            (
+                site,
+                visitor,
+                _array(r.session for r in after),
+                _array(r.first_ms for r in after),
+                _array(r.last_ms for r in after),
+                max(r.last_ms for r in after),
+            ),
+            strict=True,
+        ):
+            column.append(value)
+    params = tuple(array_literal(c, text=i in (0, 2, 3, 4)) for i, c in enumerate(columns))
+    cur = conn.execute(statement, params)
+    return {(site, visitor) for site, visitor in cur.fetchall()} if returning else set()
+
+
+def _array(values: Iterable[int]) -> str:
+    return "{" + ",".join(str(v) for v in values) + "}"
 
 
 def _take(
     conn: psycopg.Connection[Any], absorbed: list[tuple[VisitorKey, Merged, Run]], approximate: bool
 ) -> tuple[dict[tuple[str, int], tuple[int, int]], dict[tuple[str, int], list[int]]]:
-    """Remove the absorbed runs (state, ``sessions`` rows and, with exact sets, their
-    ``sessions_daily`` rows); returns their counts and their days, keyed by the survivor."""
+    """Remove the absorbed runs' ``sessions`` rows and, with exact sets, their
+    ``sessions_daily`` rows; returns their counts and their days, keyed by the survivor."""
     absorbed.sort(key=lambda a: (a[0], a[2].session))
     sites = array_literal([k[0] for k, _, _ in absorbed], text=True)
     ids = array_literal([r.session for _, _, r in absorbed], text=False)
-    conn.execute(_FORGET, (sites, array_literal([k[1] for k, _, _ in absorbed], text=False), ids))
     survivor = {(k[0], r.session): m.session for k, m, r in absorbed}
     counts: dict[tuple[str, int], tuple[int, int]] = {}
     for site, session, pageviews, events in conn.execute(_TAKE_SESSIONS, (sites, ids)).fetchall():
@@ -164,5 +204,5 @@ def _take(
 
 
 def prune(conn: psycopg.Connection[Any], before_ms: int) -> int:
-    """Forget runs whose last event is older than ``before_ms``; returns how many."""
-    return conn.execute("DELETE FROM visitor_sessions WHERE last_ms < %s", (before_ms,)).rowcount
+    """Forget visitors whose last event is older than ``before_ms``; returns how many."""
+    return conn.execute("DELETE FROM visitor_runs WHERE last_ms < %s", (before_ms,)).rowcount

@@ -277,9 +277,11 @@ class BatchTransaction:
             stored.get((i.event.site, i.event.id)) == event_digest(i) for _, i in skipped if i.event.id is not None
         )
 
-    def derive_sessions(self, points: Mapping[VisitorKey, list[Point]], gap_ms: int, approximate: bool) -> Derived:
+    def derive_sessions(
+        self, points: Mapping[VisitorKey, list[Point]], gap_ms: int, approximate: bool, keep_from_ms: int = 0
+    ) -> Derived:
         """Server-side sessions of the counted entries' sessionless events (:mod:`.sessions`)."""
-        return derive_sessions(self._conn, points, gap_ms, approximate)
+        return derive_sessions(self._conn, points, gap_ms, approximate, keep_from_ms)
 
     def write(self, shards: Mapping[str, R.Shard], after_each: Callable[[], None] | None = None) -> int:
         """Upsert every non-empty shard; returns the number of rows sent.

@@ -69,6 +69,7 @@ def setup(
     from streamproc.postgres.migrate import migrate as apply
     from streamproc.postgres.partitions import maintain as partition
     from streamproc.redis.source import RedisSource
+    from streamproc.redis.url import parse_redis_url
 
     settings = settings_from(
         config,
@@ -79,6 +80,7 @@ def setup(
         group=group,
         uniques=uniques,
     )
+    parse_redis_url(settings.redis_url, cluster=settings.redis_cluster)  # a bad URL: exit 2 before any change
     applied = [] if skip_migrate else apply(settings.database_url, settings.db_schema, settings.approximate_uniques)
     made = [] if skip_migrate else partition(settings.database_url, settings.db_schema, drop=False).created
     source = RedisSource.from_settings(settings, "setup")

@@ -36,7 +36,7 @@ from streamproc.daemon.inhand import InHand
 from streamproc.daemon.notify import Notifier
 from streamproc.daemon.retry import Retrier
 from streamproc.daemon.sinks import ThreadSinks
-from streamproc.errors import SinkError
+from streamproc.errors import SchemaNotReady, SinkError
 from streamproc.postgres.migrate import check_migrated
 from streamproc.postgres.sink import Claim, PostgresSink
 from streamproc.redis.source import Batch, RedisSource
@@ -131,9 +131,13 @@ class Worker:
         """Wait for both servers and check them; a stop request while waiting ends the run
         (nothing is in hand yet)."""
         self.retry.call(self.source.ping, "redis", "connect", on_stop=_stopped_before_ready)
-        created = self.source.ensure_groups(self.settings.group_start_id)
-        self.retry.call(self.sink.open, "postgres", "connect", on_stop=_stopped_before_ready)
-        check_migrated(self.sink.conn, self.approximate)
+        created = self.retry.call(
+            lambda: self.source.ensure_groups(self.settings.group_start_id, self._consumed_streams),
+            "redis",
+            "connect",
+            on_stop=_stopped_before_ready,
+        )
+        self._open_sink()
         self.retry.call(
             lambda: self.sink.register_streams(self.source.streams),
             "postgres",
@@ -149,6 +153,23 @@ class Worker:
             drain=self.drain,
         )
         self.notifier.ready(f"consuming {', '.join(self.source.streams)} as {self.source.consumer}")
+
+    def _open_sink(self) -> None:
+        self.retry.call(self.sink.open, "postgres", "connect", on_stop=_stopped_before_ready)
+        check_migrated(self.sink.conn, self.approximate)
+
+    def _consumed_streams(self) -> set[str]:
+        """Streams this deployment consumed before: a group missing on one of them vanished
+        (the stream was deleted, flushed or evicted) and is not recreated."""
+        self.retry.call(self.sink.open, "postgres", "connect", on_stop=_stopped_before_ready)
+        try:
+            check_migrated(self.sink.conn, self.approximate)
+        except SchemaNotReady:
+            return set()  # nothing consumed yet; start() stops on this right after the group check
+        known: set[str] = self.retry.call(
+            lambda: self.sink.known_streams(self.source.streams), "postgres", "connect", on_stop=_stopped_before_ready
+        )
+        return known
 
     def stop(self, reason: str = "requested") -> None:
         """Ask the loop to finish the batch in hand and stop. Safe in a signal handler:

@@ -118,6 +118,13 @@ class PostgresSink:
         assert self._conn is not None
         return self._conn
 
+    def known_streams(self, names: Sequence[str]) -> set[str]:
+        """Those of ``names`` a daemon of this schema consumed before (registered at an earlier
+        start): their consumer group existed, so a missing one vanished and is not recreated."""
+        with self._errors(), self.conn.transaction():
+            rows = self.conn.execute("SELECT name FROM streams WHERE name = ANY(%s)", (list(names),)).fetchall()
+        return {str(name) for (name,) in rows}
+
     def register_streams(self, names: Sequence[str]) -> dict[str, int]:
         """Give each stream a small id for the ledger (idempotent)."""
         with self._errors(), self.conn.transaction():

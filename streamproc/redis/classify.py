@@ -124,10 +124,13 @@ def classify(exc: BaseException) -> Verdict:
     return Verdict(Kind.PERMANENT, f"Redis refused a command: {text}")
 
 
-def translate(exc: BaseException, hint: str = "", probe: tuple[str, int] | None = None) -> SourceError:
-    """streamproc's error for ``exc`` (raise it ``from exc``); ``hint`` is appended to
-    permanent and vanished messages (what to do).
+def translate(
+    exc: BaseException, hint: str = "", *, group: str | None = None, probe: tuple[str, int] | None = None
+) -> SourceError:
+    """streamproc's error for ``exc`` (raise it ``from exc``).
 
+    ``hint``: what to do, appended to a permanent problem's message.
+    ``group``: the consumer group, named in the vanished-group message.
     ``probe``: the host and port of the Redis URL. A server that closes the connection
     without a word is transient (a proxy with no backend does that during a failover)
     unless it answers the Postgres protocol: then the URL points at Postgres (permanent).
@@ -140,10 +143,18 @@ def translate(exc: BaseException, hint: str = "", probe: tuple[str, int] | None 
                 " protocol): set STREAMPROC_REDIS_URL / --redis-url to the Redis server"
             )
         return SourceUnavailable(verdict.reason)
-    tail = f"; {hint}" if hint else ""
     if verdict.kind is Kind.VANISHED:
-        return GroupMissing(verdict.reason + tail)
-    return SourceMisconfigured(verdict.reason + tail)
+        if isinstance(exc, GroupMissing):
+            return exc
+        named = f"consumer group {group!r}: " if group else ""
+        return GroupMissing(
+            f"{named}{verdict.reason}. The stream was deleted, flushed or evicted, or Redis restarted"
+            " empty. Not recreating the group, so no data is skipped unknowingly: run `streamproc setup`"
+            " once you have checked."
+        )
+    if isinstance(exc, SourceError):
+        return exc
+    return SourceMisconfigured(f"{verdict.reason}; {hint}" if hint else verdict.reason)
 
 
 def speaks_postgres(address: tuple[str, int], timeout_s: float = 2.0) -> bool:

@@ -23,9 +23,11 @@ from redis.typing import StreamIdT
 from streamproc.config import Settings, mask_url
 from streamproc.core.decode import DEFAULT_MAX_AGE_DAYS, Accepted, decode_entry
 from streamproc.core.entryid import split_entry_id
-from streamproc.errors import SourceError, SourceUnavailable, StreamprocError
-from streamproc.redis.client import CLUSTER_UNAVAILABLE, Client, connect, moved_hint
+from streamproc.errors import GroupMissing, SourceError, SourceUnavailable, StreamprocError
+from streamproc.redis.classify import translate
+from streamproc.redis.client import Client, connect
 from streamproc.redis.groupstate import read_group_state
+from streamproc.redis.url import parse_redis_url
 
 OPS_SOCKET_TIMEOUT_S: Final = 10.0
 
@@ -142,34 +144,30 @@ def xclaim_ids(client: Client, stream: str, group: str, to: str, ids: Sequence[s
 # --- connection -------------------------------------------------------------------
 
 
-_UNREACHABLE: Final[tuple[type[Exception], ...]] = (rx.ConnectionError, rx.TimeoutError, *CLUSTER_UNAVAILABLE)
-_CANNOT_CONNECT: Final[tuple[type[Exception], ...]] = (*_UNREACHABLE, rx.RedisClusterException)
-
-
 @contextmanager
 def redis_client(settings: Settings) -> Iterator[Client]:
-    """A short-lived client; Redis errors come out as streamproc errors naming the (masked) URL."""
+    """A short-lived client; Redis errors come out as streamproc errors naming the (masked) URL,
+    classified by :func:`streamproc.redis.classify.translate` (a bad URL: ConfigError, exit 2)."""
+    probe = parse_redis_url(settings.redis_url, cluster=settings.redis_cluster).address
     try:
-        client = connect(
-            settings.redis_url,
-            cluster=settings.redis_cluster,
-            socket_timeout=OPS_SOCKET_TIMEOUT_S,
-            retry_on_timeout=False,
-        )
-    except _CANNOT_CONNECT as exc:
-        raise SourceUnavailable(f"Redis unreachable at {mask_url(settings.redis_url)}: {exc}") from exc
+        client = connect(settings.redis_url, cluster=settings.redis_cluster, socket_timeout=OPS_SOCKET_TIMEOUT_S)
+    except (rx.RedisError, rx.RedisClusterException) as exc:
+        raise _translated(exc, settings, probe) from exc
     try:
         yield client
-    except _UNREACHABLE as exc:
-        raise SourceUnavailable(f"Redis unreachable at {mask_url(settings.redis_url)}: {exc}") from exc
-    except rx.RedisClusterException as exc:
-        raise SourceError(f"Redis Cluster error: {exc}") from exc
-    except rx.ResponseError as exc:
-        if "NOGROUP" in str(exc):
-            raise NoSuchGroup(f"consumer group {settings.group!r} does not exist: {exc}") from exc
-        raise SourceError(moved_hint(exc) or f"Redis error: {exc}") from exc
+    except (rx.RedisError, rx.RedisClusterException) as exc:
+        raise _translated(exc, settings, probe) from exc
     finally:
         client.close()
+
+
+def _translated(exc: Exception, settings: Settings, probe: tuple[str, int] | None) -> SourceError:
+    error = translate(exc, group=settings.group, probe=probe)
+    if isinstance(error, GroupMissing):  # an operator command: exit 1, nothing restarts here
+        return NoSuchGroup(f"consumer group {settings.group!r} does not exist: {exc}")
+    if isinstance(error, SourceUnavailable):
+        return SourceUnavailable(f"Redis unreachable at {mask_url(settings.redis_url)}: {exc}")
+    return error
 
 
 def check_stream(client: Client, stream: str) -> None:

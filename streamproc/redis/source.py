@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Final, Self
 
 import redis.exceptions as rx
-from redis.commands.core import Script
 
 from streamproc.config import Settings
 from streamproc.core.entryid import split_entry_id
-from streamproc.errors import GroupMissing, SourceError, SourceUnavailable
-from streamproc.redis.client import CLUSTER_UNAVAILABLE, Client, connect, cross_slot, is_cluster, moved_hint
-from streamproc.redis.deadletters import DEAD_LETTER_LUA, DeadLetter, dead_letter_args, dlq_key
+from streamproc.errors import GroupMissing, SourceUnavailable
+from streamproc.redis.classify import translate
+from streamproc.redis.client import Client, connect, is_cluster
+from streamproc.redis.deadletters import DeadLetter, write_dead_letters
+from streamproc.redis.url import parse_redis_url
 
 Fields = dict[bytes, bytes]
 Entry = tuple[bytes, Fields | None]
@@ -66,7 +67,7 @@ class RedisSource:
         self.consumer = consumer
         self._client = client
         self._connect_args = (url, cluster, socket_timeout_s)
-        self._dead_letter_script: Script | None = None
+        self._probe: tuple[str, int] | None = None  # host and port of a plain URL, for a non-Redis server
         self._idle_turn = 0
 
     @property
@@ -76,20 +77,13 @@ class RedisSource:
         if self._client is None:
             try:
                 url, cluster, timeout = self._connect_args
-                self._client = connect(
-                    url, cluster=cluster, socket_timeout=timeout, health_check_interval=30, retry_on_timeout=False
-                )
+                self._probe = parse_redis_url(url, cluster=cluster).address
+                self._client = connect(url, cluster=cluster, socket_timeout=timeout, health_check_interval=30)
             except rx.RedisClusterException as exc:
                 raise SourceUnavailable(
                     f"{exc} (are the seed nodes up, and may this Redis user run CLUSTER SLOTS and COMMAND?)"
                 ) from exc
         return self._client
-
-    @property
-    def _dead_letter(self) -> Script:
-        if self._dead_letter_script is None:
-            self._dead_letter_script = self.client.register_script(DEAD_LETTER_LUA)
-        return self._dead_letter_script
 
     @classmethod
     def from_settings(
@@ -106,43 +100,43 @@ class RedisSource:
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
+        """Every Redis failure classified once (:func:`streamproc.redis.classify.translate`):
+        transient -> SourceUnavailable (retried), permanent -> SourceMisconfigured (exit 2),
+        vanished stream or group -> GroupMissing (exit 3)."""
         try:
             yield
-        except CLUSTER_UNAVAILABLE as exc:
-            raise SourceUnavailable(f"Redis Cluster unavailable: {exc}") from exc
-        except rx.ResponseError as exc:
-            if hint := moved_hint(exc):
-                raise SourceError(hint) from exc
-            if "NOGROUP" in str(exc):  # a cluster pipeline prefixes the reply with the command
-                raise GroupMissing(
-                    f"consumer group {self.group!r} does not exist on a stream it reads"
-                    f" ({exc}); Redis may have restarted empty. Not recreating it, so no data"
-                    " is skipped unknowingly: run `streamproc setup` once you have checked."
-                ) from exc
-            raise SourceError(f"Redis error: {exc}") from exc
-        except (rx.ConnectionError, rx.TimeoutError) as exc:
-            raise SourceUnavailable(f"Redis unreachable: {exc}") from exc
-        except rx.RedisClusterException as exc:
-            if cross_slot(exc):
-                raise SourceError(f"Redis Cluster error: {exc}") from exc
-            # No node reachable, slots not covered during a failover: wait like any outage.
-            raise SourceUnavailable(f"Redis Cluster unavailable: {exc}") from exc
+        except (rx.RedisError, rx.RedisClusterException) as exc:
+            raise translate(exc, group=self.group, probe=self._probe) from exc
 
     def ping(self) -> None:
         with self._errors():
             self.client.ping()
 
-    def ensure_groups(self, start_id: str = "0") -> list[str]:
+    def ensure_groups(self, start_id: str = "0", known: Callable[[], Collection[str]] = frozenset) -> list[str]:
         """Create the consumer group on each stream (MKSTREAM); returns those created.
 
         A least-privilege account may not create groups (NOPERM): then each
         group must already exist, made by `streamproc setup` with more rights.
+        ``known()``: streams consumed before (by this deployment, says Postgres), asked only
+        when a group is missing. Their
+        group existed; if it is missing now it vanished (the stream was deleted, flushed
+        or evicted), and recreating it at ``start_id`` would skip or repeat data
+        unknowingly: GroupMissing (exit 3) instead, `streamproc setup` recreates it.
         """
         created = []
+        consumed: Collection[str] | None = None
         with self._errors():
             for stream in self.streams:
                 if self._has_group(stream):
                     continue  # no XGROUP CREATE attempt: a least-privilege user would log NOPERM
+                consumed = known() if consumed is None else consumed
+                if stream in consumed:
+                    raise GroupMissing(
+                        f"consumer group {self.group!r} is missing on stream {stream!r}, which this deployment"
+                        " consumed before: the stream was deleted, flushed or evicted, or Redis restarted empty."
+                        " Not recreating it, so no data is skipped unknowingly: run `streamproc setup` once you"
+                        " have checked."
+                    )
                 try:
                     self.client.xgroup_create(stream, self.group, id=start_id, mkstream=True)
                     created.append(stream)
@@ -291,29 +285,24 @@ class RedisSource:
     # -- acknowledging ------------------------------------------------------------
 
     def ack(self, acks: Mapping[str, Sequence[bytes]], dead: Mapping[str, Sequence[DeadLetter]]) -> dict[str, int]:
-        """Dead-letter bad entries and ack everything, in one round trip.
+        """Dead-letter bad entries (:func:`write_dead_letters`, which acks them) and ack the others.
 
-        Returns, per stream, the number of dead letters actually written (a bad
-        entry already dead-lettered by another delivery is not written again).
+        Returns, per stream, the number of dead letters actually written (a bad entry
+        already dead-lettered, by this or an earlier delivery, is not written again).
         """
         with self._errors():
-            cluster = is_cluster(self.client)
-            pipe = self.client.pipeline(transaction=False)
-            written: dict[str, int] = {}
-            for stream, items in dead.items():
-                if items:
-                    args = dead_letter_args(items, self.group)
-                    keys = [stream, dlq_key(stream)]
-                    if cluster:  # a cluster pipeline cannot carry scripts: one call per stream
-                        written[stream] = int(self._dead_letter(keys=keys, args=args))
-                    else:
-                        self._dead_letter(keys=keys, args=args, client=pipe)
-                        written[stream] = -1
-            for stream, ids in acks.items():
-                if ids:
-                    pipe.xack(stream, self.group, *ids)
-            results = iter(pipe.execute())
-        return {stream: int(next(results)) if n < 0 else n for stream, n in written.items()}
+            written = {
+                stream: write_dead_letters(self.client, stream, self.group, self.consumer, items)
+                for stream, items in dead.items()
+                if items
+            }
+            if any(acks.values()):
+                pipe = self.client.pipeline(transaction=False)
+                for stream, ids in acks.items():
+                    if ids:
+                        pipe.xack(stream, self.group, *ids)
+                pipe.execute()
+        return written
 
     # -- state ---------------------------------------------------------------------
 
@@ -342,16 +331,25 @@ class RedisSource:
         return out
 
     def drained(self) -> bool:
-        """No undelivered and no pending entries on any stream this worker reads."""
+        """No undelivered and no pending entries on any stream this worker reads.
+
+        When Redis cannot tell the lag (``nil`` after an XDEL or a trim past the group),
+        "undelivered" is whether an entry exists after the group's last-delivered id;
+        the last-generated id may belong to an entry deleted before anyone read it.
+        """
         for state in self.group_states():
             if state.pending:
                 return False
             if state.lag is not None:
                 if state.lag:
                     return False
-            elif split_entry_id(state.last_delivered_id) < split_entry_id(state.last_generated_id):
+            elif self._entry_after(state.stream, state.last_delivered_id):
                 return False
         return True
+
+    def _entry_after(self, stream: str, entry_id: str) -> bool:
+        with self._errors():
+            return bool(self.client.xrange(stream, min="(" + entry_id, max="+", count=1))
 
     def first_entry_ms(self) -> dict[str, int | None]:
         out: dict[str, int | None] = {}

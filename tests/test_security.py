@@ -135,7 +135,7 @@ def test_daemon_runs_under_the_redis_acl(
     writes a few thousand events (malformed ones included) to two streams; the daemon, as the
     least-privilege `streamproc` user, drains them: exit 0, exact totals, no NOPERM anywhere
     (group check, reads, reclaims, acks, ledger prune, metrics refresher), and every malformed
-    entry in its DLQ - the dead-letter Lua script's XADD on `<stream>:dlq` is allowed by the
+    entry in its DLQ - the dead-letter transaction's XADD on `<stream>:dlq` is allowed by the
     ACL selector while the user may not XADD anywhere else."""
     streams = ["events:{0}", "events:{1}"]
     setup = cli(

@@ -33,7 +33,7 @@ def same_slot(*keys: str) -> bool:
 
 def cluster_key_problem(streams: Sequence[str]) -> str | None:
     """Why these stream names cannot work on a Redis Cluster, or None if they can."""
-    bad = [s for s in streams if not same_slot(s, f"{s}:dlq", f"{s}:dlq:replayed")]
+    bad = [s for s in streams if not same_slot(s, f"{s}:dlq", f"{s}:dlq:ids", f"{s}:dlq:replayed")]
     if not bad:
         return None
     return (

@@ -1,8 +1,17 @@
-"""Writing dead letters: the ``<stream>:dlq`` key and the script that acks and dead-letters at once.
+"""Writing dead letters: the ``<stream>:dlq`` stream and the ``<stream>:dlq:ids`` hash.
 
 A dead letter is the original entry's fields preceded by ``_dlq_source``,
 ``_dlq_id`` and ``_dlq_reason``. Reading, replaying and purging them is
 :mod:`streamproc.redis.dlq`.
+
+A source entry produces at most one dead letter, ever: ``<stream>:dlq:ids``
+holds the id of every source entry dead-lettered. After ``XGROUP SETID``
+rewinds a group, or when a zombie consumer acks late, the entry is acked again
+but not dead-lettered twice (so ``dlq replay --all`` counts it once). No Lua:
+an optimistic transaction (WATCH the hash, read which ids it holds and which
+are still pending, then MULTI: XADD the new dead letters, HSET their ids, XACK
+all, EXEC) — a Redis user without scripting rights can run it, and an EXEC
+whose reply is lost is simply repeated.
 """
 
 from __future__ import annotations
@@ -10,29 +19,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
+import redis.exceptions as rx
+
+from streamproc.redis.client import Client
+
 DeadLetter = tuple[bytes, Mapping[bytes, bytes], str]  # entry id, original fields, reason
 
-# Ack a bad entry and append it to the dead-letter stream atomically, but only
-# if it was still pending: a zombie consumer acking the same entry later gets
-# XACK = 0 and adds no second dead letter.
-DEAD_LETTER_LUA: Final = """
-local written = 0
-local i = 1
-while i < #ARGV do
-  local id, reason, nfields = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
-  local acked = redis.call('XACK', KEYS[1], ARGV[#ARGV], id)
-  if acked == 1 then
-    local args = {KEYS[2], '*', '_dlq_source', KEYS[1], '_dlq_id', id, '_dlq_reason', reason}
-    for j = 1, nfields * 2 do
-      args[#args + 1] = ARGV[i + 2 + j]
-    end
-    redis.call('XADD', unpack(args))
-    written = written + 1
-  end
-  i = i + 3 + nfields * 2
-end
-return written
-"""
+_MAX_WATCH_ATTEMPTS: Final = 100  # another worker writing dead letters of the same stream at once
 
 
 def dlq_key(stream: str) -> str:
@@ -40,12 +33,51 @@ def dlq_key(stream: str) -> str:
     return f"{stream}:dlq"
 
 
-def dead_letter_args(items: Sequence[DeadLetter], group: str) -> list[Any]:
-    """ARGV of :data:`DEAD_LETTER_LUA`: (id, reason, field count, fields...) per entry, then the group."""
-    args: list[Any] = []
-    for eid, fields, reason in items:
-        args.extend((eid, reason, len(fields)))
-        for k, v in fields.items():
-            args.extend((k, v))
-    args.append(group)
-    return args
+def dlq_ids_key(stream: str) -> str:
+    """The hash of source entry ids already dead-lettered: ``<stream>:dlq:ids``."""
+    return f"{stream}:dlq:ids"
+
+
+def dead_letter_fields(stream: str, entry_id: bytes, fields: Mapping[bytes, bytes], reason: str) -> list[Any]:
+    """The flat field list of one dead letter: the three ``_dlq_*`` fields first, then the original ones."""
+    flat: list[Any] = [b"_dlq_source", stream, b"_dlq_id", entry_id, b"_dlq_reason", reason]
+    for k, v in fields.items():
+        flat.extend((k, v))
+    return flat
+
+
+def write_dead_letters(client: Client, stream: str, group: str, consumer: str, items: Sequence[DeadLetter]) -> int:
+    """Ack ``items`` (entries of ``stream`` pending in ``group``) and dead-letter those that are
+    still pending and were never dead-lettered before; returns how many dead letters were written.
+
+    Atomic (MULTI/EXEC under WATCH of ``<stream>:dlq:ids``). Raises redis-py errors as they come.
+    """
+    if not items:
+        return 0
+    ids = [eid for eid, _, _ in items]
+    seen_key = dlq_ids_key(stream)
+    for _ in range(_MAX_WATCH_ATTEMPTS):
+        with client.pipeline(transaction=True) as pipe:
+            try:
+                pipe.watch(seen_key)
+                seen = pipe.hmget(seen_key, ids)
+                # Still pending: XCLAIM ... JUSTID moves no delivery count and returns only ids
+                # in the pending list (an entry another consumer acked is not dead-lettered).
+                claimed: list[bytes | str] = pipe.xclaim(stream, group, consumer, 0, list[Any](ids), justid=True)  # type: ignore[assignment]  # JUSTID: ids only
+                pending = {_b(x) for x in claimed}
+                fresh = [item for item, mark in zip(items, seen, strict=True) if mark is None and item[0] in pending]
+                pipe.multi()
+                for eid, fields, reason in fresh:
+                    pipe.execute_command("XADD", dlq_key(stream), "*", *dead_letter_fields(stream, eid, fields, reason))
+                if fresh:
+                    pipe.hset(seen_key, mapping={eid: b"1" for eid, _, _ in fresh})
+                pipe.xack(stream, group, *ids)
+                pipe.execute()
+                return len(fresh)
+            except rx.WatchError:
+                continue
+    raise rx.TryAgainError(f"dead letters of {stream!r}: the transaction kept being interrupted")
+
+
+def _b(value: bytes | str) -> bytes:
+    return value if isinstance(value, bytes) else value.encode()

@@ -8,16 +8,19 @@ Secrets may also come from systemd credentials (``$CREDENTIALS_DIRECTORY``).
 from __future__ import annotations
 
 import contextlib
+import difflib
+import ipaddress
 import os
 import re
 import socket
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, cast
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import msgspec
+import msgspec.inspect
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
@@ -26,6 +29,12 @@ from streamproc.errors import ConfigError
 from streamproc.logs import hide
 
 ENV_PREFIX: Final = "STREAMPROC_"
+# STREAMPROC_* variables that are not settings of the daemon: the TOML file, `maintain`'s
+# retention, failpoints, the producer's URL, container images, the test servers, passwords.
+OTHER_ENV: Final = frozenset(
+    ENV_PREFIX + n
+    for n in ("CONFIG", "RETAIN", "FAILPOINTS", "PRODUCER_URL", "IMAGE", "REDIS_IMAGE", "POSTGRES_IMAGE", "BASE_IMAGE")
+)
 SECRET_FIELDS: Final = ("visitor_secret",)
 
 
@@ -69,9 +78,10 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     filter_bots: bool = True
     country_db: str | None = None
     session_timeout_s: Annotated[int, msgspec.Meta(ge=0, le=86_400)] = 1800
-    group_start_id: str = "0"
+    # `$` (only entries added later), `0` (everything in the stream) or an entry id `ms` / `ms-seq`.
+    group_start_id: Annotated[str, msgspec.Meta(pattern=r"^(\$|\d{1,20}(-\d{1,20})?)$")] = "0"
     visitor_secret: str | None = None
-    log_level: Annotated[str, msgspec.Meta(pattern=r"^(debug|info|warning|error)$")] = "info"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"  # any case on input
     metrics_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 9464
     metrics_addr: str = "127.0.0.1"
     metrics_interval_s: Annotated[float, msgspec.Meta(gt=0)] = 5.0
@@ -260,6 +270,8 @@ def load_settings(
             merged[name] = value
     if "streams" in merged:
         merged["streams"] = expand_streams(merged["streams"])
+    if isinstance(merged.get("log_level"), str):
+        merged["log_level"] = merged["log_level"].lower()
     try:
         settings = msgspec.convert(merged, Settings, strict=False)
     except msgspec.ValidationError as exc:
@@ -268,6 +280,9 @@ def load_settings(
     url_problem = database_url_problem(settings.database_url)
     if url_problem:
         raise ConfigError(url_problem)
+    addr_problem = metrics_addr_problem(settings.metrics_addr)
+    if addr_problem:
+        raise ConfigError(addr_problem)
     if settings.redis_cluster:
         problem = cluster_key_problem(settings.streams)
         if problem:
@@ -285,10 +300,57 @@ def _read_toml(path: Path) -> dict[str, Any]:
     section = data.get("streamproc", data)
     if not isinstance(section, dict):
         raise ConfigError(f"config file {path}: [streamproc] must be a table")
-    unknown = sorted(set(section) - set(FIELDS))
-    if unknown:
-        raise ConfigError(f"config file {path}: unknown setting(s) {', '.join(unknown)}")
+    if section is not data:
+        beside = sorted(k for k in data if k != "streamproc")
+        if beside:
+            raise ConfigError(
+                f"config file {path}: {', '.join(beside)} outside [streamproc]; put every setting"
+                " under [streamproc] or every setting at top level"
+            )
+    problems = []
+    for key in sorted(section):
+        if key not in FIELDS:
+            kind = "table" if isinstance(section[key], dict) else "setting"
+            problems.append(f"unknown {kind} {key!r}{_did_you_mean(key, FIELDS)}")
+    if problems:
+        raise ConfigError(f"config file {path}: " + "; ".join(problems))
     return dict(section)
+
+
+def _did_you_mean(name: str, known: Any) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def unknown_environment(environ: Mapping[str, str] | None = None) -> list[str]:
+    """One warning line per ``STREAMPROC_*`` variable that is no setting (a typo is otherwise
+    silently ignored). Warnings, not errors: a systemd env file may be shared with other tools."""
+    env = os.environ if environ is None else environ
+    known = {env_name(f) for f in FIELDS} | OTHER_ENV
+    lines = []
+    for name in sorted(env):
+        if not name.startswith(ENV_PREFIX) or name in known:
+            continue
+        if name.startswith(ENV_PREFIX + "TEST_") or name.endswith("_PASSWORD"):
+            continue
+        close = difflib.get_close_matches(name.removeprefix(ENV_PREFIX), [k.removeprefix(ENV_PREFIX) for k in known])
+        hint = f" (did you mean {ENV_PREFIX}{close[0]}?)" if close else " (`streamproc run --help` lists the settings)"
+        lines.append(f"{name} is not a streamproc setting and is ignored{hint}")
+    return lines
+
+
+def metrics_addr_problem(addr: str) -> str | None:
+    """What makes ``addr`` unusable as the metrics bind address (an IP address or a host name)."""
+    try:
+        ipaddress.ip_address(addr.strip("[]"))
+    except ValueError:
+        if re.fullmatch(r"[\d.]+", addr) or ":" in addr or not re.fullmatch(r"[A-Za-z0-9.-]{1,253}", addr):
+            return (
+                f"invalid metrics_addr (STREAMPROC_METRICS_ADDR / --metrics-addr): {addr!r} is not an IP"
+                " address (IPv4: four numbers 0-255) or a host name; 127.0.0.1 serves this host only,"
+                " 0.0.0.0 every interface"
+            )
+    return None
 
 
 def _read_credentials(env: Mapping[str, str]) -> dict[str, str]:
@@ -310,6 +372,14 @@ def _explain(exc: msgspec.ValidationError) -> str:
     if m is None:
         return f"invalid settings: {text}"
     field = m.group(1)
-    flag = "--" + field.replace("_", "-")
+    flag = "--schema" if field == "db_schema" else "--" + field.replace("_", "-")
     detail = text.split(" - at ")[0]
+    choices = [f.type for f in _INFO.fields if f.name == field and isinstance(f.type, msgspec.inspect.LiteralType)]
+    if choices:
+        detail += "; choose one of " + ", ".join(map(str, choices[0].values))
+    if field == "group_start_id":
+        detail = "expected $ (new entries only), 0 (the whole stream) or an entry id such as 1700000000000-0"
     return f"invalid {field} ({env_name(field)} / {flag}): {detail}"
+
+
+_INFO: Final = cast(msgspec.inspect.StructType, msgspec.inspect.type_info(Settings))

@@ -60,5 +60,5 @@ def main() -> None:
     try:
         app()
     except ConfigError as exc:  # raised outside a command, e.g. while parsing
-        err.print(f"streamproc: error: {exc}")
+        err.print(f"streamproc: error: {exc}", markup=False, highlight=False)
         sys.exit(2)

@@ -13,8 +13,9 @@ from typing import Annotated, Any, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-from streamproc.config import Settings, load_settings
+from streamproc.config import Settings, load_settings, unknown_environment
 from streamproc.errors import StreamprocError
 from streamproc.logs import scrub
 
@@ -33,7 +34,7 @@ def friendly(fn: Callable[P, T]) -> Callable[P, T]:
         try:
             return fn(*args, **kwargs)
         except StreamprocError as exc:
-            err.print(f"[bold red]streamproc: error:[/] {scrub(str(exc))}", highlight=False, soft_wrap=True)
+            err.print(f"[bold red]streamproc: error:[/] {escape(scrub(str(exc)))}", highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             err.print("streamproc: interrupted")
@@ -71,11 +72,10 @@ UniquesOpt = Annotated[
         show_default=False,
     ),
 ]
-LogLevelOpt = Annotated[
-    str | None,
-    typer.Option("--log-level", help="debug, info, warning or error [env: STREAMPROC_LOG_LEVEL].", show_default=False),
-]
 
 
 def settings_from(config: Path | None, **flags: Any) -> Settings:
+    """The settings from flags, environment and ``config``; a warning line per misspelt variable."""
+    for line in unknown_environment():
+        err.print(f"streamproc: warning: {escape(line)}", highlight=False, soft_wrap=True)
     return load_settings(overrides=flags, config_file=config)

@@ -9,6 +9,7 @@ its own connection, so a stalled main loop still reports growing lag.
 
 from __future__ import annotations
 
+import errno
 import platform
 import threading
 import time
@@ -107,9 +108,14 @@ def serve(port: int, addr: str) -> None:
         try:
             start_http_server(port, addr=addr)
         except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ConfigError(
+                    f"cannot serve metrics on {addr}:{port} ({exc.strerror}); set STREAMPROC_METRICS_PORT"
+                    " to a free port (each instance on a host needs its own) or 0 to disable"
+                ) from None
             raise ConfigError(
-                f"cannot serve metrics on {addr}:{port} ({exc.strerror}); set STREAMPROC_METRICS_PORT"
-                " to a free port (each instance on a host needs its own) or 0 to disable"
+                f"cannot serve metrics on {addr}:{port} ({exc.strerror}); set STREAMPROC_METRICS_ADDR to an"
+                " address of this host (127.0.0.1: this host only; 0.0.0.0: every interface)"
             ) from None
         log.info("metrics listening", addr=addr, port=port)
 

@@ -39,13 +39,13 @@ def test_stream_deleted_or_flushed_while_blocked_exits_3_and_restart_does_not_re
     wait_drained(r, stream, 60, alive=[proc])
     wait_for(lambda: int(r.info("clients")["blocked_clients"]) > 0, 30, "the daemon to block in XREADGROUP")
     r.delete(stream)
-    assert proc.wait(timeout=30) == 3, daemons.logs()[-2000:]
+    assert proc.wait(timeout=60) == 3, daemons.logs()[-2000:]
     assert fatal_kind(proc) == "GroupMissing"
     assert "Traceback" not in daemons.logs()
 
     r.xadd(stream, {"event": json.dumps(GOOD)})
     again = daemons.start(settings)
-    assert again.wait(timeout=30) == 3, daemons.logs()[-2000:]
+    assert again.wait(timeout=120) == 3, daemons.logs()[-2000:]
     assert fatal_kind(again) == "GroupMissing"
     assert r.xinfo_groups(stream) == [], "the restart recreated the group"
     assert_totals(settings, entries)
@@ -64,7 +64,7 @@ def test_flushall_under_a_blocked_read_exits_3(
         wait_drained(client, stream, 60, alive=[proc])
         wait_for(lambda: int(client.info("clients")["blocked_clients"]) > 0, 30, "the daemon to block in XREADGROUP")
         client.flushall()
-        assert proc.wait(timeout=30) == 3, daemons.logs()[-2000:]
+        assert proc.wait(timeout=60) == 3, daemons.logs()[-2000:]
         assert fatal_kind(proc) == "GroupMissing"
     finally:
         client.close()

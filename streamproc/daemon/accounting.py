@@ -74,6 +74,20 @@ class Accounting:
             metrics.RECLAIMED.labels(stream).inc(len(entries))
         log.info("reclaimed", entries=len(batch), trimmed=sum(map(len, batch.trimmed.values())))
 
+    def lost(self, lost: Mapping[str, int]) -> None:
+        """Entries deleted before any worker of the group read them (a producer's MAXLEN, an
+        XTRIM): they never reach the rollups. Counted in the trimmed metric, which alerts."""
+        for stream, n in lost.items():
+            with self._lock:
+                self.totals.trimmed += n
+            metrics.TRIMMED.labels(stream).inc(n)
+            log.warning(
+                "entries deleted before delivery",
+                stream=stream,
+                entries=n,
+                hint="a producer's MAXLEN or an XTRIM removed them before the daemon read them",
+            )
+
     def batch(
         self,
         batch: Batch,

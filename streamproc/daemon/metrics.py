@@ -71,7 +71,7 @@ RECLAIMED = Counter(
 )
 TRIMMED = Counter(
     "streamproc_trimmed_entries_total",
-    "Pending entries found deleted from the stream before processing.",
+    "Entries deleted from the stream before they were processed: pending ones, and undelivered ones a read skipped.",
     ["stream"],
 )
 LAST_COMMIT = Gauge("streamproc_last_commit_timestamp_seconds", "Unix time of the last successful batch COMMIT.")

@@ -236,7 +236,10 @@ class Worker:
     def read(self) -> Batch:
         """New entries for this consumer (XREADGROUP); a short block when draining."""
         block = min(self.settings.block_ms, DRAIN_BLOCK_MS) if self.drain else self.settings.block_ms
-        return self.retry.read(lambda: self.source.read_new(self.settings.batch_size, block))
+        batch = self.retry.read(lambda: self.source.read_new(self.settings.batch_size, block))
+        if batch.lost:
+            self.accounting.lost(batch.lost)
+        return batch
 
     def reclaim(self) -> Batch:
         """Entries idle on other consumers (XAUTOCLAIM), never those this process holds."""

@@ -15,6 +15,7 @@ from streamproc.errors import GroupMissing, SourceUnavailable
 from streamproc.redis.classify import translate
 from streamproc.redis.client import Client, connect, is_cluster
 from streamproc.redis.deadletters import DeadLetter, write_dead_letters
+from streamproc.redis.gaps import read_counting_gaps
 from streamproc.redis.url import parse_redis_url
 
 Fields = dict[bytes, bytes]
@@ -33,6 +34,7 @@ class Batch:
     entries: dict[str, list[Entry]] = field(default_factory=dict)
     delivery_counts: dict[str, dict[bytes, int]] = field(default_factory=dict)
     trimmed: dict[str, list[bytes]] = field(default_factory=dict)
+    lost: dict[str, int] = field(default_factory=dict)  # deleted before the group read them
 
     def __len__(self) -> int:
         return sum(len(v) for v in self.entries.values())
@@ -164,6 +166,15 @@ class RedisSource:
     # -- reading ----------------------------------------------------------------
 
     def read_new(self, count: int, block_ms: int) -> Batch:
+        """New entries: first without blocking, counting entries deleted before the group read
+        them (:mod:`.gaps`; not on a cluster); if none came, a read blocking up to ``block_ms``."""
+        if not is_cluster(self.client):
+            with self._errors():
+                reply, lost = read_counting_gaps(self.client, self.streams, self.group, self.consumer, count)
+            if reply or lost:
+                batch = _batch_from_reply(reply)
+                batch.lost = lost
+                return batch
         return _batch_from_reply(self._read(">", count, block_ms))
 
     def read_own_pending(self, count: int) -> Batch:

@@ -9,9 +9,10 @@ primary, keep running, and count every entry exactly once.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import pytest
@@ -33,9 +34,10 @@ def sentinels(tmp_path: Path) -> SentinelSet:
 
 
 class ResendingFeeder:
-    """Produce chunks through the Sentinel URL; a chunk that fails (the failover) is sent again
-    whole once a primary answers. Entries of a resent chunk may land twice: they carry
-    producer ids, so the daemon skips the second copy; the truth is unchanged."""
+    """Produce chunks through the Sentinel URL; a chunk that fails (the failover) or that no
+    replica confirmed (WAIT 1) is sent again whole once a primary answers. Entries of a resent
+    chunk may land twice: they carry producer ids, so the daemon skips the second copy; the
+    truth is unchanged."""
 
     def __init__(self, url: str, stream: str, entries: Sequence[SynthEntry], chunk: int) -> None:
         self.client = connect(url, cluster=False, socket_timeout=5)
@@ -51,7 +53,13 @@ class ResendingFeeder:
             for chunk in self.chunks:
                 for _ in range(200):
                     try:
-                        self.sent += produce(self.client, self.stream, chunk)
+                        sent = produce(self.client, self.stream, chunk)
+                        # Sentinel replication is asynchronous: a write the old primary took after
+                        # the replica's promotion is dropped when it is demoted. A careful producer
+                        # waits for a replica (WAIT 1) and sends the chunk again if none confirmed.
+                        if int(self.client.wait(1, 2000)) < 1:
+                            raise redis.TimeoutError("no replica confirmed the chunk")
+                        self.sent += sent
                         break
                     except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError):
                         self.resent += 1
@@ -76,7 +84,7 @@ def test_sentinel_failover_under_load(make_settings, schema, stream, daemons: Da
     written there, and the totals equal the truth exactly; nothing stays pending."""
     settings = make_settings(redis_url=sentinels.url, batch_size=200)
     before = list(Generator(seed=41, days=1, bad_ratio=0.01).entries(3_000))
-    during = list(Generator(seed=42, days=1, bad_ratio=0).entries(16_000))
+    during = with_ids(Generator(seed=42, days=1, bad_ratio=0).entries(16_000))
     with connect(sentinels.url, cluster=False, socket_timeout=5) as client:
         produce(client, stream, before)
     proc = daemons.start(settings)
@@ -114,6 +122,19 @@ def test_sentinel_failover_under_load(make_settings, schema, stream, daemons: Da
         f" {lost} lost, {doubled} doubled"
     )
     primary.close()
+
+
+def with_ids(entries: Iterable[SynthEntry]) -> list[SynthEntry]:
+    """Every event with a producer id (JSON form), so a resent chunk is skipped, not counted twice."""
+    out = []
+    for n, entry in enumerate(entries):
+        if entry.event is None or "id" in entry.event:
+            out.append(entry)
+            continue
+        event = {**entry.event, "id": f"sentinel-test-{n}"}
+        wire = {k: v for k, v in event.items() if not k.startswith("_")}
+        out.append(SynthEntry({"event": json.dumps(wire)}, event))
+    return out
 
 
 def _drained(client: redis.Redis, stream: str) -> bool:

@@ -65,6 +65,8 @@ def test_kill_9_at_random_moments_under_load(make_settings, schema, r, stream, d
     for i in range(8):
         settings = make_settings(consumer=f"c{i % 2}", batch_size=rng.choice((50, 300, 1000)))
         proc = daemons.start(settings)
+        # Killed while it works, not while it loads its user-agent rules (before `ready`).
+        wait_for(lambda p=proc: bool(log_lines(p.logfile, "ready")) or p.poll() is not None, 120, "ready")
         time.sleep(rng.uniform(0.3, 1.5))
         proc.send_signal(signal.SIGKILL)
         proc.wait()

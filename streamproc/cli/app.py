@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from streamproc import __version__
-from streamproc.cli import consumers, demo, dlq, maintain, ops, provision, report, run
+from streamproc.cli import check, consumers, demo, dlq, maintain, ops, provision, report, run
 from streamproc.cli.options import err, out
 from streamproc.errors import ConfigError
 
@@ -47,7 +47,7 @@ def main_callback(
 
 
 # Commands in the order `streamproc --help` lists them.
-for command in (run.run, provision.migrate, provision.setup, provision.schema, demo.demo):
+for command in (run.run, check.check, provision.migrate, provision.setup, provision.schema, demo.demo):
     app.command()(command)
 report.register(app)
 ops.register(app)

@@ -106,6 +106,7 @@ def setup(
     for stream in settings.streams:
         state = "created" if stream in created else "already there"
         out.print(f"group {settings.group} on {stream}: {state}")
+    out.print("next: `streamproc check` with the daemon's own settings and users")
 
 
 def schema(

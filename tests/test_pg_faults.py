@@ -12,11 +12,13 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg.conninfo import make_conninfo
 
 from streamproc.dev.localservers import free_port
 from streamproc.errors import EntryRejected, SchemaNotReady, SinkMisconfigured, SinkUnavailable, TransactionAborted
 from streamproc.postgres.faults import Fault, classify, translate
 from tests.conftest import wait_for
+from tests.pgroles import url_as
 
 
 def error_of(action: Callable[[], object]) -> psycopg.Error:
@@ -87,9 +89,9 @@ def test_too_many_clients_unreachable_and_idle_timeout_are_transient(conn, datab
     """Too many connections (a role's limit here, max_connections the same), a server that does
     not answer, a session the server ended for idling in a transaction: TRANSIENT."""
     role = f"{ns}_full"
-    conn.execute(f'CREATE ROLE "{role}" LOGIN CONNECTION LIMIT 0')
+    conn.execute(f"CREATE ROLE \"{role}\" LOGIN CONNECTION LIMIT 0 PASSWORD 'pw-0'")
     try:
-        exc = error_of(lambda: psycopg.connect(database_url.replace("streamproc@", f"{role}@", 1)))
+        exc = error_of(lambda: psycopg.connect(url_as(database_url, role, "pw-0")))
         assert "too many connections" in str(exc) and classify(exc) is Fault.TRANSIENT
     finally:
         conn.execute(f'DROP ROLE "{role}"')
@@ -113,10 +115,10 @@ def test_missing_privilege_is_permanent_and_says_what_to_grant(conn, database_ur
     """INSERT revoked on a table: PERMANENT (exit 2), one line naming the role, the table and the
     GRANT to run; never the entry's fault."""
     role = f"{ns}_daemon"
-    conn.execute(f'CREATE ROLE "{role}" LOGIN')
+    conn.execute(f"CREATE ROLE \"{role}\" LOGIN PASSWORD 'pw-0'")
     conn.execute(f'GRANT SELECT ON {table} TO "{role}"')
     try:
-        with psycopg.connect(database_url.replace("streamproc@", f"{role}@", 1)) as limited:
+        with psycopg.connect(url_as(database_url, role, "pw-0")) as limited:
             exc = error_of(lambda: limited.execute(f"INSERT INTO {table} VALUES (4, 0, 0)"))
         assert classify(exc) is Fault.PERMANENT
         error = translate(exc, "commit", "public", role)
@@ -131,7 +133,7 @@ def test_missing_privilege_is_permanent_and_says_what_to_grant(conn, database_ur
 def test_wrong_database_or_role_is_permanent_and_unmigrated_schema_says_migrate(conn, database_url: str) -> None:
     """A database or role that does not exist: PERMANENT. A table the code needs missing:
     SCHEMA, which says to run `streamproc migrate` (exit 2)."""
-    for url in (database_url.rsplit("/", 1)[0] + "/no_such_db", database_url.replace("streamproc@", "nobody@", 1)):
+    for url in (make_conninfo(database_url, dbname="no_such_db"), url_as(database_url, "nobody", "pw-0")):
         exc = error_of(lambda url=url: psycopg.connect(url))
         assert classify(exc) is Fault.PERMANENT, exc
         assert isinstance(translate(exc, "connection"), SinkMisconfigured)

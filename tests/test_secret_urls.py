@@ -11,27 +11,22 @@ from __future__ import annotations
 from streamproc.config import mask_url
 from streamproc.dev.localservers import free_port
 from tests.conftest import Daemons, wait_for
+from tests.pgroles import daemon_role, url_as
 from tests.test_crash import log_lines
 
 PASSWORD = "pa#ss?w0rd-x1"
 
 
-def with_password(database_url: str, password: str) -> str:
-    scheme, _, rest = database_url.partition("://")
-    user, _, host = rest.partition("@")
-    return f"{scheme}://{user}:{password}@{host}"
-
-
 def test_password_with_hash_and_question_mark_is_masked_as_libpq_reads_it(
     make_settings, schema, database_url: str, r, stream, daemons: Daemons
 ) -> None:
-    """A password with a raw `#` and `?` connects (libpq reads it whole; the test server trusts
-    the user) and drains the stream; no part of it appears in the daemon's output, whose
-    `starting` line shows the URL with `***`."""
-    url = with_password(database_url, PASSWORD)
+    """A password with a raw `#` and `?` connects (libpq reads it whole) and drains the stream;
+    no part of it appears in the daemon's output, whose `starting` line shows the URL with `***`."""
     r.xadd(stream, {"event": '{"type":"page_view","site":"s","ts":1700000000000,"path":"/"}'})
-    proc = daemons.start(make_settings(database_url=url), "--drain")
-    assert proc.wait(timeout=120) == 0, daemons.logs()[-2000:]
+    with daemon_role(database_url, schema, f"{schema}_pw", PASSWORD) as url:
+        assert PASSWORD in url  # raw, as pasted
+        proc = daemons.start(make_settings(database_url=url), "--drain")
+        assert proc.wait(timeout=120) == 0, daemons.logs()[-2000:]
     output = daemons.logs()
     for part in (PASSWORD, "ss?w0rd", "w0rd-x1"):
         assert part not in output, part
@@ -56,7 +51,7 @@ def test_raw_at_sign_in_password_exits_2_with_one_line(make_settings, database_u
     """With a raw `@` in the password libpq would read part of it as the host (and print that in
     every retry warning): the daemon refuses at once, exit 2, one line saying to write %40,
     and no part of the password in it."""
-    url = with_password(database_url, "se@cret-x2")
+    url = url_as(database_url, "streamproc", "se@cret-x2")
     proc = daemons.start(make_settings(), "--drain", STREAMPROC_DATABASE_URL=url)
     assert proc.wait(timeout=60) == 2, daemons.logs()[-2000:]
     output = daemons.logs()

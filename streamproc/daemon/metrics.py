@@ -82,6 +82,12 @@ KEY_OVERFLOW = Counter(
     "streamproc_key_overflow_events_total",
     "Events whose path, route, selector, name or dimension value went to '(other)': over the per-batch cap.",
 )
+POSTGRES_REJECTED = Counter(
+    "streamproc_postgres_rejected_total",
+    "Entries Postgres refused as data (a numeric overflow, a counter past its range, a row no"
+    " partition takes), isolated from their batch and dead-lettered with its message.",
+    ["stream"],
+)
 TRANSACTION_RETRIES = Counter(
     "streamproc_transaction_retries_total",
     "Batch transactions aborted by Postgres (lock timeout, deadlock, serialization) and retried.",
@@ -98,6 +104,7 @@ def init(streams: Sequence[str], group: str) -> None:
             EVENTS.labels(stream, outcome)
         RECLAIMED.labels(stream)
         TRIMMED.labels(stream)
+        POSTGRES_REJECTED.labels(stream)
     for server in ("redis", "postgres"):
         RECONNECTS.labels(server)
 

@@ -11,6 +11,7 @@ from streamproc.daemon.notify import Notifier
 from streamproc.daemon.worker import Worker
 from streamproc.errors import StreamprocError
 from streamproc.logs import configure
+from streamproc.postgres.session import Timeouts
 from streamproc.postgres.sink import PostgresSink
 from streamproc.redis.client import connect
 from streamproc.redis.source import RedisSource
@@ -21,7 +22,8 @@ log = structlog.get_logger("streamproc")
 
 def build_worker(settings: Settings, drain: bool = False, notifier: Notifier | None = None) -> Worker:
     source = RedisSource.from_settings(settings)
-    sink = PostgresSink(settings.database_url, settings.db_schema)
+    timeouts = Timeouts(idle_in_transaction_ms=settings.idle_in_transaction_timeout_ms)
+    sink = PostgresSink(settings.database_url, settings.db_schema, timeouts)
     return Worker(settings, source, sink, drain=drain, failpoints=Failpoints.from_env(), notifier=notifier)
 
 

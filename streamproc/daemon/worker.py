@@ -33,10 +33,12 @@ from streamproc.daemon.backoff import Failpoints
 from streamproc.daemon.enrichment import Enrichment
 from streamproc.daemon.flusher import Flusher
 from streamproc.daemon.inhand import InHand
+from streamproc.daemon.isolate import Part, by_stream, isolate, merged
 from streamproc.daemon.notify import Notifier
 from streamproc.daemon.retry import Retrier
 from streamproc.daemon.sinks import ThreadSinks
-from streamproc.errors import SchemaNotReady, SinkError
+from streamproc.errors import EntryRejected, SchemaNotReady, SinkError
+from streamproc.postgres.grants import check_privileges
 from streamproc.postgres.migrate import check_migrated
 from streamproc.postgres.sink import Claim, PostgresSink
 from streamproc.redis.source import Batch, RedisSource
@@ -157,6 +159,13 @@ class Worker:
     def _open_sink(self) -> None:
         self.retry.call(self.sink.open, "postgres", "connect", on_stop=_stopped_before_ready)
         check_migrated(self.sink.conn, self.approximate)
+        # Before any entry is read: a missing grant exits 2 without adding a delivery to anything.
+        self.retry.call(
+            lambda: check_privileges(self.sink.conn, self.approximate),
+            "postgres",
+            "connect",
+            on_stop=_stopped_before_ready,
+        )
 
     def _consumed_streams(self) -> set[str]:
         """Streams this deployment consumed before: a group missing on one of them vanished
@@ -265,7 +274,7 @@ class Worker:
     def finish(self, job: Job) -> BatchResult:
         """The I/O half: commit in Postgres, then ack in Redis, then account."""
         started = time.perf_counter()
-        claim = self.flush(job.decoded, job.prefold, job.capped)
+        claim = self.flush(job.decoded, job.prefold, job.capped, job.batch)
         flush_s = time.perf_counter() - started
         written = self.ack(job.batch, job.decoded)
         self.in_hand.discard(job.batch)
@@ -307,14 +316,48 @@ class Worker:
         return prefold, frozenset(cap.capped)
 
     def flush(
-        self, decoded: Mapping[str, Decoded], prefold: dict[str, Shard], capped: frozenset[int] = frozenset()
+        self,
+        decoded: Mapping[str, Decoded],
+        prefold: dict[str, Shard],
+        capped: frozenset[int] = frozenset(),
+        batch: Batch | None = None,
     ) -> Claim:
-        """Apply the batch in one Postgres transaction; retried until it commits."""
+        """Apply the batch in one Postgres transaction; retried until it commits.
+
+        When Postgres rejects data of the batch (:class:`EntryRejected`), the entries at
+        fault are isolated (:mod:`~streamproc.daemon.isolate`) and moved to ``decoded``'s
+        rejected, with Postgres's message as the reason; the others commit. ``batch``
+        gives their original fields for the dead-letter stream.
+        """
         accepted = {s: d.accepted for s, d in decoded.items() if d.accepted}
         n = sum(len(v) for v in accepted.values())
         if n == 0:
             return Claim([], 0)
         self.failpoints.hit("before_flush")
+        try:
+            return self.retry.commit(lambda: self._commit(accepted, prefold, capped))
+        except EntryRejected as exc:
+            return self._isolate(decoded, batch, str(exc))
+
+    def _isolate(self, decoded: Mapping[str, Decoded], batch: Batch | None, reason: str) -> Claim:
+        """Commit the batch in parts until the entries Postgres rejects are found; they move
+        to the rejected (dead-lettered by the ack), the others are committed."""
+        part = [(stream, item) for stream, d in decoded.items() for item in d.accepted]
+        claims, culprits = isolate(part, self._commit_part, reason)
+        fields = {s: dict(entries) for s, entries in batch.entries.items()} if batch is not None else {}
+        for stream, item, why in culprits:
+            d = decoded[stream]
+            d.accepted[:] = [a for a in d.accepted if a is not item]
+            d.rejected.append(Rejected(item.entry_id, fields.get(stream, {}).get(item.entry_id) or {}, why))
+            metrics.POSTGRES_REJECTED.labels(stream).inc()
+            log.warning("entry rejected by Postgres", stream=stream, entry_id=item.entry_id.decode(), reason=why)
+        return merged(claims)
+
+    def _commit_part(self, part: Part) -> Claim:
+        """Fold and commit some entries of a batch on their own (retrying transient failures)."""
+        decoded = {stream: Decoded(items, []) for stream, items in by_stream(part).items()}
+        prefold, capped = self.fold(decoded)
+        accepted = {stream: d.accepted for stream, d in decoded.items()}
         return self.retry.commit(lambda: self._commit(accepted, prefold, capped))
 
     def _commit(
@@ -334,7 +377,7 @@ class Worker:
             )
             shards, sessions = self.enrichment.with_sessions(tx, claim.counted, shards)
             self.failpoints.hit("before_commit")
-            tx.write(shards)
+            tx.write(shards, after_each=lambda: self.failpoints.hit("between_upserts"))
         self.failpoints.hit("after_commit")
         self.enrichment.committed(shards, sessions)
         return claim

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 from typing import Final
 
+import psycopg
+
 from streamproc.core import rollups as R
 from streamproc.errors import SinkMisconfigured
+from streamproc.postgres.faults import translate
 from streamproc.postgres.session import Session
 
 WRITE: Final = ("SELECT", "INSERT", "UPDATE")
@@ -30,19 +33,22 @@ def check_privileges(conn: Session, approximate: bool) -> None:
     """Raise :class:`SinkMisconfigured` (exit 2) naming the role, each table that lacks a
     privilege and the GRANT that gives it; return when every one is there.
 
-    Raises :class:`psycopg.Error` when the query itself fails (the caller translates it).
+    A failure of the check itself is translated like any other (:func:`.faults.translate`).
     """
     wanted = needed(approximate)
     tables = [t for t, privileges in wanted.items() for _ in privileges]
     privileges = [p for ps in wanted.values() for p in ps]
-    with conn.transaction():
-        role_row = conn.execute("SELECT current_user, current_schema()").fetchone()
-        rows = conn.execute(
-            "SELECT t, p FROM unnest(%s::text[], %s::text[]) AS w(t, p)"
-            " WHERE to_regclass(t) IS NOT NULL AND NOT has_table_privilege(to_regclass(t), p)"
-            " ORDER BY t, p",
-            (tables, privileges),
-        ).fetchall()
+    try:
+        with conn.transaction():
+            role_row = conn.execute("SELECT current_user, current_schema()").fetchone()
+            rows = conn.execute(
+                "SELECT t, p FROM unnest(%s::text[], %s::text[]) AS w(t, p)"
+                " WHERE to_regclass(t) IS NOT NULL AND NOT has_table_privilege(to_regclass(t), p)"
+                " ORDER BY t, p",
+                (tables, privileges),
+            ).fetchall()
+    except psycopg.Error as exc:
+        raise translate(exc, "privilege check", conn.schema) from exc
     if not rows:
         return
     role, schema = role_row if role_row else ("<role>", conn.schema)

@@ -47,6 +47,7 @@ HELP: Final = {
     "metrics_port": "Port of the Prometheus /metrics endpoint; 0 disables; one per instance.",
     "metrics_addr": "Address to serve metrics on (0.0.0.0: every interface).",
     "metrics_interval_s": "How often lag, pending and DLQ gauges are read from Redis, in s.",
+    "idle_in_transaction_timeout_ms": "Postgres ends a daemon transaction left waiting this long, in ms.",
 }
 
 

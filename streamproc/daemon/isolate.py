@@ -12,11 +12,17 @@ delivery added to its neighbours. ``k`` culprits in ``n`` entries cost about
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
-from streamproc.core.decode import Accepted
+import structlog
+
+from streamproc.core.decode import Accepted, Decoded, Rejected
+from streamproc.daemon import metrics
 from streamproc.errors import EntryRejected
 from streamproc.postgres.sink import Claim
+from streamproc.redis.source import Batch
+
+log = structlog.get_logger("streamproc")
 
 Part = Sequence[tuple[str, Accepted]]  # (stream, entry), in batch order
 Culprit = tuple[str, Accepted, str]  # (stream, entry, Postgres's message)
@@ -62,3 +68,15 @@ def merged(claims: Sequence[Claim]) -> Claim:
     )
     out.refolded = any(c.refolded for c in claims)
     return out
+
+
+def reject(decoded: Mapping[str, Decoded], batch: Batch | None, culprits: Sequence[Culprit]) -> None:
+    """Move each culprit from its stream's accepted to its rejected, with Postgres's message
+    as the reason and its original fields (from ``batch``) for the dead-letter stream."""
+    fields = {s: dict(entries) for s, entries in batch.entries.items()} if batch is not None else {}
+    for stream, item, why in culprits:
+        d = decoded[stream]
+        d.accepted[:] = [a for a in d.accepted if a is not item]
+        d.rejected.append(Rejected(item.entry_id, fields.get(stream, {}).get(item.entry_id) or {}, why))
+        metrics.POSTGRES_REJECTED.labels(stream).inc()
+        log.warning("entry rejected by Postgres", stream=stream, entry_id=item.entry_id.decode(), reason=why)

@@ -33,7 +33,7 @@ from streamproc.daemon.backoff import Failpoints
 from streamproc.daemon.enrichment import Enrichment
 from streamproc.daemon.flusher import Flusher
 from streamproc.daemon.inhand import InHand
-from streamproc.daemon.isolate import Part, by_stream, isolate, merged
+from streamproc.daemon.isolate import Part, by_stream, isolate, merged, reject
 from streamproc.daemon.notify import Notifier
 from streamproc.daemon.retry import Retrier
 from streamproc.daemon.sinks import ThreadSinks
@@ -322,13 +322,9 @@ class Worker:
         capped: frozenset[int] = frozenset(),
         batch: Batch | None = None,
     ) -> Claim:
-        """Apply the batch in one Postgres transaction; retried until it commits.
-
-        When Postgres rejects data of the batch (:class:`EntryRejected`), the entries at
-        fault are isolated (:mod:`~streamproc.daemon.isolate`) and moved to ``decoded``'s
-        rejected, with Postgres's message as the reason; the others commit. ``batch``
-        gives their original fields for the dead-letter stream.
-        """
+        """Apply the batch in one Postgres transaction; retried until it commits. Entries whose
+        data Postgres rejects are isolated (:mod:`.isolate`) and moved to ``decoded``'s rejected
+        (``batch`` has their fields for the dead-letter stream); the others commit."""
         accepted = {s: d.accepted for s, d in decoded.items() if d.accepted}
         n = sum(len(v) for v in accepted.values())
         if n == 0:
@@ -340,17 +336,9 @@ class Worker:
             return self._isolate(decoded, batch, str(exc))
 
     def _isolate(self, decoded: Mapping[str, Decoded], batch: Batch | None, reason: str) -> Claim:
-        """Commit the batch in parts until the entries Postgres rejects are found; they move
-        to the rejected (dead-lettered by the ack), the others are committed."""
         part = [(stream, item) for stream, d in decoded.items() for item in d.accepted]
         claims, culprits = isolate(part, self._commit_part, reason)
-        fields = {s: dict(entries) for s, entries in batch.entries.items()} if batch is not None else {}
-        for stream, item, why in culprits:
-            d = decoded[stream]
-            d.accepted[:] = [a for a in d.accepted if a is not item]
-            d.rejected.append(Rejected(item.entry_id, fields.get(stream, {}).get(item.entry_id) or {}, why))
-            metrics.POSTGRES_REJECTED.labels(stream).inc()
-            log.warning("entry rejected by Postgres", stream=stream, entry_id=item.entry_id.decode(), reason=why)
+        reject(decoded, batch, culprits)
         return merged(claims)
 
     def _commit_part(self, part: Part) -> Claim:

@@ -9,6 +9,7 @@ import time
 from streamproc.dev.localservers import free_port
 from streamproc.dev.synth import Generator, produce
 from tests.conftest import Daemons, wait_for
+from tests.pgroles import daemon_role
 from tests.test_crash import assert_totals, log_lines
 
 GOOD = {"type": "page_view", "site": "s.example", "ts": "1700000000000", "path": "/", "visitor": "v1"}
@@ -185,21 +186,41 @@ def test_entry_that_kills_the_worker_is_dead_lettered_and_the_stream_flows(
     assert_totals(settings, good)
 
 
-def test_a_commit_that_cannot_succeed_stops_the_daemon_instead_of_hanging(
+def test_a_row_a_constraint_refuses_is_dead_lettered_with_the_constraints_message(
     make_settings, schema, r, stream, pg, daemons: Daemons
 ) -> None:
-    """A Postgres error that retrying cannot fix (here a CHECK constraint an operator added) ends
-    the run with the error and exit 1, also when no further batch comes to notice it; the entry
-    stays pending for the run after the fix, and is counted then."""
+    """A CHECK constraint an operator added refuses one entry's row (SQLSTATE 23514): that entry is
+    the one at fault, dead-lettered with Postgres's message on its first delivery; the run goes on
+    and exits 0 with its neighbour counted."""
     pg.execute("ALTER TABLE pageviews_daily ADD CONSTRAINT no_boom CHECK (path <> '/boom')")
-    r.xadd(stream, {**GOOD, "path": "/boom"})
-    settings = make_settings()
-    proc = daemons.start(settings, "--drain")
-    assert proc.wait(timeout=60) == 1, daemons.logs()[-2000:]
-    fatal = log_lines(proc.logfile, "fatal")  # type: ignore[attr-defined]
-    assert fatal and "no_boom" in fatal[0]["error"], daemons.logs()[-2000:]
-    assert r.xpending(stream, "g")["pending"] == 1
+    boom = r.xadd(stream, {**GOOD, "path": "/boom"})
+    r.xadd(stream, {**GOOD, "path": "/fine"})
+    proc = daemons.start(make_settings(), "--drain")
+    assert proc.wait(timeout=60) == 0, daemons.logs()[-2000:]
+    ((_, dead),) = r.xrange(f"{stream}:dlq")
+    assert dead[b"_dlq_id"] == boom and b"no_boom" in dead[b"_dlq_reason"], dead
+    assert pg.execute("SELECT path, views::int FROM pageviews_daily").fetchall() == [("/fine", 1)]
 
-    pg.execute("ALTER TABLE pageviews_daily DROP CONSTRAINT no_boom")
-    assert daemons.start(settings, "--drain").wait(timeout=60) == 0, daemons.logs()[-2000:]
+
+def test_a_privilege_lost_while_running_stops_the_daemon_instead_of_hanging(
+    make_settings, schema, database_url, r, stream, pg, daemons: Daemons
+) -> None:
+    """INSERT revoked while the daemon runs: the commit fails for good (a configuration problem),
+    so the daemon ends with one line naming the GRANT and exit 2, also when no further batch comes
+    to notice it; the entry stays pending (one delivery, not dead-lettered) and is counted by the
+    run after the grant."""
+    role = f"{schema}_daemon"
+    with daemon_role(database_url, schema, role) as url:
+        settings = make_settings(database_url=url)
+        proc = daemons.start(settings, "--drain")
+        wait_for(lambda: bool(log_lines(proc.logfile, "ready")), 60, "the daemon to be ready")  # type: ignore[attr-defined]
+        pg.execute(f'REVOKE INSERT ON pageviews_daily FROM "{role}"')
+        r.xadd(stream, {**GOOD, "path": "/boom"})
+        assert proc.wait(timeout=60) == 2, daemons.logs()[-2000:]
+        fatal = log_lines(proc.logfile, "fatal")  # type: ignore[attr-defined]
+        assert fatal and f"INSERT, UPDATE ON {schema}.pageviews_daily TO {role}`" in fatal[0]["error"], fatal
+        assert r.xpending(stream, "g")["pending"] == 1 and r.xlen(f"{stream}:dlq") == 0
+
+        pg.execute(f'GRANT INSERT ON pageviews_daily TO "{role}"')
+        assert daemons.start(settings, "--drain").wait(timeout=60) == 0, daemons.logs()[-2000:]
     assert pg.execute("SELECT sum(views)::int FROM pageviews_daily WHERE path = '/boom'").fetchone() == (1,)

@@ -270,7 +270,7 @@ def test_lost_group_on_a_cluster_exits_3(cluster: LocalCluster, make_settings, s
     names = shards(ns)
     settings = make_settings(redis_url=cluster.url, redis_cluster=True, streams=f"{ns}:events:{{0..{SHARDS - 1}}}")
     proc = daemons.start(settings)
-    wait_for(lambda: "ready" in daemons.logs(), 60, "the daemon to be ready")
+    wait_for(lambda: '"event": "ready"' in daemons.logs(), 60, "the daemon to be ready")  # not "enrichment ready"
     client.xgroup_destroy(names[2], "g")
     assert proc.wait(timeout=30) == 3, daemons.logs()[-2000:]
     assert "GroupMissing" in daemons.logs()

@@ -55,6 +55,10 @@ _TRANSIENT_CODES: Final = {
     "NOREPLICAS": "not enough replicas acknowledge writes",
     "UNBLOCKED": "the server changed role while the read waited (a failover)",
 }
+_CLUSTER_HINT: Final = (
+    "the server is a Redis Cluster node: set redis_cluster = true (STREAMPROC_REDIS_CLUSTER=1)"
+    " and name any node as the seed in the Redis URL"
+)
 # Error codes that say the setup is wrong: one line, exit 2.
 _PERMANENT_CODES: Final = {
     "NOPERM": "the Redis user lacks a permission (see deploy/redis/streamproc.acl)",
@@ -62,8 +66,8 @@ _PERMANENT_CODES: Final = {
     "NOAUTH": "Redis needs a password: put it in the Redis URL",
     "WRONGTYPE": "a configured stream key holds another type of value",
     "NOPROTO": "the server does not speak the requested protocol version",
-    "MOVED": "the server is a Redis Cluster node: set redis_cluster = true",
-    "ASK": "the server is a Redis Cluster node: set redis_cluster = true",
+    "MOVED": _CLUSTER_HINT,
+    "ASK": _CLUSTER_HINT,
     "CROSSSLOT": "keys of several hash slots in one command: give the stream names one hash tag",
     "NOSCRIPT": "the server forgot a script",
 }

@@ -44,15 +44,6 @@ SENTINEL_TIMEOUT_S: Final = 5.0  # one sentinel query; a dead sentinel is skippe
 
 Client: TypeAlias = redis.Redis | RedisCluster
 
-# Cluster-only failures that mean "not reachable right now" (a failover in progress,
-# slots briefly uncovered): retried like a connection error.
-CLUSTER_UNAVAILABLE: tuple[type[Exception], ...] = (
-    redis.exceptions.ClusterDownError,
-    redis.exceptions.TryAgainError,
-    redis.exceptions.SlotNotCoveredError,
-    redis.exceptions.ClusterError,
-)
-
 
 def connect(url: str, *, cluster: bool, socket_timeout: float | None, **kwargs: Any) -> Client:
     """A client for ``url``; with ``cluster`` the URL names any one seed node of the cluster.
@@ -93,22 +84,6 @@ def _without_db(url: str) -> str:
     if slash and db not in ("", "0"):
         raise ValueError(f"Redis Cluster has only database 0, the URL asks for database {db}")
     return f"{scheme}://{host}{sep}{query}"
-
-
-def moved_hint(exc: Exception) -> str | None:
-    """A standalone client talking to a cluster node gets MOVED replies: say what to change."""
-    if isinstance(exc, redis.exceptions.AskError) or str(exc).startswith("MOVED"):
-        return (
-            f"Redis answered MOVED {exc}: the server is a Redis Cluster node; set redis_cluster = true"
-            " (STREAMPROC_REDIS_CLUSTER=1) and name any node as the seed in the Redis URL"
-        )
-    return None
-
-
-def cross_slot(exc: Exception) -> bool:
-    """A command over keys of several slots: a naming mistake, not an outage."""
-    text = str(exc)
-    return "same key slot" in text or "CROSSSLOT" in text
 
 
 def is_cluster(client: Client) -> bool:

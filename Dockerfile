@@ -38,6 +38,6 @@ USER streamproc
 EXPOSE 9464
 # Healthy while the daemon answers on its metrics port.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
-    CMD ["python3", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/metrics' % os.environ['STREAMPROC_METRICS_PORT'], timeout=4).read()"]
+    CMD ["python3", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ['STREAMPROC_METRICS_PORT'], timeout=4).read()"]
 ENTRYPOINT ["streamproc"]
 CMD ["run"]

@@ -85,6 +85,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     metrics_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 9464
     metrics_addr: str = "127.0.0.1"
     metrics_interval_s: Annotated[float, msgspec.Meta(gt=0)] = 5.0
+    # /healthz fails once the main loop has not turned for this long (it turns every block_ms).
+    liveness_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 60.0
     # The longest a daemon transaction may sit waiting on the daemon while holding row locks
     # (a frozen or stuck worker): Postgres ends the session after this long.
     idle_in_transaction_timeout_ms: Annotated[int, msgspec.Meta(ge=100, le=3_600_000)] = 15_000

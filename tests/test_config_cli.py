@@ -14,6 +14,7 @@ from streamproc.cli.app import app
 from streamproc.cli.run_options import flag_name, setting_fields
 from streamproc.config import FIELDS, SECRET_FIELDS, Settings, env_name, load_settings, unknown_environment
 from streamproc.daemon import metrics
+from streamproc.daemon.health import Health
 from streamproc.errors import ConfigError
 from tests.test_config import run_cli
 
@@ -108,7 +109,7 @@ def test_unknown_toml_keys_and_tables_exit_2_with_a_suggestion(tmp_path: Path) -
 def test_metrics_address_not_on_this_host_names_the_address() -> None:
     """An address that is valid but not this host's blames STREAMPROC_METRICS_ADDR, not the port."""
     with pytest.raises(ConfigError) as info:
-        metrics.serve(9, "192.0.2.1")  # TEST-NET-1: never an address of this host
+        metrics.serve(9, "192.0.2.1", Health(60))  # TEST-NET-1: never an address of this host
     assert "set STREAMPROC_METRICS_ADDR" in str(info.value)
     assert "METRICS_PORT" not in str(info.value)
 

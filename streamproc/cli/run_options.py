@@ -44,9 +44,10 @@ HELP: Final = {
     "session_timeout_s": "A derived session ends after this long without events, in s (0: off).",
     "group_start_id": "Where a newly created group starts: $ (new entries), 0 (all) or an entry id.",
     "log_level": "debug, info, warning or error (any case).",
-    "metrics_port": "Port of the Prometheus /metrics endpoint; 0 disables; one per instance.",
+    "metrics_port": "Port of /metrics, /healthz and /ready; 0 disables; one per instance.",
     "metrics_addr": "Address to serve metrics on (0.0.0.0: every interface).",
-    "metrics_interval_s": "How often lag, pending and DLQ gauges are read from Redis, in s.",
+    "metrics_interval_s": "How often lag, pending and DLQ gauges are read and the servers probed, in s.",
+    "liveness_timeout_s": "/healthz fails once the main loop has not turned for this long, in s.",
     "idle_in_transaction_timeout_ms": "Postgres ends a daemon transaction left waiting this long, in ms.",
 }
 

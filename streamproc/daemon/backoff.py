@@ -41,8 +41,10 @@ class Failpoints:
 
     ``STREAMPROC_FAILPOINTS=after_commit@3`` SIGKILLs the daemon the third
     time it passes ``after_commit``; ``before_flush@2:stop`` SIGSTOPs it
-    instead (a zombie consumer). Several points are comma-separated. Read once
-    when the worker starts; empty in production.
+    instead (a zombie consumer); ``content=MARKER`` SIGKILLs it on an entry
+    carrying MARKER, ``hang=MARKER`` blocks the thread decoding such an entry
+    for good (a hung main loop, while the other threads carry on). Several
+    points are comma-separated. Read once when the worker starts; empty in production.
     """
 
     def __init__(self, spec: str = "") -> None:
@@ -50,9 +52,13 @@ class Failpoints:
         self._hits: dict[str, int] = {}
         self._lock = threading.Lock()  # flusher threads pass the same points
         self.content: bytes | None = None  # ``content=MARKER``: die on any entry carrying MARKER
+        self.hang: bytes | None = None  # ``hang=MARKER``: block forever on any entry carrying MARKER
         for item in filter(None, (p.strip() for p in spec.split(","))):
             if item.startswith("content="):
                 self.content = item.removeprefix("content=").encode()
+                continue
+            if item.startswith("hang="):
+                self.hang = item.removeprefix("hang=").encode()
                 continue
             point, _, action = item.partition(":")
             name, _, nth = point.partition("@")
@@ -67,6 +73,8 @@ class Failpoints:
         """SIGKILL if an entry carries the content marker: an entry that crashes the worker."""
         if self.content is not None and fields and any(self.content in v for v in fields.values()):
             os.kill(os.getpid(), signal.SIGKILL)
+        if self.hang is not None and fields and any(self.hang in v for v in fields.values()):
+            threading.Event().wait()
 
     def hit(self, name: str) -> None:
         if name not in self._at:

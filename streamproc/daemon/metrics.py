@@ -17,9 +17,10 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 import structlog
-from prometheus_client import Counter, Gauge, Histogram, Info, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, Info
 
 from streamproc import __version__
+from streamproc.daemon.health import Health, redis_problem, serve_http
 from streamproc.errors import ConfigError
 from streamproc.redis.client import Client
 
@@ -109,11 +110,12 @@ def init(streams: Sequence[str], group: str) -> None:
         RECONNECTS.labels(server)
 
 
-def serve(port: int, addr: str) -> None:
-    """Expose ``/metrics`` on ``addr:port`` (port 0 disables)."""
+def serve(port: int, addr: str, health: Health) -> None:
+    """Serve ``/metrics``, ``/healthz`` and ``/ready`` on ``addr:port`` (port 0 disables);
+    see :mod:`streamproc.daemon.health`. Raises ConfigError when it cannot listen."""
     if port:
         try:
-            start_http_server(port, addr=addr)
+            serve_http(addr, port, health)
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 raise ConfigError(
@@ -131,8 +133,14 @@ class GroupStateRefresher:
     """Refresh lag / pending / oldest-pending / DLQ gauges every ``interval_s``."""
 
     def __init__(
-        self, make_client: Callable[[], Client], streams: Sequence[str], group: str, interval_s: float
+        self,
+        make_client: Callable[[], Client],
+        streams: Sequence[str],
+        group: str,
+        interval_s: float,
+        health: Health | None = None,
     ) -> None:
+        self._health = health
         self._make_client = make_client
         self._streams = list(streams)
         self._group = group
@@ -156,7 +164,12 @@ class GroupStateRefresher:
                     if client is None:  # a cluster client connects when made: retried here too
                         client = self._make_client()
                     self.refresh(client)
+                    missing = [s for s, state in self.last_state.items() if not state["group_exists"]]
+                    if self._health is not None:
+                        self._health.redis_problem = redis_problem(missing, None)
                 except Exception as exc:  # never let the thread die: frozen gauges would lie
+                    if self._health is not None:
+                        self._health.redis_problem = redis_problem(None, f"{type(exc).__name__}: {exc}")
                     GROUP_STATE_ERRORS.inc()
                     log.warning("group state refresh failed", error=str(exc), kind=type(exc).__name__)
                 self._stop.wait(self._interval_s)

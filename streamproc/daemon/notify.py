@@ -13,9 +13,14 @@ import socket
 import time
 from collections.abc import Mapping
 
+from streamproc.daemon.health import Health
+
 
 class Notifier:
-    def __init__(self, environ: Mapping[str, str] = os.environ) -> None:
+    """Tells systemd (and, given a :class:`Health`, the HTTP probes) how the daemon is doing."""
+
+    def __init__(self, environ: Mapping[str, str] = os.environ, health: Health | None = None) -> None:
+        self.health = health
         address = environ.get("NOTIFY_SOCKET", "")
         if address.startswith("@"):
             address = "\0" + address[1:]  # abstract namespace
@@ -40,7 +45,18 @@ class Notifier:
             self._sock.sendto("\n".join(lines).encode(), self._address)
 
     def ready(self, status: str) -> None:
+        if self.health is not None:
+            self.health.started = True
         self.send("READY=1", f"STATUS={status}")
+
+    def retrying(self, server: str, error: str) -> None:
+        """The loop waits for ``server`` (``redis``/``postgres``): not ready until :meth:`answered`."""
+        if self.health is not None:
+            self.health.retrying[server] = error
+
+    def answered(self, server: str) -> None:
+        if self.health is not None and server in self.health.retrying:
+            del self.health.retrying[server]
 
     def status(self, status: str) -> None:
         self.send(f"STATUS={status}")
@@ -50,6 +66,8 @@ class Notifier:
 
     def watchdog(self) -> None:
         """Ping the watchdog if due; cheap enough to call every loop iteration."""
+        if self.health is not None:
+            self.health.turned()
         if self._watchdog_every_s is None:
             return
         now = time.monotonic()

@@ -47,15 +47,19 @@ class Retrier:
         backoff = Backoff()
         while True:
             try:
-                return call()
+                result = call()
             except unavailable as exc:
                 if on_stop is not None and self.stopping.is_set():
                     return on_stop()
                 self.check_deadline(step, exc)
+                self.notifier.retrying(server, str(exc))
                 metrics.RECONNECTS.labels(server).inc()
                 self.notifier.watchdog()
                 delay = backoff.wait()
                 log.warning(f"{server} unavailable, retrying", step=step, error=str(exc), retry_in_s=round(delay, 2))
+            else:
+                self.notifier.answered(server)
+                return result
 
     def read(self, call: Callable[[], T], on_stop: Callable[[], T] = Batch) -> T:  # type: ignore[assignment]
         """A read waits for Redis only until a stop is requested: then it comes back empty
@@ -68,9 +72,10 @@ class Retrier:
         backoff = Backoff()
         while True:
             try:
-                return call()
+                result = call()
             except SinkUnavailable as exc:
                 self.check_deadline("flush", exc)
+                self.notifier.retrying("postgres", str(exc))
                 if isinstance(exc, TransactionAborted):
                     metrics.TRANSACTION_RETRIES.inc()
                 else:
@@ -79,6 +84,9 @@ class Retrier:
                 self.notifier.status(f"Postgres unavailable, retrying: {exc}")
                 delay = backoff.wait()
                 log.warning("flush failed, retrying", error=str(exc), retry_in_s=round(delay, 2))
+            else:
+                self.notifier.answered("postgres")
+                return result
 
     def check_deadline(self, step: str, exc: Exception) -> None:
         """Raise :class:`ShutdownTimeout` (from ``exc``) once the drain deadline has passed."""

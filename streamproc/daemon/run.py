@@ -7,6 +7,7 @@ import structlog
 from streamproc.config import Settings
 from streamproc.daemon import metrics
 from streamproc.daemon.backoff import Failpoints
+from streamproc.daemon.health import Health, PostgresProbe
 from streamproc.daemon.notify import Notifier
 from streamproc.daemon.worker import Worker
 from streamproc.errors import StreamprocError
@@ -33,18 +34,22 @@ def run_daemon(settings: Settings, drain: bool = False) -> int:
     settings.require_secret()
     parse_redis_url(settings.redis_url, cluster=settings.redis_cluster)  # a bad URL: exit 2 before anything starts
     log.info("starting", **settings.redacted())
-    notifier = Notifier()
+    health = Health(settings.liveness_timeout_s)
+    notifier = Notifier(health=health)
     worker = build_worker(settings, drain=drain, notifier=notifier)
     worker.enrichment.warm_up()  # seconds of rule loading, before anything says the daemon is up
     metrics.init(settings.streams, settings.group)
-    metrics.serve(settings.metrics_port, settings.metrics_addr)
+    metrics.serve(settings.metrics_port, settings.metrics_addr, health)
     refresher = metrics.GroupStateRefresher(
         lambda: connect(settings.redis_url, cluster=settings.redis_cluster, socket_timeout=10),
         settings.streams,
         settings.group,
         settings.metrics_interval_s,
+        health,
     )
     refresher.start()
+    probe = PostgresProbe(health, settings.database_url, settings.metrics_interval_s)
+    probe.start()
     try:
         return worker.run()
     except StreamprocError as exc:
@@ -53,6 +58,7 @@ def run_daemon(settings: Settings, drain: bool = False) -> int:
         raise
     finally:
         refresher.stop()
+        probe.stop()
         worker.source.close()
         worker.close_sinks()
         notifier.close()

@@ -292,7 +292,7 @@ class Worker:
             poison = [(eid, f) for eid, f in entries if counts.get(eid, 1) > limit]
             if poison:
                 entries = [(eid, f) for eid, f in entries if counts.get(eid, 1) <= limit]
-            if self.failpoints.content is not None:
+            if self.failpoints.content is not None or self.failpoints.hang is not None:
                 for _eid, f in entries:
                     self.failpoints.check_content(f)
             decoded = decode_batch(entries, now_ms, self.settings.max_entry_bytes, self.settings.max_event_age_days)

@@ -216,7 +216,7 @@ def test_operator_commands_under_admin_and_monitor_users(acl_redis: AclRedis) ->
     """The ops CLI works within its users' grants: as streamproc-monitor (read-only) `status`,
     `pending`, `top` and `dlq list`; as streamproc-admin `claim`, `ack`, `consumers drain`
     (Lua: XPENDING + XGROUP DELCONSUMER), `trim` and `dlq replay` (Lua: XRANGE, XADD to the
-    source stream and the replay log, XDEL). The monitor trying to replay gets one NOPERM line."""
+    source stream and the replay log, XDEL). The monitor trying to replay gets one NOPERM line, exit 2."""
     stream = "events:{ops}"
     admin = {"STREAMPROC_REDIS_URL": acl_redis.url("streamproc-admin"), "STREAMPROC_STREAMS": stream}
     monitor = {**admin, "STREAMPROC_REDIS_URL": acl_redis.url("streamproc-monitor")}
@@ -247,7 +247,7 @@ def test_operator_commands_under_admin_and_monitor_users(acl_redis: AclRedis) ->
     assert ok(monitor, "top", "--iterations", "1")
     assert ok(monitor, "dlq", "list")
     refused = cli("dlq", "replay", "--all", env=monitor)
-    assert refused.returncode == 1 and "no permissions" in one_error_line(refused.stderr), refused.stderr
+    assert refused.returncode == 2 and "no permissions" in one_error_line(refused.stderr), refused.stderr
 
     ok(admin, "claim", ids[1], "--to", "c-live", "--yes")
     ok(admin, "ack", ids[0], "--force", "--yes")

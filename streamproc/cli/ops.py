@@ -197,6 +197,19 @@ def ack(
 @friendly
 def trim(
     stream: StreamOpt = None,
+    all_streams: Annotated[
+        bool, typer.Option("--all", help="Every configured stream (what streamproc-trim.timer runs).")
+    ] = False,
+    older_than: Annotated[
+        int | None,
+        typer.Option(
+            "--older-than",
+            parser=duration_ms,
+            metavar="DURATION",
+            help="Keep entries younger than this even once every group is done with them (a retention, e.g. 1d).",
+            show_default=False,
+        ),
+    ] = None,
     dry_run: DryRunOpt = False,
     as_json: JsonOpt = False,
     config: ConfigOpt = None,
@@ -206,24 +219,31 @@ def trim(
     """Trim a stream safely: XTRIM MINID to the lowest id still pending in, or not yet delivered to, ANY group.
 
     Never trims past that bound (exact trimming, every group on the stream
-    counted, not only ours); a stream without groups is left alone.
+    counted, not only ours); a stream without groups is left alone. With
+    --older-than, entries younger than the retention stay too.
 
     Examples:
 
         streamproc trim --stream events --dry-run
 
         streamproc trim --stream events --json
+
+        streamproc trim --all --older-than 1d   # hourly, from deploy/systemd/streamproc-trim.timer
     """
     settings = load(config, redis_url, streams, None)
-    target = one_stream(settings, stream)
+    targets = list(settings.streams) if all_streams else [one_stream(settings, stream)]
+    plans = []
     with ops.redis_client(settings) as client:
-        plan = maintenance.plan_trim(client, target)
-        if not dry_run:
-            maintenance.trim(client, plan)
+        for target in targets:
+            plan = maintenance.plan_trim(client, target, retention_ms=older_than)
+            if not dry_run:
+                maintenance.trim(client, plan)
+            plans.append(plan)
     if as_json:
-        emit_json(plan)
+        emit_json([dataclasses.asdict(p) for p in plans] if all_streams else plans[0])
     else:
-        ops_render.print_trim(out, plan)
+        for plan in plans:
+            ops_render.print_trim(out, plan)
 
 
 @friendly

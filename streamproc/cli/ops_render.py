@@ -174,6 +174,8 @@ def print_trim(console: Console, plan: TrimPlan) -> None:
             escape(g.group), g.oldest_pending_id or "-", g.first_undelivered_id or "-", g.keep_from or "(nothing)"
         )
     console.print(table)
+    if plan.retention_bound is not None:
+        console.print(f"retention: entries from {plan.retention_bound} on are kept", highlight=False)
     if plan.removed is None:
         console.print(
             f"would remove {plan.removable:,} of {plan.length:,} entries (XTRIM MINID {plan.minid})", highlight=False

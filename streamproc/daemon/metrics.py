@@ -57,6 +57,11 @@ OLDEST_PENDING_IDLE = Gauge(
     ["stream", "group"],
 )
 STREAM_LENGTH = Gauge("streamproc_stream_length", "XLEN of the stream.", ["stream"])
+OLDEST_ENTRY_AGE = Gauge(
+    "streamproc_stream_oldest_entry_age_seconds",
+    "Age (from its id) of the stream's first entry: how far back trimming has left it (0: empty).",
+    ["stream"],
+)
 DLQ_LENGTH = Gauge("streamproc_dlq_length", "XLEN of the stream's dead-letter stream.", ["stream"])
 BOT_EVENTS = Counter(
     "streamproc_bot_events_total",
@@ -184,6 +189,8 @@ class GroupStateRefresher:
             state = read_group_state(client, stream, self._group)
             self.last_state[stream] = state
             STREAM_LENGTH.labels(stream).set(state["length"])
+            first_ms = int(state["first_id"].partition("-")[0]) if state["first_id"] else None
+            OLDEST_ENTRY_AGE.labels(stream).set(0 if first_ms is None else max(0.0, time.time() - first_ms / 1000))
             DLQ_LENGTH.labels(stream).set(state["dlq_length"])
             if state["lag"] is not None:
                 CONSUMER_LAG.labels(stream, self._group).set(state["lag"])

@@ -7,6 +7,7 @@ a consumer that picked up work meanwhile is never deleted with it.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -149,10 +150,13 @@ class TrimPlan:
     removable: int
     groups: list[GroupBound]
     removed: int | None = None  # set once trimmed
+    retention_bound: str | None = None  # with a retention: entries from this id on are young enough to keep
 
 
-def plan_trim(client: Client, stream: str) -> TrimPlan:
-    """The safe XTRIM MINID: the lowest id still pending in ANY group or not yet delivered to ANY group."""
+def plan_trim(client: Client, stream: str, retention_ms: int | None = None, now_ms: int | None = None) -> TrimPlan:
+    """The safe XTRIM MINID: the lowest id still pending in ANY group or not yet delivered to ANY group,
+    and, with ``retention_ms``, no later than the id of ``now_ms - retention_ms`` (entries younger
+    than the retention stay even when every group is done with them)."""
     check_stream(client, stream)
     groups = client.xinfo_groups(stream)
     if not groups:
@@ -163,10 +167,14 @@ def plan_trim(client: Client, stream: str) -> TrimPlan:
     bounds = [_group_bound(client, stream, g) for g in groups]
     needed = [b.keep_from for b in bounds if b.keep_from is not None]
     minid = min(needed, key=split_entry_id) if needed else id_after(text(info["last-generated-id"]))
+    retention_bound = None
+    if retention_ms is not None:
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        retention_bound = f"{max(0, now - retention_ms)}-0"
+        minid = min(minid, retention_bound, key=split_entry_id)
     length = int(info["length"])
-    return TrimPlan(
-        stream=stream, length=length, minid=minid, removable=length - _count_from(client, stream, minid), groups=bounds
-    )
+    removable = length - _count_from(client, stream, minid)
+    return TrimPlan(stream, length, minid, removable, bounds, retention_bound=retention_bound)
 
 
 def _group_bound(client: Client, stream: str, g: dict[str, Any]) -> GroupBound:

@@ -66,6 +66,10 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     max_keys_per_batch: Annotated[int, msgspec.Meta(ge=10)] = 10_000
     # Events whose `ts` is older than this when written to the stream go to the DLQ (raise it for a backfill).
     max_event_age_days: Annotated[int, msgspec.Meta(ge=1, le=3650)] = 30
+    # Page-view and click paths as analytics tools count them: no scheme/host, no fragment, no
+    # query string but these parameters (streamproc.core.urls). False: paths counted as sent.
+    normalize_paths: bool = True
+    path_keep_params: tuple[str, ...] = ()
     # Batches committed at once, each by its own thread and Postgres connection.
     flushers: Annotated[int, msgspec.Meta(ge=1, le=8)] = 2
     # exact: one set row per visitor (and session) per day; approximate: HyperLogLog sketches.
@@ -277,6 +281,8 @@ def load_settings(
         merged["streams"] = expand_streams(merged["streams"])
     if isinstance(merged.get("log_level"), str):
         merged["log_level"] = merged["log_level"].lower()
+    if isinstance(merged.get("path_keep_params"), str):
+        merged["path_keep_params"] = tuple(p.strip() for p in merged["path_keep_params"].split(",") if p.strip())
     try:
         settings = msgspec.convert(merged, Settings, strict=False)
     except msgspec.ValidationError as exc:

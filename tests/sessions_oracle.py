@@ -2,7 +2,8 @@
 
 A visitor's sessions are the maximal runs of its events, sorted by time, in which
 consecutive events are at most ``timeout_ms`` apart. The visitor is the producer's
-``visitor`` when sent, else the (site, UTC day, ip, ua) it came with.
+``visitor`` when sent, else the (site, UTC day, ip, ua) it came with. Events that carry
+a producer ``session`` are cut by the same rule, per (site, session id).
 """
 
 from __future__ import annotations
@@ -31,12 +32,11 @@ def visitor_of(ev: Mapping[str, Any]) -> tuple[Any, ...] | None:
 
 
 def sessionize(events: Iterable[Mapping[str, Any]], timeout_ms: int) -> list[Session]:
-    """Sessions of the events that have no ``session`` and have a visitor; ``ts`` in ms."""
+    """Sessions of the events that have a producer ``session`` (per session id) or else a
+    visitor; ``ts`` in ms."""
     by_visitor: dict[tuple[Any, ...], list[tuple[int, bool]]] = {}
     for ev in events:
-        if ev.get("session"):
-            continue
-        who = visitor_of(ev)
+        who = (ev["site"], "s", ev["session"]) if ev.get("session") else visitor_of(ev)
         if who is not None:
             by_visitor.setdefault(who, []).append((int(ev["ts"]), ev["type"] == "page_view"))
     out = []

@@ -1085,9 +1085,15 @@ def test_a_nul_in_a_stored_text_field_is_rejected_with_a_reason(form: Any) -> No
     assert "`visitor` contains a NUL" in reject(form(page_view(visitor="v\x00"))).reason
 
 
-def test_nul_only_in_props_or_an_escaped_backslash_is_accepted() -> None:
-    """`props` is never stored; the six characters `\\u0000` after an escaped backslash are no NUL."""
-    accept(as_json(custom(props={"k": "a\x00b"})))
+def test_nul_in_stored_props_is_rejected_but_nested_or_escaped_is_accepted() -> None:
+    """`props` keys and string values are stored: a NUL in one is Rejected (both forms); a nested
+    value is stored as JSON text (NUL escaped) and is accepted; the six characters `\\u0000` after
+    an escaped backslash are no NUL."""
+    assert "props" in reject(as_json(custom(props={"k": "a\x00b"}))).reason
+    assert "props" in reject(as_json(custom(props={"a\x00": "b"}))).reason
+    assert "props" in reject({**as_flat(custom()), b"props.k": b"a\x00b"}).reason
+    assert "props" in reject({**as_flat(custom()), b"props.a\x00": b"b"}).reason
+    accept(as_json(custom(props={"k": ["a\x00b"]})))
     result = accept(as_json(page_view(path="/a\\u0000b")))
     assert result.event.path == "/a\\u0000b"  # type: ignore[union-attr]
 

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import psycopg
@@ -41,7 +40,7 @@ from streamproc.reports.report import build_report
 from streamproc.reports.textplot import HEAT, bar, heat_level, sparkline
 from streamproc.reports.timerange import buckets, day_window, last_window, noon_days
 from tests.conftest import SECRET, Daemons
-from tests.truth import expected_report, nearest_rank, valid_events
+from tests.truth import expected_report, nearest_rank, referrer_value, valid_events
 
 NOW = dt.datetime(2026, 3, 30, 9, 30, tzinfo=dt.UTC)
 NOW_MS = int(NOW.timestamp() * 1000)
@@ -324,9 +323,7 @@ def dimension_truth(events: list[dict[str, Any]], day: dt.date, name: str) -> di
     for e in events:
         if e["site"] != SITE or e["type"] != "page_view" or ts(e).date() != day:
             continue
-        value = (
-            (urlsplit(e["referrer"]).hostname or "") if name == "referrer" and e.get("referrer") else e.get(name, "")
-        )
+        value = referrer_value(e) if name == "referrer" else e.get(name, "")
         views[value] += 1
         if "visitor" in e:
             who[value].add(e["visitor"])

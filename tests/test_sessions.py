@@ -68,7 +68,7 @@ def produce(r: Any, stream: str, events: list[dict[str, Any]]) -> None:
 
 
 def stored(pg: Any) -> list[tuple[int, int, int, int, frozenset[int]]]:
-    """The derived sessions as stored: the producer's own session ("own") is left out."""
+    """The sessions cut by the run rule as stored: derived ones and the producer's own ("own")."""
     days: dict[int, set[int]] = {}
     for session, day in pg.execute(
         "SELECT session, day - DATE '1970-01-01' FROM sessions_daily WHERE site = %s", (SITE,)
@@ -90,11 +90,10 @@ def expected(events: list[dict[str, Any]]) -> list[tuple[int, int, int, int, fro
 
 def assert_report(settings: Any, events: list[dict[str, Any]]) -> None:
     """Sessions, bounce rate and average duration in `report --json` over the whole range:
-    the derived sessions plus the producer's one."""
+    the derived sessions and the producer's."""
     people = [e for e in events if not any(e.get("ua") == b[0] for b in BOTS)]
     sessions: list[Session] = [s for s in sessionize(people, TIMEOUT_MS) if s.pageviews]
-    own = [e["ts"] for e in events if e.get("session") == "own"]
-    spans = [(s.last_ms - s.first_ms, s.pageviews) for s in sessions] + [(max(own) - min(own), len(own))]
+    spans = [(s.last_ms - s.first_ms, s.pageviews) for s in sessions]
     first_day = min(e["ts"] for e in events) // DAY_MS
     last_day = max(e["ts"] for e in events) // DAY_MS
     got = report_json(
@@ -200,3 +199,52 @@ def test_a_visitor_created_by_a_concurrent_transaction_is_merged_not_overwritten
     finally:
         for sink in (first, second, reader):
             sink.close()
+
+
+def test_producer_sessions_are_cut_by_the_inactivity_window(
+    make_settings, schema, r, stream, pg, daemons: Daemons
+) -> None:
+    """A producer's session id does not stretch a visit over days: one event from a clock five days
+    behind and the same id reused a month later start sessions of their own, so a five-minute visit
+    stays five minutes (it was reported as days). Shuffled, one event per batch, two workers: the
+    cut is the oracle's whatever the order and the worker."""
+    now = int(time.time() * 1000)
+    visit = [now - 3_600_000 + m * 60_000 for m in (0, 2, 5)]  # five minutes, an hour ago
+    events: list[dict[str, Any]] = [
+        {"type": "page_view", "site": SITE, "ts": ts, "path": f"/v{i}", "session": "s1"} for i, ts in enumerate(visit)
+    ]
+    events.append({"type": "page_view", "site": SITE, "ts": visit[1] - 5 * DAY_MS, "path": "/", "session": "s1"})
+    reused = [now - 31 * DAY_MS, now - 31 * DAY_MS + 60_000, now - 600_000]  # a month ago, and again today
+    events += [{"type": "page_view", "site": SITE, "ts": ts, "path": "/r", "session": "s2"} for ts in reused]
+    events += [  # within the window: one session across a 29-minute pause and a click
+        {"type": "page_view", "site": SITE, "ts": now - 7_200_000, "path": "/a", "session": "s3"},
+        {
+            "type": "click",
+            "site": SITE,
+            "ts": now - 7_200_000 + 29 * 60_000,
+            "path": "/a",
+            "x": 0.1,
+            "y": 0.1,
+            "session": "s3",
+        },
+    ]
+    random.Random(7).shuffle(events)
+    produce(r, stream, events)
+    # Runs are kept as long as the ledger: a horizon beyond the month-old events keeps the cut exact
+    # (docs/sessions.md, "Very late events").
+    horizon = {"STREAMPROC_LEDGER_RETENTION_S": str(40 * 86_400)}
+    a = daemons.start(make_settings(consumer="a", batch_size=1, flushers=2), **horizon)
+    b = daemons.start(make_settings(consumer="b", batch_size=1, flushers=2), **horizon)
+    final = make_settings(consumer="c", batch_size=1, min_idle_ms=500)
+    assert daemons.start(final, "--drain", **horizon).wait(timeout=180) == 0, daemons.logs()[-3000:]
+    for proc in (a, b):
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0, daemons.logs()[-3000:]
+    assert stored(pg) == expected(events)
+    spans = sorted((s.last_ms - s.first_ms) // 1000 for s in sessionize(events, TIMEOUT_MS))
+    assert spans == [0, 0, 60, 300, 29 * 60]
+    today = dt.datetime.now(dt.UTC).date()
+    got = report_json(final, SITE, (today - dt.timedelta(days=1)).isoformat(), today.isoformat())
+    recent = [s for s in sessionize(events, TIMEOUT_MS) if s.first_ms >= now - 2 * DAY_MS and s.pageviews]
+    assert got["avg_session_seconds"] == round(sum(s.last_ms - s.first_ms for s in recent) / len(recent) / 1000, 3)
+    assert got["avg_session_seconds"] < TIMEOUT_MS / 1000, "no session is stretched over days"

@@ -9,9 +9,10 @@ from hypothesis import strategies as st
 from redis.crc import key_slot as redis_key_slot
 
 from streamproc.core import rollups as R
-from streamproc.core.fold import Hasher, profile_hash, referrer_host
+from streamproc.core.fold import Hasher, profile_hash
 from streamproc.core.histogram import RELATIVE_ERROR, bucket_of, bucket_value, quantiles
 from streamproc.core.keys import cluster_key_problem, key_slot
+from streamproc.core.urls import referrer_host
 
 
 @settings(max_examples=200, deadline=None)
@@ -83,7 +84,7 @@ def test_hashes_are_stable_across_versions() -> None:
 
 def test_referrer_host() -> None:
     """Referrers are reduced to their host; junk gives the empty value."""
-    assert referrer_host("https://www.google.com/search?q=1") == "www.google.com"
+    assert referrer_host("https://www.google.com/search?q=1") == "google.com"
     assert referrer_host(None) == ""
     assert referrer_host("http://[bad") == ""
 

@@ -216,3 +216,50 @@ def heatmap(
     with reading(a) as conn:
         data = build(conn, a.site, a.window, path, limit)
     emit(a, data, render.print_heatmap)
+
+
+@report_app.command("events", epilog=EPILOG)
+@friendly
+def events(
+    ctx: typer.Context,
+    name: Annotated[
+        str | None,
+        typer.Option("--name", help="A custom event's name: break it down by property.", show_default=False),
+    ] = None,
+    site: SiteOpt = None,
+    start: FromOpt = None,
+    end: ToOpt = None,
+    last: LastOpt = None,
+    tz: TzOpt = None,
+    limit: Annotated[int, limit_opt("names, and values per property")] = 20,
+    as_json: JsonOpt = False,
+    as_csv: CsvOpt = False,
+    config: ConfigOpt = None,
+    database_url: DatabaseOpt = None,
+    schema: SchemaOpt = None,
+    now: NowOpt = None,
+) -> None:
+    """Custom events per name (exact), and with `--name` that event's properties: per key, the most
+    frequent values and how many events carried each (per UTC day sets: exact for UTC days).
+
+    Example: `streamproc report events --site shop.example --name video_play --last 7d`
+    """
+    a = ask(
+        ctx,
+        site=site,
+        start=start,
+        end=end,
+        last=last,
+        tz=tz,
+        as_json=as_json,
+        as_csv=as_csv,
+        config=config,
+        database_url=database_url,
+        schema=schema,
+        now=now,
+    )
+    from streamproc.reports.custom import custom_events, print_events
+
+    with reading(a) as conn:
+        data = custom_events(conn, a.site, a.window, name, limit)
+    emit(a, data, print_events)

@@ -35,6 +35,8 @@ HELP: Final = {
     "max_entry_bytes": "Larger entries are dead-lettered (at least 256).",
     "max_keys_per_batch": "Distinct values per attribute in one batch; later new ones count under `(other)`.",
     "max_event_age_days": "Dead-letter events whose `ts` is older than this when written (1-3650).",
+    "normalize_paths": "Count paths without scheme, host, query string (but --path-keep-params) and fragment.",
+    "path_keep_params": "Comma-separated query parameters kept in normalised paths, e.g. page,lang.",
     "flushers": "Batches committed at once, each by its own thread and Postgres connection (1-8).",
     "uniques": "exact (set rows) or approximate (HyperLogLog; needs the hll extension).",
     "ledger_retention_s": "Minimum exactly-once ledger retention, in s (at least 3600).",

@@ -20,6 +20,7 @@ import msgspec
 
 from streamproc.core.entryid import split_entry_id
 from streamproc.core.events import Conversion, Event
+from streamproc.core.props import FLAT_PREFIX
 
 DAY_MS: Final = 86_400_000
 MAX_FUTURE_MS: Final = DAY_MS
@@ -31,6 +32,7 @@ REVENUE_DIGITS: Final = 12  # |revenue| < 10**12
 REVENUE_MAX_PLACES: Final = 6  # without a currency that has an ISO 4217 minor unit
 
 _EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_FLAT_PROPS: Final = FLAT_PREFIX.encode()
 _ONE_MS: Final = dt.timedelta(milliseconds=1)
 # Lax in both forms: a number may come as a decimal string ("200") in JSON as it must in the flat form.
 _json_decoder: Final = msgspec.json.Decoder(Event, strict=False)
@@ -153,9 +155,14 @@ def _decode_json(raw: bytes) -> Event | str:
 
 def _decode_flat(fields: Mapping[bytes, bytes]) -> Event | str:
     try:
-        attrs = {k.decode(): v.decode() for k, v in fields.items()}
+        attrs: dict[str, object] = {k.decode(): v.decode() for k, v in fields.items()}
     except UnicodeDecodeError as exc:
         return f"flat entry is not valid UTF-8: {exc}"
+    if any(k.startswith(_FLAT_PROPS) for k in fields):  # custom properties as `props.<key>` fields
+        props = {k[len(FLAT_PREFIX) :]: attrs.pop(k) for k in list(attrs) if k.startswith(FLAT_PREFIX)}
+        if any("\x00" in k for k in props):
+            return "invalid event: a `props` key contains a NUL character (\\u0000) - at `$.props`"
+        attrs["props"] = props
     try:
         # Through JSON rather than msgspec.convert: the same lax conversions ("12" -> 12) and
         # the same error messages, in a third of the time.
@@ -173,7 +180,14 @@ def _nul_problem(event: Event) -> str | None:
                 f"invalid event: `{name}` contains a NUL character (\\u0000), which Postgres text"
                 f" cannot hold - at `$.{name}`"
             )
-    return None  # `props` is never stored
+    props = getattr(event, "props", None)
+    for key, value in (props or {}).items():  # nested values are stored as JSON text, NUL escaped
+        if "\x00" in key or (isinstance(value, str) and "\x00" in value):
+            return (
+                "invalid event: a `props` key or value contains a NUL character (\\u0000), which"
+                " Postgres text cannot hold - at `$.props`"
+            )
+    return None
 
 
 def _written_ms(entry_id: bytes) -> int:

@@ -152,6 +152,12 @@ def _refine(defs: dict[str, Any]) -> None:
             {"type": "string", "pattern": NUMERIC_TEXT},
             {"type": "string", "format": "date-time"},
         ]
+        if "props" in props:
+            props["props"]["description"] = (
+                "Custom event properties, counted per key and value (strings as sent, other values as"
+                " JSON text; 30 keys per event and 256 characters per key or value, the rest under"
+                " `(other)`). In the flat form: one `props.<key>` field per property."
+            )
         if "revenue" in props:
             props["revenue"]["anyOf"] = [
                 {"type": "number"},

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 from collections.abc import Callable, Iterable
 from typing import Any, Final
-from urllib.parse import urlsplit
 
 import msgspec
 
@@ -15,10 +13,13 @@ from streamproc.core.decode import Accepted
 from streamproc.core.enrich import Enricher
 from streamproc.core.events import ApiRequest, Click, Conversion, Custom, Event, PageView
 from streamproc.core.histogram import bucket_of
+from streamproc.core.props import prop_pairs
+from streamproc.core.urls import UrlRules
 
 HOUR_MS: Final = 3_600_000
 DAY_MS: Final = 86_400_000
 GRID: Final = 20  # heatmap cells per axis
+DEFAULT_URLS: Final = UrlRules()
 
 
 class Hasher:
@@ -59,16 +60,6 @@ class Hasher:
             salt = hashlib.blake2b(str(day).encode(), key=self._secret, person=b"daysalt").digest()
             base = self._day_salts[day] = hashlib.blake2b(key=salt, digest_size=8, person=b"ip+ua")
         return self._hash(base, site, f"{ip}\0{ua}")
-
-
-def referrer_host(referrer: str | None) -> str:
-    if not referrer:
-        return ""
-    try:
-        host = urlsplit(referrer).hostname
-    except ValueError:
-        return ""
-    return host or ""
 
 
 OVERFLOW: Final = "(other)"
@@ -125,13 +116,14 @@ class KeyCap:
 
 
 # Every event field read below must also be covered by sink.event_digest, which decides when a
-# skipped entry repeats a counted one (today: all fields but `props`, with `ts` as ts_ms).
+# skipped entry repeats a counted one (all fields, `props` included, with `ts` as ts_ms).
 def fold(
     events: Iterable[Accepted],
     hasher: Hasher,
     cap: KeyCap | None = None,
     approximate: bool = False,
     enricher: Enricher | None = None,
+    urls: UrlRules = DEFAULT_URLS,
 ) -> dict[str, R.Shard]:
     """Aggregate a batch of accepted events into one shard per rollup (``approximate``:
     unique visitors and sessions go to HyperLogLog rollups instead of exact sets).
@@ -139,6 +131,8 @@ def fold(
     With an ``enricher``, page views and clicks from bots count in ``bots_daily`` only, and
     page views get the device, browser, OS and country they lack from their ``ua`` and
     ``ip`` before the key cap sees them (derived values are capped like sent ones).
+    ``urls`` normalises page-view and click paths and referrer hosts (:mod:`streamproc.core.urls`),
+    also before the key cap.
 
     Per batch, not per event: visitor and session hashes are computed once per
     distinct id, and the eight dimension counts once per distinct combination of
@@ -147,12 +141,14 @@ def fold(
     cap = cap or KeyCap()
     capping = len(items) > cap.limit  # fewer events than the cap cannot bring a value over it
     shards = R.new_shards(approximate)
-    batch = _Batch(shards, approximate)
+    batch = _Batch(shards, approximate, urls)
+    normalize = urls.normalize_paths
     visitors: dict[tuple[str, str], int] = {}  # per-batch memo of the keyed hashes
     sessions: dict[tuple[str, str], int] = {}
     s_events = shards[R.EVENTS.table].rows
     s_sessions = shards[R.SESSIONS.table].rows
     s_bots = shards[R.BOTS.table].rows
+    s_props = shards[R.EVENT_PROPS.table].rows
     for item in items:
         ev, ts = item.event, item.ts_ms
         if enricher is not None and ev.ua is not None and type(ev) in _BROWSER_EVENTS:
@@ -166,6 +162,10 @@ def fold(
                 R.count_into(s_bots, key)
                 continue
             ev = enricher.page_view(ev) if isinstance(ev, PageView) else ev
+        if normalize and type(ev) in _BROWSER_EVENTS:
+            path = urls.path(ev.path)  # type: ignore[union-attr]  # page views and clicks have one
+            if path != ev.path:  # type: ignore[union-attr]
+                ev = msgspec.structs.replace(ev, path=path)
         if capping:
             capped = cap.apply(ev)
             if capped is not ev:
@@ -192,6 +192,13 @@ def fold(
             _api(shards, ev, hour)  # type: ignore[arg-type]
         elif kind is Conversion:
             _conversion(shards, ev, hour)  # type: ignore[arg-type]
+        elif ev.props:  # type: ignore[union-attr]  # a custom event
+            for prop, value in prop_pairs(ev.props):  # type: ignore[union-attr]
+                if capping:
+                    prop, value = cap.value("prop_key", prop), cap.value("prop_value", value)
+                    if OVERFLOW in (prop, value):
+                        cap.capped.add(id(item))
+                R.count_into(s_props, (site, day, name, prop, value))
     batch.finish()
     return shards
 
@@ -231,7 +238,8 @@ def _session(rows: dict[tuple[Any, ...], list[Any]], key: tuple[str, int], ts: i
 class _Batch:
     """Per-batch memo of page-view profiles for :func:`fold`."""
 
-    def __init__(self, shards: dict[str, R.Shard], approximate: bool) -> None:
+    def __init__(self, shards: dict[str, R.Shard], approximate: bool, urls: UrlRules) -> None:
+        self._referrer = urls.referrer
         self._shards = shards
         self._approximate = approximate
         self._profiles: dict[tuple[str, int, tuple[str, ...]], int] = {}  # (site, day, values) -> views
@@ -248,7 +256,7 @@ class _Batch:
         R.count_into(self._hourly, (site, hour, path))
         R.count_into(self._daily, (site, day, path))
         values = (
-            _referrer_host(ev.referrer) if ev.referrer else "",
+            self._referrer(ev.referrer, site) if ev.referrer else "",
             ev.device or "",
             ev.browser or "",
             ev.os or "",
@@ -290,11 +298,6 @@ class _Batch:
         for (site, day, values), views in self._profiles.items():
             for dim, value in zip(R.DIMENSION_NAMES, values, strict=True):
                 dims.count((site, day, dim, value), views)
-
-
-@functools.lru_cache(maxsize=4096)
-def _referrer_host(referrer: str) -> str:
-    return referrer_host(referrer)
 
 
 def profile_hash(values: tuple[str, ...]) -> int:

@@ -254,6 +254,12 @@ BOTS = Rollup(
     "Page views and clicks whose user agent is a bot (crawler, monitor, HTTP library, headless"
     " browser), per site, UTC day and bot name: filtered out of every other rollup.",
 )
+EVENT_PROPS = Rollup(
+    "event_props_daily",
+    (SITE, DAY, Col("name", Kind.TEXT), Col("key", Kind.TEXT), Col("value", Kind.TEXT)),
+    (Measure("events", Kind.BIGINT),),
+    "Custom events per site, UTC day, name, property key and value (streamproc.core.props).",
+)
 EVENTS = Rollup(
     "events_hourly",
     (SITE, HOUR, Col("type", Kind.TEXT), Col("name", Kind.TEXT)),
@@ -309,6 +315,7 @@ ALL: Final = (
     SESSIONS,
     EVENTS,
     BOTS,
+    EVENT_PROPS,
 )
 
 

@@ -9,10 +9,11 @@ calls :func:`merge` with them and a batch's new events under a per-visitor lock.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final, NamedTuple
 
+from streamproc.core import rollups as R
 from streamproc.core.decode import Accepted
 from streamproc.core.enrich import Enricher
 from streamproc.core.events import Click, PageView
@@ -65,6 +66,45 @@ def session_id(site: str, visitor: int, first_ms: int) -> int:
     Built from already keyed values (the visitor hash), so it needs no secret of its own."""
     digest = hashlib.blake2b(f"{site}\0{visitor}\0{first_ms}".encode(), digest_size=8, person=b"derived").digest()
     return int.from_bytes(digest, "big", signed=True)
+
+
+def producer_session_points(
+    items: Iterable[Accepted], hasher: Hasher, enricher: Enricher | None
+) -> dict[VisitorKey, list[Point]]:
+    """The events that carry a producer's ``session``, per (site, hashed session id), for the
+    same run rule: a producer session is cut where ``gap_ms`` passes without one of its events
+    (an event from a clock five days behind, or an id reused a month later, starts a new run
+    instead of stretching the session over days). Bots' page views and clicks are left out,
+    as the fold leaves them out of every session."""
+    out: dict[VisitorKey, list[Point]] = {}
+    memo: dict[tuple[str, str], int] = {}
+    for item in items:
+        ev = item.event
+        if not ev.session:
+            continue
+        kind = type(ev)
+        if enricher is not None and kind in _BROWSER_EVENTS and enricher.bot(ev.ua):
+            continue
+        key = (ev.site, ev.session)
+        owner = memo.get(key)
+        if owner is None:
+            owner = memo[key] = hasher.session(ev.site, ev.session)
+        out.setdefault((ev.site, owner), []).append((item.ts_ms, kind is PageView))
+    return out
+
+
+def without_producer_sessions(shards: Mapping[str, R.Shard], approximate: bool) -> dict[str, R.Shard]:
+    """Copies of ``shards`` without the fold's rows keyed by producer session ids (every row of
+    ``sessions`` and ``sessions_daily`` a fold writes): their runs replace them. Rows that only
+    skipped entries left (set members stay when repeats are taken back) go too. ``shards`` is
+    left as it was: a retried transaction starts again from it."""
+    out = dict(shards)
+    s = shards[R.SESSIONS.table]
+    out[R.SESSIONS.table] = R.Shard(s.rollup, {}, s.members)
+    daily = R.SITE_SESSIONS_HLL if approximate else R.SITE_SESSIONS
+    d = shards[daily.table]
+    out[daily.table] = R.Shard(d.rollup, d.rows, {})
+    return out
 
 
 @dataclass

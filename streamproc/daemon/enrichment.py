@@ -14,7 +14,7 @@ from streamproc.core.decode import Accepted
 from streamproc.core.enrich import Enricher
 from streamproc.core.fold import Hasher
 from streamproc.core.rollups import BOTS, Shard
-from streamproc.core.sessionize import session_points
+from streamproc.core.sessionize import producer_session_points, session_points, without_producer_sessions
 from streamproc.daemon import metrics
 from streamproc.postgres.sink import BatchTransaction
 
@@ -57,8 +57,12 @@ class Enrichment:
         if not self.gap_ms:
             return dict(shards), (0, 0)
         points = session_points(counted, self.hasher, self.enricher)
+        producer = producer_session_points(counted, self.hasher, self.enricher)
+        for key, more in producer.items():  # a producer session is its own run owner (docs/sessions.md)
+            points.setdefault(key, []).extend(more)
         keep_from_ms = int(time.time() * 1000) - self.retention_ms  # the ledger's horizon (docs/sessions.md)
         derived = tx.derive_sessions(points, self.gap_ms, self.approximate, keep_from_ms)
+        shards = without_producer_sessions(shards, self.approximate)
         return derived.into(shards, self.approximate), (derived.started, derived.merged)
 
     def committed(self, shards: Mapping[str, Shard], sessions: tuple[int, int]) -> None:

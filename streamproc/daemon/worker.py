@@ -24,9 +24,10 @@ import structlog
 from streamproc.config import Settings
 from streamproc.core.decode import Accepted, Decoded, Rejected, decode_batch
 from streamproc.core.enrich import Enricher
-from streamproc.core.fold import Hasher, KeyCap
+from streamproc.core.fold import DEFAULT_URLS, Hasher, KeyCap
 from streamproc.core.fold import fold as fold_events
 from streamproc.core.rollups import Shard
+from streamproc.core.urls import UrlRules
 from streamproc.daemon import metrics
 from streamproc.daemon.accounting import Accounting, BatchResult, Totals
 from streamproc.daemon.backoff import Failpoints
@@ -79,6 +80,7 @@ class Worker:
         self.drain = drain
         self.hasher = Hasher(settings.require_secret())
         self.enrichment = Enrichment(settings, self.hasher)
+        self.urls = UrlRules(settings.normalize_paths, settings.path_keep_params)
         self.approximate = settings.approximate_uniques
         self.failpoints = failpoints or Failpoints()
         self.notifier = notifier or Notifier({})
@@ -309,7 +311,7 @@ class Worker:
         """The batch's rollups, and the id() of entries folded with a value capped to (other)."""
         cap = KeyCap(self.settings.max_keys_per_batch)
         events = (a for items in decoded.values() for a in items.accepted)
-        prefold = fold_events(events, self.hasher, cap, self.approximate, self.enrichment.enricher)
+        prefold = fold_events(events, self.hasher, cap, self.approximate, self.enrichment.enricher, self.urls)
         if cap.overflowed:
             metrics.KEY_OVERFLOW.inc(cap.overflowed)
             log.warning("distinct key cap reached", events_in_overflow=cap.overflowed, max_keys_per_batch=cap.limit)
@@ -362,6 +364,7 @@ class Worker:
                 self.settings.max_keys_per_batch,
                 self.approximate,
                 self.enrichment.enricher,
+                self.urls,
             )
             shards, sessions = self.enrichment.with_sessions(tx, claim.counted, shards)
             self.failpoints.hit("before_commit")
@@ -417,6 +420,7 @@ def counted_shards(
     max_keys: int,
     approximate: bool,
     enricher: Enricher | None = None,
+    urls: UrlRules = DEFAULT_URLS,
 ) -> dict[str, Shard]:
     """The rollups of the counted entries: the batch's fold when nothing was skipped;
     the fold minus the sums of the skipped entries when they only repeat counted
@@ -425,10 +429,10 @@ def counted_shards(
         return prefold
     cap = KeyCap(max_keys)
     if claim.repeats and not capped:  # a capped fold cannot be corrected, only redone
-        repeats = fold_events(claim.skipped, hasher, cap, approximate, enricher)
+        repeats = fold_events(claim.skipped, hasher, cap, approximate, enricher, urls)
         return {t: s.without_sums_of(repeats[t]) if repeats[t].rows else s for t, s in prefold.items()}
     claim.refolded = True
-    return fold_events(claim.counted, hasher, cap, approximate, enricher)
+    return fold_events(claim.counted, hasher, cap, approximate, enricher, urls)
 
 
 class _StoppedBeforeReady(Exception):

@@ -30,6 +30,12 @@ REFERRERS: Final = (
     "https://t.co/abc",
     "https://duckduckgo.com/",
     "android-app://com.slack",
+    # What browsers and apps really send, counted as the hosts above (README "Referrers and paths").
+    "google.com/search?q=x",
+    "https://www.google.com./",
+    "https://xn--mnchen-3ya.de/",
+    "https://münchen.de/x",
+    "https://shop.example/p/1",
 )
 DEVICES: Final = ("desktop", "mobile", "tablet")
 BROWSERS: Final = ("Firefox", "Chrome", "Safari", "Edge")
@@ -130,6 +136,8 @@ class Generator:
         path = rng.choices(self.paths, self.path_weights)[0]
         if kind == "page_view":
             ev["path"] = path
+            if rng.random() < 0.05:  # sent as a full URL or with a query string and fragment
+                ev["_wire_path"] = rng.choice((f"https://{site}{path}", f"{path}?fbclid=abc", f"{path}?a=1#top"))
             # A visitor keeps their device, browser, OS and country; most page views are
             # internal navigation without a referrer.
             for i, (key, pool) in enumerate(
@@ -163,6 +171,8 @@ class Generator:
                     ev["currency"] = currency
         else:
             ev["name"] = rng.choice(("video_play", "download", "share"))
+            if rng.random() < 0.5:
+                ev["props"] = {"plan": rng.choice(("free", "pro")), "n": rng.randrange(10)}
         if rng.random() < 0.3:
             ev["id"] = f"{site}-{i}-{rng.getrandbits(32):x}"
             self._sent_ids.append((site, ev))
@@ -172,16 +182,17 @@ class Generator:
         """JSON form or flat form, and integer or RFC 3339 timestamps."""
         rng = self.rng
         wire = {k: v for k, v in event.items() if not k.startswith("_")}
+        if "_wire_path" in event:
+            wire["path"] = event["_wire_path"]  # what a page sends; `path` is how it is counted
         if rng.random() < 0.2:
             offset = dt.timezone(dt.timedelta(hours=rng.choice((0, 2, -5))))
             ts = wire["ts"]
             stamp = dt.datetime.fromtimestamp(ts // 1000, offset).replace(microsecond=ts % 1000 * 1000)
             wire["ts"] = stamp.isoformat(timespec="milliseconds")
-        if wire["type"] == "custom" and rng.random() < 0.5:
-            wire["props"] = {"plan": rng.choice(("free", "pro")), "n": rng.randrange(10)}
-        if "props" in wire or rng.random() < 0.5:
+        if rng.random() < 0.5:
             return {"event": json.dumps(wire)}
-        return {k: str(v) for k, v in wire.items()}
+        props = wire.pop("props", None) or {}
+        return {**{k: str(v) for k, v in wire.items()}, **{f"props.{k}": str(v) for k, v in props.items()}}
 
 
 def produce(

@@ -28,6 +28,7 @@ from psycopg import sql
 from streamproc.core import rollups as R
 from streamproc.core.decode import Accepted
 from streamproc.core.entryid import split_entry_id
+from streamproc.core.props import prop_pairs
 from streamproc.core.sessionize import Point, VisitorKey
 from streamproc.core.wire import array_literal
 from streamproc.errors import SinkUnavailable
@@ -323,12 +324,15 @@ def _sql(rollup: R.Rollup) -> sql.SQL:
 def event_digest(item: Accepted) -> int:
     """64 bits of BLAKE2b over what the rollups read of an event, canonically encoded: two
     events with equal digests fold the same way. The time is the instant in ms (an integer
-    and an RFC 3339 string for it are one event); ``props`` is left out, since no rollup
-    reads it (a rollup that starts to must drop that exception)."""
+    and an RFC 3339 string for it are one event); ``props`` as the pairs ``event_props_daily``
+    counts (key order and JSON/flat form do not matter), and left out when empty, so the
+    digest of an event without properties is the one stored before properties were counted."""
     fields = msgspec.structs.asdict(item.event)
     fields["ts"] = item.ts_ms
     fields["type"] = item.event.__struct_config__.tag
-    fields.pop("props", None)
+    props = fields.pop("props", None)
+    if props:
+        fields["props"] = prop_pairs(props)
     digest = hashlib.blake2b(msgspec.json.encode(fields), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
 

@@ -21,6 +21,7 @@ COLUMNS: Final[dict[str, tuple[str, ...]]] = {
     "realtime": ("path", "views_this_hour", "views_previous_hour"),
     "heatmap": ("cell_x", "cell_y", "clicks"),
     "bots": ("bot", "events"),
+    "events": ("name", "key", "value", "events"),
 }
 
 
@@ -44,6 +45,12 @@ def rows(data: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield from data["paths"]
     elif view == "bots":
         yield from data["bots"]
+    elif view == "events" and data["name"] is None:
+        yield from data["events"]
+    elif view == "events":
+        for key, values in data["properties"].items():
+            for v in values:
+                yield {"name": data["name"], "key": key, **v}
     elif view == "heatmap":
         for y, line in enumerate(data["grid"]):
             for x, clicks in enumerate(line):

@@ -9,6 +9,7 @@ fails the run; nothing is skipped.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -127,6 +128,8 @@ def daemon_env(settings: Settings, **extra: str) -> dict[str, str]:
             "STREAMPROC_RECLAIM_INTERVAL_MS": str(settings.reclaim_interval_ms),
             "STREAMPROC_MAX_DELIVERIES": str(settings.max_deliveries),
             "STREAMPROC_MAX_EVENT_AGE_DAYS": str(settings.max_event_age_days),
+            "STREAMPROC_ENRICH": "true" if settings.enrich else "false",
+            "STREAMPROC_FILTER_BOTS": "true" if settings.filter_bots else "false",
             "STREAMPROC_VISITOR_SECRET": settings.visitor_secret or "",
             "STREAMPROC_LOG_LEVEL": "info",
             "STREAMPROC_METRICS_PORT": "0",
@@ -134,6 +137,54 @@ def daemon_env(settings: Settings, **extra: str) -> dict[str, str]:
     )
     env.update(extra)
     return env
+
+
+# How long a daemon may take to log `ready`: imports, the Redis and Postgres checks, and the
+# user-agent rules it compiles before saying it is up (about 3 s on an idle machine, 20 s and
+# more on a loaded one; nothing when `enrich` and `filter_bots` are off). A bound that only
+# catches a daemon that hangs at start, never a measure of its speed: generous on purpose.
+READY_TIMEOUT_S = 300.0
+
+
+def is_ready(proc: subprocess.Popen[bytes]) -> bool:
+    """Whether ``proc`` (started by :meth:`Daemons.start`) has logged its `ready` line."""
+    for line in Path(proc.logfile).read_text(errors="replace").splitlines():  # type: ignore[attr-defined]
+        if '"ready"' in line:
+            try:
+                if json.loads(line).get("event") == "ready":
+                    return True
+            except ValueError:
+                continue
+    return False
+
+
+def wait_ready(proc: subprocess.Popen[bytes], timeout_s: float = READY_TIMEOUT_S) -> float:
+    """Wait until ``proc`` logs `ready`; returns ``time.monotonic()`` at the moment it was seen.
+
+    Raises AssertionError (with the log's tail) if the process exits first or stays silent
+    for ``timeout_s`` seconds.
+    """
+    deadline = time.monotonic() + timeout_s
+    while not is_ready(proc):
+        if proc.poll() is not None and not is_ready(proc):  # (it may have logged `ready` since)
+            log = Path(proc.logfile).read_text(errors="replace")  # type: ignore[attr-defined]
+            raise AssertionError(f"daemon exited with {proc.returncode} before `ready`: {log[-3000:]}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"daemon not ready after {timeout_s} s (a hang at start)")
+        time.sleep(0.05)
+    return time.monotonic()
+
+
+def exit_code(proc: subprocess.Popen[bytes], timeout_s: float) -> int:
+    """``proc``'s exit code. ``timeout_s`` bounds its run once started: the start itself, until
+    `ready` or an exit before it, has its own bound, READY_TIMEOUT_S. Raises
+    subprocess.TimeoutExpired when the run outlasts ``timeout_s``."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while proc.poll() is None and not is_ready(proc):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"daemon not ready after {READY_TIMEOUT_S} s (a hang at start)")
+        time.sleep(0.05)
+    return proc.wait(timeout=timeout_s)
 
 
 class Daemons:

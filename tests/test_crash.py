@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from streamproc.dev.synth import Generator, SynthEntry, produce
-from tests.conftest import Daemons, wait_for
+from tests.conftest import Daemons, exit_code, wait_for, wait_ready
 from tests.test_e2e import report_json
 from tests.truth import assert_report_matches, day_of, expected_report, valid_events
 
@@ -66,14 +66,14 @@ def test_kill_9_at_random_moments_under_load(make_settings, schema, r, stream, d
         settings = make_settings(consumer=f"c{i % 2}", batch_size=rng.choice((50, 300, 1000)))
         proc = daemons.start(settings)
         # Killed while it works, not while it loads its user-agent rules (before `ready`).
-        wait_for(lambda p=proc: bool(log_lines(p.logfile, "ready")) or p.poll() is not None, 120, "ready")
+        wait_ready(proc)
         time.sleep(rng.uniform(0.3, 1.5))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         kills += 1
     feeder.join()
     final = make_settings(consumer="c0", min_idle_ms=500)
-    assert daemons.start(final, "--drain").wait(timeout=240) == 0, daemons.logs()[-3000:]
+    assert exit_code(daemons.start(final, "--drain"), 240) == 0, daemons.logs()[-3000:]
     assert kills == 8
     assert r.xpending(stream, "g")["pending"] == 0
     assert_totals(final, entries)
@@ -88,11 +88,11 @@ def test_crash_between_commit_and_ack_counts_once(make_settings, schema, r, stre
     # Producer retries (same event id) after the three committed batches are duplicates too.
     retries = sum(1 for e in entries[1500:] if e.event and e.event.get("_duplicate"))
     crashed = daemons.start(settings, STREAMPROC_FAILPOINTS="after_commit@3")
-    assert crashed.wait(timeout=60) == -signal.SIGKILL
+    assert exit_code(crashed, 60) == -signal.SIGKILL
     assert r.xpending(stream, "g")["pending"] > 0, "the crash left the committed batch unacked"
 
     survivor = daemons.start(settings, "--drain")
-    assert survivor.wait(timeout=120) == 0, daemons.logs()[-3000:]
+    assert exit_code(survivor, 120) == 0, daemons.logs()[-3000:]
     drained = log_lines(survivor.logfile, "drained")  # type: ignore[attr-defined]
     assert drained and drained[0]["duplicates"] == 500 + retries, drained
     assert_totals(settings, entries)
@@ -104,8 +104,8 @@ def test_crash_mid_transaction_counts_once(make_settings, schema, r, stream, dae
     entries = list(Generator(seed=6, days=1, bad_ratio=0).entries(3000))
     produce(r, stream, entries)
     settings = make_settings(batch_size=400)
-    assert daemons.start(settings, STREAMPROC_FAILPOINTS="before_commit@2").wait(timeout=60) == -signal.SIGKILL
-    assert daemons.start(settings, "--drain").wait(timeout=120) == 0, daemons.logs()[-3000:]
+    assert exit_code(daemons.start(settings, STREAMPROC_FAILPOINTS="before_commit@2"), 60) == -signal.SIGKILL
+    assert exit_code(daemons.start(settings, "--drain"), 120) == 0, daemons.logs()[-3000:]
     assert_totals(settings, entries)
 
 
@@ -119,15 +119,16 @@ def test_zombie_consumer_late_commit_adds_nothing(make_settings, schema, r, stre
     produce(r, stream, entries)
     a_settings = make_settings(consumer="a", batch_size=500, min_idle_ms=600_000, flushers=1)
     a = daemons.start(a_settings, "--drain", STREAMPROC_FAILPOINTS="before_flush@3:stop")
+    wait_ready(a)
     wait_for(lambda: is_stopped(a.pid), 60, "worker A to freeze")
 
     b_settings = make_settings(consumer="b", batch_size=500, min_idle_ms=500)
     b = daemons.start(b_settings, "--drain")
-    assert b.wait(timeout=120) == 0, daemons.logs()[-3000:]
+    assert exit_code(b, 120) == 0, daemons.logs()[-3000:]
     assert r.xpending(stream, "g")["pending"] == 0
 
     a.send_signal(signal.SIGCONT)
-    assert a.wait(timeout=60) == 0, daemons.logs()[-3000:]
+    assert exit_code(a, 60) == 0, daemons.logs()[-3000:]
     late = log_lines(a.logfile, "batch")  # type: ignore[attr-defined]
     assert late[-1]["duplicates"] == 500 and late[-1]["ok"] == 0, late[-1]
     assert_totals(b_settings, entries)
@@ -139,7 +140,7 @@ def test_several_workers_share_the_group_without_deadlock(make_settings, schema,
     produce(r, stream, entries)
     procs = [daemons.start(make_settings(consumer=f"w{i}", batch_size=300), "--drain") for i in range(3)]
     for p in procs:
-        assert p.wait(timeout=240) == 0, daemons.logs()[-3000:]
+        assert exit_code(p, 240) == 0, daemons.logs()[-3000:]
     logs = daemons.logs()
     assert "deadlock" not in logs.lower()
     batches = [log_lines(p.logfile, "batch") for p in procs]  # type: ignore[attr-defined]

@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 from streamproc.dev.synth import Generator, produce
-from tests.conftest import daemon_env
+from tests.conftest import daemon_env, exit_code
 from tests.test_crash import assert_totals, log_lines
 
 BASE = 1_763_800_000_000  # a fixed past instant (2025-11-22 08:26:40 UTC)
@@ -100,11 +100,11 @@ def test_a_redelivered_entry_first_counted_under_other_is_folded_again(make_sett
         r.xadd(stream, event(n, path=f"/p{n}", visitor=f"v{n}"))
     settings = make_settings(batch_size=15)
     first = daemons.start(settings, STREAMPROC_FAILPOINTS="after_commit@1", STREAMPROC_MAX_KEYS_PER_BATCH="10")
-    assert first.wait(timeout=60) == -9
+    assert exit_code(first, 60) == -9
     before = pg.execute("SELECT path, visitor FROM path_visitors_daily ORDER BY 1, 2").fetchall()
     assert sum(1 for path, _ in before if path == "(other)") == 5
     second = daemons.start(settings, "--drain", STREAMPROC_MAX_KEYS_PER_BATCH="10000")
-    assert second.wait(timeout=60) == 0, daemons.logs()[-2000:]
+    assert exit_code(second, 60) == 0, daemons.logs()[-2000:]
     (batch,) = log_lines(second.logfile, "batch")
     assert (batch["ok"], batch["duplicates"], batch["refolded"]) == (0, 15, True)
     assert pg.execute("SELECT path, visitor FROM path_visitors_daily ORDER BY 1, 2").fetchall() == before

@@ -30,7 +30,7 @@ import streamproc.daemon.metrics  # noqa: F401  # registers every streamproc met
 from streamproc.config import Settings
 from streamproc.dev.localservers import free_port
 from streamproc.dev.synth import Generator, produce
-from tests.conftest import Daemons
+from tests.conftest import Daemons, wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "deploy/prometheus/streamproc-rules.yml"
@@ -413,6 +413,7 @@ def test_metrics_endpoint_passes_promtool_lint(
     settings = make_settings()
     produce(r, stream, Generator(seed=3, bad_ratio=0.05).entries(200))
     proc = daemons.start(settings, STREAMPROC_METRICS_PORT=str(port), STREAMPROC_METRICS_INTERVAL_S="0.2")
+    wait_ready(proc)  # the start-up has its own bound; the deadline below counts from `ready`
     drained = re.compile(rf'^streamproc_consumer_lag{{[^}}]*stream="{re.escape(stream)}"[^}}]*}} 0\.0$', re.M)
     committed = re.compile(r"^streamproc_batches_total [1-9]", re.M)
     text: str | None = None
@@ -457,6 +458,7 @@ def test_prometheus_sees_lag_rise_while_flush_is_blocked_then_drain(
     proc = daemons.start(
         settings, STREAMPROC_METRICS_PORT=str(prometheus.target_port), STREAMPROC_METRICS_INTERVAL_S="0.5"
     )
+    wait_ready(proc)  # the start-up has its own bound; the deadlines below count from `ready`
     sel = f'stream="{stream}", job="streamproc"'
 
     def alive() -> None:

@@ -37,7 +37,7 @@ import redis.exceptions as rx
 from streamproc.config import Settings
 from streamproc.dev.localservers import PostgresServer, RedisServer, free_port, start_postgres, start_redis
 from streamproc.dev.synth import Generator, SynthEntry, produce
-from tests.conftest import Daemons
+from tests.conftest import Daemons, exit_code
 from tests.test_crash import assert_totals, log_lines
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -165,7 +165,7 @@ def test_daemon_runs_under_the_redis_acl(
 
     settings = make_settings(redis_url=acl_redis.url("streamproc"), streams="events:{0..1}")
     proc = daemons.start(settings, "--drain", STREAMPROC_LOG_LEVEL="debug")
-    assert proc.wait(timeout=90) == 0, daemons.logs()[-3000:]
+    assert exit_code(proc, 90) == 0, daemons.logs()[-3000:]
     assert "reclaimed" in daemons.logs(), "the dead consumer's entries were taken over (XPENDING + XCLAIM)"
     logs = daemons.logs()
     assert "NOPERM" not in logs and "no permissions" not in logs, logs[-3000:]
@@ -272,7 +272,7 @@ def test_daemon_without_provisioned_group_exits_3(
         producer.xadd(stream, {"type": "page_view", "site": "s.example", "ts": "1", "path": "/"})
     settings = make_settings(redis_url=acl_redis.url("streamproc"), streams=stream)
     proc = daemons.start(settings, "--drain")
-    assert proc.wait(timeout=30) == 3, daemons.logs()[-3000:]
+    assert exit_code(proc, 30) == 3, daemons.logs()[-3000:]
     logs = daemons.logs()
     assert "run `streamproc setup`" in logs, logs[-3000:]
     assert "Traceback" not in logs
@@ -340,7 +340,7 @@ def test_daemon_runs_as_least_privilege_postgres_role(
         produce(r, stream, entries)
         settings = make_settings(database_url=urls["daemon"])
         proc = daemons.start(settings, "--drain")
-        assert proc.wait(timeout=90) == 0, daemons.logs()[-3000:]
+        assert exit_code(proc, 90) == 0, daemons.logs()[-3000:]
         assert "permission denied" not in daemons.logs()
         assert_totals(make_settings(database_url=urls["reader"]), entries)
         assert int(r.xlen(f"{stream}:dlq")) == sum(1 for e in entries if e.event is None)
@@ -512,7 +512,7 @@ def test_daemon_over_verified_tls(tls: Tls, make_settings: Callable[..., Setting
     with redis.Redis.from_url(settings.redis_url) as client:
         produce(client, settings.streams[0], entries)
         proc = daemons.start(settings, "--drain")
-        assert proc.wait(timeout=90) == 0, daemons.logs()[-3000:]
+        assert exit_code(proc, 90) == 0, daemons.logs()[-3000:]
         assert dlq_total(client, list(settings.streams)) == sum(1 for e in entries if e.event is None)
     assert_totals(settings, entries)
 
@@ -589,7 +589,7 @@ def test_secrets_never_in_logs_help_errors_or_status(
         redis_url=daemon_url, database_url=database_url, streams=stream, visitor_secret=visitor_secret
     )
     proc = daemons.start(settings, "--drain", STREAMPROC_LOG_LEVEL="debug")
-    assert proc.wait(timeout=60) == 0, daemons.logs()[-3000:]
+    assert exit_code(proc, 60) == 0, daemons.logs()[-3000:]
     outputs["run --drain"] = daemons.logs()
     (starting,) = log_lines(proc.logfile, "starting")  # type: ignore[attr-defined]  # set by Daemons.start
     assert starting["redis_url"] == f"redis://streamproc:***@127.0.0.1:{acl_redis.server.port}/0"
@@ -668,7 +668,7 @@ def test_query_string_passwords_are_masked(
     )
     settings = make_settings(redis_url=redis_url, database_url=database_url, streams=stream)
     proc = daemons.start(settings, "--drain")
-    code = proc.wait(timeout=60)
+    code = exit_code(proc, 60)
     logs = daemons.logs()
     assert code == 0, logs[-3000:]
     (starting,) = log_lines(proc.logfile, "starting")  # type: ignore[attr-defined]  # set by Daemons.start
@@ -703,7 +703,7 @@ def test_multi_host_database_url_starts_and_is_masked(
     )
     settings = make_settings(redis_url=acl_redis.url("streamproc"), database_url=database_url, streams=stream)
     proc = daemons.start(settings, "--drain")
-    code = proc.wait(timeout=60)
+    code = exit_code(proc, 60)
     logs = daemons.logs()
     assert "Traceback" not in logs, logs[-3000:]
     assert code == 0, logs[-3000:]

@@ -26,7 +26,7 @@ import redis
 
 from streamproc.config import FIELDS, Settings, env_name, load_settings
 from streamproc.core.fold import Hasher
-from tests.conftest import Daemons
+from tests.conftest import READY_TIMEOUT_S, Daemons, exit_code
 
 ROOT = Path(__file__).resolve().parent.parent
 UNIT_DIR = ROOT / "deploy" / "systemd"
@@ -226,10 +226,17 @@ def test_sd_notify_protocol_against_a_real_daemon(
         pings = sum(has(m, "WATCHDOG=1") for m in msgs)
         return pings >= 2 and any(map(counted_status, msgs))
 
-    receive_until(sock, got, running, 30, "READY, two WATCHDOG pings and a counted STATUS")
+    def started(msgs: list[list[str]]) -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"daemon exited {proc.returncode}:\n{daemons.logs()}")
+        return any(has(m, "READY=1") for m in msgs)
+
+    # The start-up (user-agent rules compiled before READY=1) has its own, generous bound.
+    receive_until(sock, got, started, READY_TIMEOUT_S, "READY=1")
+    receive_until(sock, got, running, 30, "two WATCHDOG pings and a counted STATUS after READY")
     proc.send_signal(signal.SIGTERM)
     receive_until(sock, got, lambda msgs: any(has(m, "STOPPING=1") for m in msgs), 15, "STOPPING=1")
-    assert proc.wait(timeout=30) == 0, daemons.logs()
+    assert exit_code(proc, 30) == 0, daemons.logs()
     with contextlib.suppress(TimeoutError):  # anything sent between STOPPING=1 and exit
         while True:
             got.append(sock.recv(4096).decode().split("\n"))
@@ -270,7 +277,7 @@ def test_visitor_secret_from_credentials_directory(
     proc = daemons.start(
         make_settings(), "--drain", STREAMPROC_VISITOR_SECRET="", CREDENTIALS_DIRECTORY=str(credentials)
     )
-    assert proc.wait(timeout=60) == 0, daemons.logs()
+    assert exit_code(proc, 60) == 0, daemons.logs()
     assert secret not in daemons.logs()
     with psycopg.connect(database_url, options=f"-c search_path={schema}") as conn:
         rows: list[Any] = conn.execute(

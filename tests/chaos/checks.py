@@ -16,7 +16,7 @@ import psycopg
 import redis
 
 from streamproc.dev.synth import SynthEntry, produce
-from tests.conftest import Daemons
+from tests.conftest import Daemons, wait_ready
 from tests.test_crash import assert_totals, log_lines
 from tests.test_e2e import dlq_fields, report_json
 from tests.truth import day_of, malformed, valid_events
@@ -55,6 +55,10 @@ def is_drained(client: redis.Redis, stream: str, group: str = "g") -> bool:
 def wait_drained(
     client: redis.Redis, stream: str, timeout_s: float, *, alive: Sequence[subprocess.Popen[bytes]] = ()
 ) -> None:
+    """Wait until :func:`is_drained`; ``timeout_s`` counts from the moment every ``alive``
+    daemon has said `ready` (its start-up has a bound of its own, :func:`wait_ready`)."""
+    for p in alive:
+        wait_ready(p)
     deadline = time.monotonic() + timeout_s
     while not is_drained(client, stream):
         for p in alive:
@@ -66,7 +70,10 @@ def wait_drained(
 def wait_delivered(
     client: redis.Redis, stream: str, timeout_s: float, *, alive: Sequence[subprocess.Popen[bytes]] = ()
 ) -> None:
-    """Every entry delivered to some consumer (lag 0); some may still be pending."""
+    """Every entry delivered to some consumer (lag 0); some may still be pending. ``timeout_s``
+    counts from the moment every ``alive`` daemon has said `ready`."""
+    for p in alive:
+        wait_ready(p)
     deadline = time.monotonic() + timeout_s
     while not client.exists(stream) or not client.xinfo_groups(stream) or group_info(client, stream)["lag"] != 0:
         for p in alive:
@@ -92,6 +99,8 @@ def log_count(proc: subprocess.Popen[bytes], *events: str) -> int:
 
 
 def wait_batches(proc: subprocess.Popen[bytes], n: int, timeout_s: float = 60) -> None:
+    """Wait for ``n`` `batch` lines; ``timeout_s`` counts from the daemon's `ready` line."""
+    wait_ready(proc)
     deadline = time.monotonic() + timeout_s
     while len(batches(proc)) < n:
         assert proc.poll() is None, f"daemon exited with {proc.returncode}: {tail(proc)}"

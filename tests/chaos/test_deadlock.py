@@ -12,7 +12,7 @@ import pytest
 
 from streamproc.dev.synth import Generator, produce
 from tests.chaos.checks import batches, figure, final_checks
-from tests.conftest import Daemons
+from tests.conftest import Daemons, exit_code
 
 BATCH = 20
 
@@ -39,7 +39,7 @@ def test_two_workers_hot_keys_never_deadlock(make_settings, schema, r, stream, d
     settings = [make_settings(consumer=f"w{i}", batch_size=BATCH) for i in range(2)]
     procs = [daemons.start(s, "--drain") for s in settings]
     for p in procs:
-        assert p.wait(timeout=150) == 0, daemons.logs()[-3000:]
+        assert exit_code(p, 150) == 0, daemons.logs()[-3000:]
     per_worker = [len(batches(p)) for p in procs]
     assert min(per_worker) > 500 and sum(per_worker) >= 2000, per_worker
     _, lost, doubled = final_checks(settings[0], r, stream, entries, daemons)

@@ -24,7 +24,7 @@ from tests.chaos.checks import (
     wait_drained,
 )
 from tests.chaos.conftest import Proxies, Throwaway, host_port, via
-from tests.conftest import Daemons
+from tests.conftest import Daemons, exit_code
 
 SPLIT_BRAIN_S = 0.5
 
@@ -102,7 +102,7 @@ def test_replica_failover_ledger_absorbs_redeliveries_after_restart(
     stuck = pending_after(f.client, stream, 3)
     stop(f.proc)
     again = daemons.start(f.settings, "--drain")
-    assert again.wait(timeout=60) == 0, daemons.logs()[-3000:]
+    assert exit_code(again, 60) == 0, daemons.logs()[-3000:]
     wait_drained(f.client, stream, 5)
     redelivered = skipped_by_ledger(daemons, f.entries)
     assert redelivered > 0, "no ack was lost in the failover: the test did not test anything"

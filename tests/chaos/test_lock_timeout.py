@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from streamproc.dev.synth import Generator, SynthEntry, produce
-from streamproc.postgres.sink import LOCK_TIMEOUT_MS
+from streamproc.postgres.session import Timeouts
 from tests.chaos.checks import batches, figure, final_checks, logfile, stop, wait_drained
 from tests.conftest import Daemons
 from tests.test_crash import log_lines
@@ -18,6 +18,7 @@ from tests.truth import day_of
 
 BATCH = 300
 HOLD_AFTER_TIMEOUT_S = 2.0
+LOCK_TIMEOUT_MS = Timeouts().lock_ms  # the daemon's default lock_timeout
 
 
 def first_batch_page_view_keys(entries: list[SynthEntry]) -> list[tuple[str, dt.date, str]]:

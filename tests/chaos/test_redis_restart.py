@@ -21,7 +21,7 @@ from tests.chaos.checks import (
     wait_drained,
 )
 from tests.chaos.conftest import Throwaway
-from tests.conftest import Daemons
+from tests.conftest import Daemons, exit_code
 from tests.test_crash import assert_totals, log_lines
 
 AOF = ("--appendonly", "yes", "--appendfsync", "always")
@@ -54,7 +54,7 @@ def test_redis_kill_9_restart_from_aof(make_settings, schema, stream, daemons: D
     # run under the same name also picks them up, so this test stays about what the AOF keeps.
     stuck = pending_after(client, stream, 5)
     stop(proc)
-    assert daemons.start(settings, "--drain").wait(timeout=60) == 0, daemons.logs()[-3000:]
+    assert exit_code(daemons.start(settings, "--drain"), 60) == 0, daemons.logs()[-3000:]
 
     assert log_count(proc, "redis unavailable, retrying") >= 1
     _, lost, doubled = final_checks(settings, client, stream, entries, daemons)
@@ -87,7 +87,7 @@ def test_redis_restarted_empty_stops_with_group_missing(
     rs = throwaway.restart_redis(rs)
     fresh = throwaway.client(rs.url)
     produce(fresh, stream, later)
-    assert proc.wait(timeout=60) == 3, daemons.logs()[-2000:]
+    assert exit_code(proc, 60) == 3, daemons.logs()[-2000:]
 
     fatal = log_lines(logfile(proc), "fatal")
     assert len(fatal) == 1 and fatal[0]["kind"] == "GroupMissing", fatal

@@ -199,7 +199,7 @@ def test_dlq_replay_on_a_cluster(cluster: LocalCluster, ns: str) -> None:
         client.xadd(
             f"{stream}:dlq", {"_dlq_source": stream, "_dlq_id": f"{i + 1}-0", "_dlq_reason": "bad", "n": str(i)}
         )
-    res = cli_on(cluster, "dlq", "replay", "--all", "--json", "--stream", stream, "--streams", stream)
+    res = cli_on(cluster, "dlq", "replay", "--force", "--all", "--json", "--stream", stream, "--streams", stream)
     assert res.returncode == 0, res.stderr
     assert len(json.loads(res.stdout)["replayed"]) == 3
     assert client.xlen(f"{stream}:dlq") == 0

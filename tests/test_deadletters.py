@@ -36,7 +36,7 @@ def test_rewound_group_writes_no_second_dead_letter_and_replay_counts_once(
     assert r.xlen(f"{stream}:dlq") == bad, "a rewound group dead-lettered entries a second time"
     assert_totals(settings, entries)
 
-    res = run_cli("dlq", "replay", "--all", "--json", env=daemon_env(settings))
+    res = run_cli("dlq", "replay", "--force", "--all", "--json", env=daemon_env(settings))
     assert res.returncode == 0, res.stderr
     replayed = json.loads(res.stdout)["replayed"]
     assert len(replayed) == bad and len({d["source_id"] for d in replayed}) == bad

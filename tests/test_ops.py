@@ -245,10 +245,10 @@ def test_claim_refuses_without_confirmation_then_claims(redis_url: str, r: redis
     produce(r, stream, 3)
     r.xgroup_create(stream, GROUP, id="0")
     ids = read(r, stream, "c1", 2)
-    res = cli(redis_url, stream, "claim", *ids, "--to", "c2")
+    res = cli(redis_url, stream, "claim", *ids, "--to", "c2", "--create")
     assert res.exit_code == 2 and "--yes" in res.stderr
     assert {row["consumer"] for row in r.xpending_range(stream, GROUP, "-", "+", 10)} == {b"c1"}
-    data = as_json(cli(redis_url, stream, "claim", *ids, "1-0", "--to", "c2", "--yes", "--json"))
+    data = as_json(cli(redis_url, stream, "claim", *ids, "1-0", "--to", "c2", "--create", "--yes", "--json"))
     assert data["done"] == ids and data["not_pending"] == ["1-0"] and data["owners"] == {i: "c1" for i in ids}
     rows = r.xpending_range(stream, GROUP, "-", "+", 10)
     assert {row["consumer"] for row in rows} == {b"c2"} and {row["times_delivered"] for row in rows} == {1}
@@ -265,7 +265,7 @@ def test_claim_asks_on_a_terminal(redis_url: str, r: redis.Redis, stream: str) -
         master, slave = pty.openpty()
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "streamproc", "claim", eid, "--to", "c2", "--redis-url", redis_url,
+                [sys.executable, "-m", "streamproc", "claim", eid, "--to", "c2", "--create", "--redis-url", redis_url,
                  "--streams", stream, "--group", GROUP],
                 stdin=slave, stderr=slave, stdout=subprocess.PIPE, env=subprocess_env(),
             )  # fmt: skip
@@ -331,7 +331,7 @@ def test_dlq_list_and_show(redis_url: str, r: redis.Redis, stream: str) -> None:
 def test_dlq_replay_dry_run_changes_nothing(redis_url: str, r: redis.Redis, stream: str) -> None:
     """replay --dry-run lists what would move and leaves the DLQ, the stream and the log untouched."""
     dlq_fill(r, stream, 4)
-    data = as_json(cli(redis_url, stream, "dlq", "replay", "--all", "--dry-run", "--json"))
+    data = as_json(cli(redis_url, stream, "dlq", "replay", "--force", "--all", "--dry-run", "--json"))
     assert data["dry_run"] is True and len(data["replayed"]) == 4
     assert r.xlen(f"{stream}:dlq") == 4 and not r.exists(stream) and not r.exists(f"{stream}:dlq:replayed")
 
@@ -341,7 +341,7 @@ def test_dlq_replay_restores_original_fields_and_logs(redis_url: str, r: redis.R
     old id/new id/time in <stream>:dlq:replayed, removes the dead letter; unknown --ids exit 1."""
     dlq_fill(r, stream, 3)
     dead = [eid.decode() for eid, _ in r.xrange(f"{stream}:dlq")]
-    data = as_json(cli(redis_url, stream, "dlq", "replay", "--ids", dead[1], "--json"))
+    data = as_json(cli(redis_url, stream, "dlq", "replay", "--force", "--ids", dead[1], "--json"))
     (moved,) = data["replayed"]
     assert moved["dlq_id"] == dead[1] and moved["source_id"] == "2-0"
     ((new_id, fields),) = r.xrange(stream)
@@ -352,9 +352,9 @@ def test_dlq_replay_restores_original_fields_and_logs(redis_url: str, r: redis.R
     assert log[b"dlq_id"].decode() == dead[1] and log[b"new_id"] == new_id and log[b"source_id"] == b"2-0"
     assert abs(int(log[b"replayed_at_ms"]) - now_ms()) < 60_000
     assert [eid.decode() for eid, _ in r.xrange(f"{stream}:dlq")] == [dead[0], dead[2]]
-    res = cli(redis_url, stream, "dlq", "replay", "--ids", dead[1], "--ids", dead[0])
+    res = cli(redis_url, stream, "dlq", "replay", "--force", "--ids", dead[1], "--ids", dead[0])
     assert res.exit_code == 1 and dead[1] in res.stdout and r.xlen(f"{stream}:dlq") == 1
-    res = cli(redis_url, stream, "dlq", "replay", "--ids", dead[2], "--all")
+    res = cli(redis_url, stream, "dlq", "replay", "--force", "--ids", dead[2], "--all")
     assert res.exit_code == 2
 
 
@@ -365,7 +365,19 @@ def test_dlq_replay_killed_midway_loses_and_doubles_nothing(redis_url: str, r: r
     dlq_fill(r, stream, n)
     log = f"{stream}:dlq:replayed"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamproc", "dlq", "replay", "--all", "--stream", stream, "--redis-url", redis_url],
+        [
+            sys.executable,
+            "-m",
+            "streamproc",
+            "dlq",
+            "replay",
+            "--force",
+            "--all",
+            "--stream",
+            stream,
+            "--redis-url",
+            redis_url,
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=subprocess_env(),
@@ -387,7 +399,7 @@ def test_dlq_replay_killed_midway_loses_and_doubles_nothing(redis_url: str, r: r
     assert len(in_dlq) + len(in_source) == n and r.xlen(log) == len(in_source)
     assert not set(in_dlq) & set(in_source) and len(set(in_source)) == len(in_source)
     assert all(not k.startswith(b"_dlq_") for _, f in r.xrange(stream, count=100) for k in f)
-    data = as_json(cli(redis_url, stream, "dlq", "replay", "--all", "--json"))
+    data = as_json(cli(redis_url, stream, "dlq", "replay", "--force", "--all", "--json"))
     assert len(data["replayed"]) == len(in_dlq) and not data["missing"]
     final = numbers(stream)
     assert r.xlen(f"{stream}:dlq") == 0 and len(final) == n and len(set(final)) == n and r.xlen(log) == n

@@ -246,14 +246,14 @@ def test_operator_commands_under_admin_and_monitor_users(acl_redis: AclRedis) ->
     assert ok(monitor, "pending")
     assert ok(monitor, "top", "--iterations", "1")
     assert ok(monitor, "dlq", "list")
-    refused = cli("dlq", "replay", "--all", env=monitor)
+    refused = cli("dlq", "replay", "--force", "--all", env=monitor)
     assert refused.returncode == 2 and "no permissions" in one_error_line(refused.stderr), refused.stderr
 
     ok(admin, "claim", ids[1], "--to", "c-live", "--yes")
     ok(admin, "ack", ids[0], "--force", "--yes")
     assert ok(admin, "consumers", "drain", "c-old", "--to", "c-live")["streams"][0]["deleted"] is True
     assert ok(admin, "trim")["removed"] == 1  # ids[0], acked: below the lowest pending id
-    assert ok(admin, "dlq", "replay", "--all")
+    assert ok(admin, "dlq", "replay", "--force", "--all")
     with acl_redis.client("streamproc-admin") as client:
         assert client.xlen(f"{stream}:dlq") == 0
         ((_, log),) = client.xrange(f"{stream}:dlq:replayed")

@@ -42,6 +42,12 @@ dlq_app = typer.Typer(
 def dlq_list(
     stream: StreamOpt = None,
     limit: Annotated[int, typer.Option("--limit", min=0, max=100_000, help="Dead letters to list per stream.")] = 20,
+    reason: Annotated[
+        str | None,
+        typer.Option(
+            "--reason", help="Only dead letters whose reason contains this text (any case).", show_default=False
+        ),
+    ] = None,
     as_json: JsonOpt = False,
     config: ConfigOpt = None,
     redis_url: RedisOpt = None,
@@ -54,10 +60,12 @@ def dlq_list(
         streamproc dlq list
 
         streamproc dlq list --stream events --limit 100 --json
+
+        streamproc dlq list --reason 'invalid json'
     """
     settings = load(config, redis_url, streams, None)
     with ops.redis_client(settings) as client:
-        listed = [(s, *dead.list_dead(client, s, limit)) for s in chosen_streams(settings, stream)]
+        listed = [(s, *dead.list_dead(client, s, limit, reason)) for s in chosen_streams(settings, stream)]
     if as_json:
         emit_json(
             {
@@ -70,6 +78,37 @@ def dlq_list(
     else:
         for s, n, letters in listed:
             ops_render.print_dead_letters(out, s, n, letters)
+
+
+@dlq_app.command("stats", epilog=EXIT_CODES)
+@friendly
+def dlq_stats(
+    stream: StreamOpt = None,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+    redis_url: RedisOpt = None,
+    streams: StreamsOpt = None,
+) -> None:
+    """A summary of each DLQ: dead letters by reason and by source stream, and the oldest one.
+
+    Examples:
+
+        streamproc dlq stats
+
+        streamproc dlq stats --stream events --json
+    """
+    settings = load(config, redis_url, streams, None)
+    with ops.redis_client(settings) as client:
+        summaries = [dead.stats(client, s) for s in chosen_streams(settings, stream)]
+    if as_json:
+        emit_json({"streams": [dataclasses.asdict(x) for x in summaries]})
+        return
+    for x in summaries:
+        age = "-" if x.oldest_age_s is None else f"{x.oldest_age_s / 3600:,.1f} h ago ({x.oldest_id})"
+        out.print(f"{x.stream}:dlq  {x.length:,} dead letters; oldest written {age}", highlight=False, markup=False)
+        for name, counts in (("reason", x.by_reason), ("source", x.by_source)):
+            for key, n in counts.items():
+                out.print(f"  {n:>9,}  {name}: {key}", highlight=False, markup=False)
 
 
 @dlq_app.command("show", epilog=EXIT_CODES)
@@ -106,6 +145,9 @@ def dlq_replay(
     replay_all: Annotated[
         bool, typer.Option("--all", help="Every dead letter present when the command starts.")
     ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replay letters that would fail again too (each becomes a new letter).")
+    ] = False,
     dry_run: DryRunOpt = False,
     stream: StreamOpt = None,
     as_json: JsonOpt = False,
@@ -118,8 +160,10 @@ def dlq_replay(
     Each move is one atomic Lua script: XADD to the source stream, XADD to the
     replay log `<stream>:dlq:replayed` (dlq_id, source_id, new_id, reason,
     replayed_at_ms), XDEL from the DLQ. Killed at any moment, every dead letter
-    is either replayed once or still in the DLQ. Entries still invalid come
-    back to the DLQ with a new id. Exit 1 if some --ids were not in the DLQ.
+    is either replayed once or still in the DLQ. A letter that still fails to
+    decode stays in the DLQ, untouched (replaying it would only make a new
+    letter of it) unless --force; --dry-run says how many would decode now. Exit 1 if some
+    --ids were not in the DLQ.
 
     Examples:
 
@@ -133,7 +177,15 @@ def dlq_replay(
     target = one_stream(settings, stream)
     wanted = entry_ids(ids, "--ids") if ids else None
     with ops.redis_client(settings) as client:
-        result = dead.replay(client, target, wanted, dry_run=dry_run)
+        result = dead.replay(
+            client,
+            target,
+            wanted,
+            dry_run=dry_run,
+            max_entry_bytes=settings.max_entry_bytes,
+            max_age_days=settings.max_event_age_days,
+            force=force,
+        )
     if as_json:
         emit_json(result)
     else:

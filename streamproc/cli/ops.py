@@ -9,6 +9,7 @@ change refused without confirmation.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import sys
 import time
@@ -125,6 +126,9 @@ def pending(
 def claim(
     ids: IdsArg,
     to: Annotated[str, typer.Option("--to", help="Consumer that takes the entries.", show_default=False)],
+    create: Annotated[
+        bool, typer.Option("--create", help="Allow --to to name a consumer the group does not have yet.")
+    ] = False,
     stream: StreamOpt = None,
     yes: YesOpt = False,
     as_json: JsonOpt = False,
@@ -136,8 +140,9 @@ def claim(
     """Give pending entries to another consumer now (XCLAIM, min idle 0, delivery counts unchanged).
 
     The daemon named in --to processes them at its next start, or any daemon
-    reclaims them once idle for `min_idle_ms`. Asks first on a terminal;
-    elsewhere it needs --yes.
+    reclaims them once idle for `min_idle_ms`. A --to the group does not know
+    (a typo would park the entries on a phantom consumer) is refused, exit 2,
+    unless --create. Asks first on a terminal; elsewhere it needs --yes.
 
     Example: `streamproc claim 1763800000000-0 1763800000000-1 --to worker-2 --yes`
     """
@@ -146,6 +151,13 @@ def claim(
     target = one_stream(settings, stream)
     with ops.redis_client(settings) as client:
         ops.check_group(client, target, settings.group)
+        known = [c.name for c in maintenance.consumers(client, target, settings.group)]
+        if to not in known and not create:
+            close = difflib.get_close_matches(to, known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ops.Refused(
+                f"group {settings.group} on {target} has no consumer {to!r}{hint}; pass --create to make it"
+            )
         held = ops.owners(client, target, settings.group, wanted)
         confirm(f"claim {len(held)} pending entries on {target} for consumer {to!r}", yes or not held)
         result = ops.claim(client, target, settings.group, wanted, to)

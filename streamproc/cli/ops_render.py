@@ -129,6 +129,17 @@ def print_replay(console: Console, r: ReplayResult) -> None:
             console.print(f"... and {len(r.replayed) - 50:,} more (--json lists all)", highlight=False)
     for s in r.skipped:
         console.print(f"skipped {s['dlq_id']}: {escape(s['why'])}", highlight=False)
+    if r.still_failing:
+        kept = (
+            "replayed anyway (--force)"
+            if r.replayed and not r.dry_run and r.still_failing[0]["dlq_id"] in {m["dlq_id"] for m in r.replayed}
+            else "kept (still in the DLQ)"
+        )
+        console.print(
+            f"{len(r.still_failing):,} would fail again, {kept}:"
+            f" {escape(r.still_failing[0]['reason'])}" + (" ..." if len(r.still_failing) > 1 else ""),
+            highlight=False,
+        )
     if r.missing:
         console.print(f"not in the DLQ (already replayed or purged?): {', '.join(r.missing)}", highlight=False)
 

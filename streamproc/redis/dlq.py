@@ -89,11 +89,54 @@ def dlq_length(client: Client, stream: str) -> int:
     return int(client.xlen(dlq_key(stream)))
 
 
-def list_dead(client: Client, stream: str, limit: int) -> tuple[int, list[DeadLetter]]:
-    """The DLQ's length and its ``limit`` oldest dead letters."""
+def list_dead(client: Client, stream: str, limit: int, reason: str | None = None) -> tuple[int, list[DeadLetter]]:
+    """The DLQ's length and its ``limit`` oldest dead letters (with ``reason``: only those whose
+    reason contains it, any case)."""
     check_dlq(client, stream)
-    rows = xrange(client, dlq_key(stream), count=limit) if limit > 0 else []
-    return dlq_length(client, stream), [_dead_letter(stream, eid, raw) for eid, raw in rows]
+    if reason is None:
+        rows = xrange(client, dlq_key(stream), count=limit) if limit > 0 else []
+        return dlq_length(client, stream), [_dead_letter(stream, eid, raw) for eid, raw in rows]
+    wanted, found = reason.lower(), []
+    last = xrevrange(client, dlq_key(stream), 1)
+    for rows in _walk(client, stream, text(last[0][0])) if last and limit > 0 else iter(()):
+        found += [d for d in (_dead_letter(stream, e, raw) for e, raw in rows) if wanted in (d.reason or "").lower()]
+        if len(found) >= limit:
+            break
+    return dlq_length(client, stream), found[:limit]
+
+
+@dataclass
+class DlqStats:
+    stream: str
+    length: int
+    by_reason: dict[str, int]  # most frequent first
+    by_source: dict[str, int]
+    oldest_id: str | None
+    oldest_age_s: float | None  # from the dead letter's id: when it was written
+
+
+def stats(client: Client, stream: str) -> DlqStats:
+    """Counts of the whole DLQ by reason and by source stream, and its oldest letter (one XRANGE walk)."""
+    check_dlq(client, stream)
+    reasons: dict[str, int] = {}
+    sources: dict[str, int] = {}
+    oldest: str | None = None
+    last = xrevrange(client, dlq_key(stream), 1)
+    for rows in _walk(client, stream, text(last[0][0])) if last else iter(()):
+        for eid, raw in rows:
+            d = _dead_letter(stream, eid, raw)
+            oldest = oldest or d.id
+            reasons[d.reason or "(none)"] = reasons.get(d.reason or "(none)", 0) + 1
+            sources[d.source] = sources.get(d.source, 0) + 1
+    age = None if oldest is None else max(0.0, (now_ms() - int(oldest.partition("-")[0])) / 1000)
+    return DlqStats(
+        stream,
+        sum(reasons.values()),
+        dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
+        dict(sorted(sources.items(), key=lambda kv: -kv[1])),
+        oldest,
+        age,
+    )
 
 
 def show(
@@ -130,10 +173,33 @@ class ReplayResult:
     replayed: list[dict[str, str]] = field(default_factory=list)  # {dlq_id, source, source_id, new_id}
     missing: list[str] = field(default_factory=list)  # requested ids not (or no longer) in the DLQ
     skipped: list[dict[str, str]] = field(default_factory=list)  # {dlq_id, why}
+    still_failing: list[dict[str, str]] = field(default_factory=list)  # {dlq_id, reason}: kept in the DLQ
 
 
-def replay(client: Client, stream: str, ids: Sequence[str] | None, *, dry_run: bool = False) -> ReplayResult:
-    """Move dead letters (``ids``, or all of them when None) back to their source stream, oldest first."""
+def _decode_problem(d: DeadLetter, max_entry_bytes: int, max_age_days: int) -> str | None:
+    """Why the letter's original fields would be dead-lettered again if replayed now (None: they decode)."""
+    original = {k.encode(): v.encode() for k, v in d.fields.items()}
+    stamp = now_ms()
+    result = decode_entry(f"{stamp}-0".encode(), original, stamp, max_entry_bytes, max_age_days)
+    return None if isinstance(result, Accepted) else result.reason
+
+
+def replay(
+    client: Client,
+    stream: str,
+    ids: Sequence[str] | None,
+    *,
+    dry_run: bool = False,
+    max_entry_bytes: int = 64 * 1024,
+    max_age_days: int = DEFAULT_MAX_AGE_DAYS,
+    force: bool = False,
+) -> ReplayResult:
+    """Move dead letters (``ids``, or all of them when None) back to their source stream, oldest first.
+
+    A letter whose original fields still fail to decode (with these limits) stays in the DLQ and
+    is listed in ``still_failing``: replaying it would only make a new dead letter of it. With
+    ``force`` it is replayed anyway (and listed there too).
+    """
     check_dlq(client, stream)
     result = ReplayResult(stream=stream, dry_run=dry_run)
     script = client.register_script(_REPLAY_LUA)
@@ -144,7 +210,14 @@ def replay(client: Client, stream: str, ids: Sequence[str] | None, *, dry_run: b
         chunks = iter([_fetch(client, stream, list(dict.fromkeys(ids)), result)])
     log = replay_log_key(stream)
     for rows in chunks:
-        letters = [_dead_letter(stream, eid, raw) for eid, raw in rows]
+        letters = []
+        for eid, raw in rows:
+            d = _dead_letter(stream, eid, raw)
+            problem = _decode_problem(d, max_entry_bytes, max_age_days) if d.fields else None
+            if problem is not None:
+                result.still_failing.append({"dlq_id": d.id, "reason": problem})
+            if problem is None or force:
+                letters.append(d)
         if dry_run:
             for d in letters:
                 if d.fields:

@@ -1,10 +1,9 @@
-"""Daemon behaviours around the happy path: poison entries, trimmed entries, SIGTERM, lost group."""
+"""Daemon behaviours around the happy path: poison entries, SIGTERM, lost group (reclaiming: test_reclaim)."""
 
 from __future__ import annotations
 
 import json
 import signal
-import time
 
 from streamproc.dev.localservers import free_port
 from streamproc.dev.synth import Generator, produce
@@ -37,24 +36,6 @@ def test_entry_delivered_too_often_is_dead_lettered(make_settings, schema, r, st
     assert fields[b"path"] == b"/x", "the original fields travel with the dead letter"
     drained = log_lines(daemons.procs[0].logfile, "drained")[0]  # type: ignore[attr-defined]
     assert drained["ok"] == 20 and drained["dead_lettered"] == 1
-
-
-def test_entries_trimmed_while_pending_are_counted_and_acked(
-    make_settings, schema, r, stream, daemons: Daemons
-) -> None:
-    """Entries deleted from the stream while pending on a dead consumer come back from
-    XAUTOCLAIM as deleted ids: counted as trimmed, removed from the PEL, no crash."""
-    r.xgroup_create(stream, "g", id="0", mkstream=True)
-    for _ in range(10):
-        r.xadd(stream, GOOD)
-    r.xreadgroup("g", "dead", {stream: ">"}, count=10)
-    r.xtrim(stream, maxlen=0, approximate=False)
-    time.sleep(0.6)
-    settings = make_settings(min_idle_ms=500)
-    assert daemons.start(settings, "--drain").wait(timeout=60) == 0, daemons.logs()[-2000:]
-    assert r.xpending(stream, "g")["pending"] == 0
-    drained = log_lines(daemons.procs[0].logfile, "drained")[0]  # type: ignore[attr-defined]
-    assert drained["trimmed"] == 10 and drained["ok"] == 0
 
 
 def test_sigterm_finishes_the_batch_in_hand_and_exits_0(make_settings, schema, r, stream, daemons: Daemons) -> None:
@@ -130,34 +111,6 @@ def test_flood_of_unique_paths_is_capped_per_batch(make_settings, schema, r, str
     assert paths <= 5 * 100 + 1
     assert other >= 5000 - 5 * 100
     assert log_lines(proc.logfile, "distinct key cap reached")  # type: ignore[attr-defined]
-
-
-def test_batches_in_hand_are_not_reclaimed_while_postgres_stalls(
-    make_settings, schema, r, stream, daemons: Daemons, database_url: str
-) -> None:
-    """While a commit is blocked for longer than min-idle, the worker does not take its own
-    in-flight entries back with its reclaim step: no second delivery, no duplicate, no
-    entry pushed towards max_deliveries."""
-    import psycopg
-
-    r.xgroup_create(stream, "g", id="0", mkstream=True)
-    for _ in range(300):
-        r.xadd(stream, GOOD)
-    blocker = psycopg.connect(database_url, options=f"-c search_path={schema}")
-    try:
-        blocker.execute("LOCK TABLE applied_entries IN EXCLUSIVE MODE")
-        settings = make_settings(batch_size=100, min_idle_ms=300, reclaim_interval_ms=100, max_deliveries=3)
-        proc = daemons.start(settings, "--drain")
-        wait_for(lambda: r.xpending(stream, "g")["pending"] > 0, 30, "a batch in hand")
-        time.sleep(3)  # ten reclaim rounds while the in-hand entries sit idle past min-idle
-        pending = r.xpending_range(stream, "g", "-", "+", 1000)
-        assert pending and max(p["times_delivered"] for p in pending) == 1
-    finally:
-        blocker.rollback()
-        blocker.close()
-    assert proc.wait(timeout=60) == 0, daemons.logs()[-2000:]
-    drained = log_lines(proc.logfile, "drained")[0]  # type: ignore[attr-defined]
-    assert (drained["ok"], drained["duplicates"], drained["reclaimed"], drained["dead_lettered"]) == (300, 0, 0, 0)
 
 
 def test_entry_that_kills_the_worker_is_dead_lettered_and_the_stream_flows(

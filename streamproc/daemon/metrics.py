@@ -73,11 +73,20 @@ DERIVED_SESSIONS = Counter(
     ["change"],
 )
 RECLAIMED = Counter(
-    "streamproc_reclaimed_entries_total", "Entries taken over from idle consumers with XAUTOCLAIM.", ["stream"]
+    "streamproc_reclaimed_entries_total",
+    "Entries taken over with XAUTOCLAIM: idle longer than min_idle_ms on a dead or stalled consumer,"
+    " or on this one when their delivery or ack was lost.",
+    ["stream"],
+)
+REFRESHED = Counter(
+    "streamproc_refreshed_entries_total",
+    "Entries of batches in hand longer than a quarter of min_idle_ms (a slow commit, a Postgres outage)"
+    " whose idle time was reset with XCLAIM JUSTID, so no XAUTOCLAIM takes them back.",
 )
 TRIMMED = Counter(
     "streamproc_trimmed_entries_total",
-    "Entries deleted from the stream before they were processed: pending ones, and undelivered ones a read skipped.",
+    "Entries deleted from the stream before they were processed: pending ones (XAUTOCLAIM's deleted"
+    " ids, or empty on a pending re-read), and undelivered ones a read skipped.",
     ["stream"],
 )
 LAST_COMMIT = Gauge("streamproc_last_commit_timestamp_seconds", "Unix time of the last successful batch COMMIT.")

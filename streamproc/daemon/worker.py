@@ -33,7 +33,7 @@ from streamproc.daemon.accounting import Accounting, BatchResult, Totals
 from streamproc.daemon.backoff import Failpoints
 from streamproc.daemon.enrichment import Enrichment
 from streamproc.daemon.flusher import Flusher
-from streamproc.daemon.inhand import InHand
+from streamproc.daemon.inhand import InHand, Refresher
 from streamproc.daemon.isolate import Part, by_stream, isolate, merged, reject
 from streamproc.daemon.notify import Notifier
 from streamproc.daemon.retry import Retrier
@@ -112,18 +112,19 @@ class Worker:
             return 0
         drained = False
         try:
-            self.recover_own_pending()
-            with Flusher[Job](self.finish, self.settings.flushers) as flusher:
-                while not self.stopping.is_set():
-                    self.notifier.watchdog()
-                    flusher.raise_if_failed()  # a failed commit stops the daemon even when no batch follows
-                    batch = self.next_batch()
-                    if not batch.is_empty():
-                        flusher.submit(self.prepare(batch))
-                    elif self.drain and self._drained():
-                        drained = True
-                        break
-                self._announce_stop()
+            with Refresher(self.in_hand, self.source.refresh, self.settings.min_idle_ms):
+                self.recover_own_pending()
+                with Flusher[Job](self.finish, self.settings.flushers) as flusher:
+                    while not self.stopping.is_set():
+                        self.notifier.watchdog()
+                        flusher.raise_if_failed()  # a failed commit stops the daemon even when no batch follows
+                        batch = self.next_batch()
+                        if not batch.is_empty():
+                            flusher.submit(self.prepare(batch))
+                        elif self.drain and self._drained():
+                            drained = True
+                            break
+                    self._announce_stop()
         except BaseException as exc:
             self.stop(f"error: {type(exc).__name__}")  # gives the flusher a deadline
             self._announce_stop()
@@ -253,7 +254,8 @@ class Worker:
         return batch
 
     def reclaim(self) -> Batch:
-        """Entries idle on other consumers (XAUTOCLAIM), never those this process holds."""
+        """Entries idle longer than min_idle_ms (XAUTOCLAIM), never those this process holds
+        (the refresher keeps them from looking idle; reclaim leaves them out should it not)."""
         in_hand = self.in_hand.snapshot()
         batch = self.retry.read(
             lambda: self.source.reclaim(self.settings.min_idle_ms, self.settings.batch_size, in_hand)

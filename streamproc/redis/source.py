@@ -16,12 +16,9 @@ from streamproc.redis.classify import translate
 from streamproc.redis.client import Client, connect, is_cluster
 from streamproc.redis.deadletters import DeadLetter, write_dead_letters
 from streamproc.redis.gaps import read_counting_gaps
+from streamproc.redis.reclaim import CURSOR_START, Entry, autoclaim, pending_here, refresh_held
 from streamproc.redis.url import parse_redis_url
 
-Fields = dict[bytes, bytes]
-Entry = tuple[bytes, Fields | None]
-
-_MAX_PEL_PAGES: Final = 20  # pages of XPENDING scanned per reclaim, per stream
 # On a cluster each stream is read on its own; with nothing new anywhere the worker
 # waits on one stream at a time, this long at most, so new entries elsewhere wait no longer.
 CLUSTER_IDLE_BLOCK_MS: Final = 100
@@ -71,6 +68,7 @@ class RedisSource:
         self._connect_args = (url, cluster, socket_timeout_s)
         self._probe: tuple[str, int] | None = None  # host and port of a plain URL, for a non-Redis server
         self._idle_turn = 0
+        self._cursors: dict[str, bytes] = {}  # XAUTOCLAIM's cursor per stream, kept between turns
 
     @property
     def client(self) -> Client:
@@ -180,7 +178,8 @@ class RedisSource:
     def read_own_pending(self, count: int) -> Batch:
         """This consumer's pending entries (after a restart), oldest first."""
         batch = _batch_from_reply(self._read("0", count))
-        batch.delivery_counts = self._delivery_counts(batch)
+        with self._errors():
+            batch.delivery_counts = self._delivery_counts(batch)
         return batch
 
     def _read(self, start: str, count: int, block_ms: int | None = None) -> Any:
@@ -219,17 +218,20 @@ class RedisSource:
         return highest
 
     def reclaim(self, min_idle_ms: int, count: int, in_hand: Collection[tuple[str, bytes]] = ()) -> Batch:
-        """Take over entries idle longer than ``min_idle_ms``: other consumers' entries,
-        and this consumer's own entries that it does not hold.
+        """Take over up to ``count`` entries idle longer than ``min_idle_ms`` (XAUTOCLAIM):
+        other consumers' entries, and this consumer's own entries that it does not hold.
 
-        The batches in hand (``in_hand``: stream and id of every entry read and
-        not yet acked) are never taken back: while Postgres stalls, that would
-        deliver a batch still being committed again and again, pushing it
-        towards ``max_deliveries``. Own entries *not* in hand are ones whose
-        delivery never reached us (a reply lost to a cut connection) or whose
-        XACK was lost (a failover): they are recovered like anyone else's.
-        Entries deleted from the stream while pending are dropped from the PEL
-        by XCLAIM (Redis >= 7) and reported as trimmed.
+        Each stream's PEL is walked with XAUTOCLAIM's cursor, which persists between calls:
+        at most ``MAX_AUTOCLAIM_CALLS`` calls per stream per turn, each scanning at most
+        COUNT x 10 PEL entries. Own entries *not* in hand are ones whose delivery never
+        reached us (a reply lost to a cut connection) or whose XACK was lost (a failover):
+        they are recovered like anyone else's. Batches in hand (``in_hand``: stream and id
+        of every entry read and not yet acked) look busy to XAUTOCLAIM because
+        :class:`~streamproc.daemon.inhand.Refresher` resets their idle time; should one be
+        claimed anyway (Redis could not be told in time), it is left out of the batch, not
+        processed twice. Entries deleted from the stream while pending come back as
+        XAUTOCLAIM's deleted ids (Redis >= 7), already dropped from the PEL: ``trimmed``.
+        Delivery counts of what was claimed: one XPENDING over the claimed id range.
         """
         batch = Batch()
         with self._errors():
@@ -237,61 +239,47 @@ class RedisSource:
                 want = count - len(batch)
                 if want <= 0:
                     break
-                ids, counts = self._idle_not_in_hand(stream, min_idle_ms, want, in_hand)
-                if not ids:
-                    continue
-                claimed: list[Entry] = self.client.xclaim(  # type: ignore[assignment]  # redis-py's reply type is loose
-                    stream, self.group, self.consumer, min_idle_ms, list[Any](ids)
+                cursor = self._cursors.get(stream, CURSOR_START)
+                claimed, deleted, self._cursors[stream] = autoclaim(
+                    self.client, stream, self.group, self.consumer, min_idle_ms, want, cursor
                 )
-                got = {eid for eid, _ in claimed}
-                entries = list(claimed)
+                entries = [(eid, fields) for eid, fields in claimed if (stream, eid) not in in_hand]
                 if entries:
                     batch.entries[stream] = entries
-                    batch.delivery_counts[stream] = {eid: counts[eid] + 1 for eid in got}
-                # Not claimed: deleted from the stream, or taken by another consumer first.
-                trimmed = [i for i in ids if i not in got and not self.client.xrange(stream, min=i, max=i)]
+                    ids = [eid for eid, _ in entries]
+                    batch.delivery_counts[stream] = pending_here(self.client, stream, self.group, self.consumer, ids)
+                trimmed = [eid for eid in deleted if (stream, eid) not in in_hand]
                 if trimmed:
                     batch.trimmed[stream] = trimmed
         return batch
 
-    def _idle_not_in_hand(
-        self, stream: str, min_idle_ms: int, want: int, in_hand: Collection[tuple[str, bytes]]
-    ) -> tuple[list[bytes], dict[bytes, int]]:
-        """Ids (and delivery counts) of idle pending entries this worker does not hold."""
-        ids: list[bytes] = []
-        counts: dict[bytes, int] = {}
-        start = "-"
-        page = max(want, 100)
-        for _ in range(_MAX_PEL_PAGES):
-            rows = self.client.xpending_range(stream, self.group, min=start, max="+", count=page, idle=min_idle_ms)
-            for row in rows:
-                eid = _b(row["message_id"])
-                if _b(row["consumer"]) != self.consumer.encode() or (stream, eid) not in in_hand:
-                    ids.append(eid)
-                    counts[eid] = int(row["times_delivered"])
-                    if len(ids) >= want:
-                        return ids, counts
-            if len(rows) < page:
-                break
-            start = "(" + _b(rows[-1]["message_id"]).decode()
-        return ids, counts
+    def refresh(self, held: Mapping[str, Sequence[bytes]]) -> tuple[int, int]:
+        """Reset the idle time of entries this consumer holds: ``XCLAIM <stream> <group> <self> 0
+        <ids> JUSTID`` (no delivery counted). Returns (entries refreshed, entries no longer
+        pending under this consumer).
+
+        Only the ids XPENDING still lists under this consumer are claimed: XCLAIM with min idle
+        0 would take an entry back from a consumer that reclaimed it while this process could
+        not refresh it (frozen, cut from Redis); that one keeps it. Acked entries are not in the
+        PEL, so XCLAIM skips them; entries deleted from the stream are dropped from the PEL.
+        Raises SourceUnavailable / SourceError like every call here.
+        """
+        refreshed = gone = 0
+        with self._errors():
+            for stream, ids in held.items():
+                if not ids:
+                    continue
+                n = refresh_held(self.client, stream, self.group, self.consumer, ids)
+                refreshed += n
+                gone += len(ids) - n
+        return refreshed, gone
 
     def _delivery_counts(self, batch: Batch) -> dict[str, dict[bytes, int]]:
-        out: dict[str, dict[bytes, int]] = {}
-        for stream, entries in batch.entries.items():
-            ids = [eid for eid, _ in entries]
-            if not ids:
-                continue
-            rows = self.client.xpending_range(
-                stream,
-                self.group,
-                min=ids[0],
-                max=ids[-1],
-                count=len(ids) + 1000,
-                consumername=self.consumer,
-            )
-            out[stream] = {_b(row["message_id"]): int(row["times_delivered"]) for row in rows}
-        return out
+        return {
+            stream: pending_here(self.client, stream, self.group, self.consumer, [eid for eid, _ in entries])
+            for stream, entries in batch.entries.items()
+            if entries
+        }
 
     # -- acknowledging ------------------------------------------------------------
 

@@ -9,6 +9,21 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
+usage() {
+    cat <<'USAGE'
+usage: ./setup.sh [demo|test] [args...]
+  ./setup.sh            install what streamproc needs (apt packages, .venv), then stop
+  ./setup.sh demo ...   the same, then `streamproc demo ...`
+  ./setup.sh test ...   the same plus the test tools, then the test suite (pytest args, e.g. -k crash)
+  ./setup.sh --help     this text; installs nothing
+USAGE
+}
+case "${1:-}" in
+    -h|--help|help) usage; exit 0 ;;
+    ""|demo|test) ;;
+    *) usage >&2; exit 2 ;;   # before installing anything
+esac
+
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
 as_root() {
@@ -103,5 +118,4 @@ case "${1:-}" in
         exit $status
         ;;
     "") say "ready: . .venv/bin/activate && streamproc --help" ;;
-    *) echo "usage: ./setup.sh [demo|test] [args...]" >&2; exit 2 ;;
 esac

@@ -25,7 +25,9 @@ from streamproc.errors import SourceError
 from streamproc.redis import maintenance, ops
 
 consumers_app = typer.Typer(
-    help="Consumers of the group: list, drain a retired one, prune idle ones.",
+    help="Consumers of the group: list, drain a retired one, prune idle ones."
+    "\n\nExamples: `streamproc consumers list`; `streamproc consumers drain old-host-1 --to new-host-1`;"
+    " `streamproc consumers prune --idle 7d --dry-run`",
     no_args_is_help=True,
     rich_markup_mode="markdown",
 )

@@ -25,6 +25,12 @@ def demo(
     Starts throwaway Redis and Postgres on free loopback ports unless both
     STREAMPROC_REDIS_URL and STREAMPROC_DATABASE_URL are set (then it uses the
     stream `streamproc-demo:events` and the schema `streamproc_demo` there).
+
+    Examples:
+
+        streamproc demo
+
+        streamproc demo --events 200000 --json
     """
     from streamproc.dev.demo import run_demo
 

@@ -28,7 +28,9 @@ from streamproc.redis import dlq as dead
 from streamproc.redis import ops
 
 dlq_app = typer.Typer(
-    help="Dead letters in `<stream>:dlq`: list, show, replay to the source stream, purge.",
+    help="Dead letters in `<stream>:dlq`: list, stats, show, replay to the source stream, purge."
+    "\n\nExamples: `streamproc dlq stats`; `streamproc dlq list --reason json`;"
+    " `streamproc dlq replay --all --dry-run`",
     no_args_is_help=True,
     rich_markup_mode="markdown",
 )

@@ -112,7 +112,14 @@ def setup(
 def schema(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.")] = None,
 ) -> None:
-    """Print the JSON Schema of the event contract (generated from the msgspec types)."""
+    """Print the JSON Schema of the event contract (generated from the msgspec types).
+
+    Examples:
+
+        streamproc schema
+
+        streamproc schema -o schemas/event.schema.json   # what the repository ships
+    """
     from streamproc.core.events import schema_text
 
     text = schema_text()

@@ -155,8 +155,10 @@ def streamproc_run(
     workers: int = 1,
     batch_size: int = 1000,
     logdir: Path | None = None,
+    cwd: Path | None = None,
 ) -> Run:
-    """Real daemon processes with `--drain`; timed from the first `ready` to the last exit."""
+    """Real daemon processes with `--drain`; timed from the first `ready` to the last exit.
+    ``cwd``: run the streamproc found there (another checkout, for an A/B) instead of this one."""
     if entries is not None:
         load(client, stream, entries)
     procs = []
@@ -179,6 +181,7 @@ def streamproc_run(
                         env=penv,
                         stdout=fh,
                         stderr=subprocess.STDOUT,
+                        cwd=cwd,
                     ),
                     log,
                 )

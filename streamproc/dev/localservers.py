@@ -233,10 +233,12 @@ class LocalServers:
 
 
 @contextmanager
-def local_servers() -> Iterator[LocalServers]:
+def local_servers(durable: bool = False) -> Iterator[LocalServers]:
+    """Throwaway Redis and Postgres; ``durable`` keeps Postgres's default fsync,
+    synchronous_commit and full_page_writes (else all three are off)."""
     redis_server = start_redis()
     try:
-        pg = start_postgres()
+        pg = start_postgres(durable=durable)
     except BaseException:
         redis_server.stop()
         raise

@@ -74,9 +74,12 @@ def _zipf_weights(n: int, s: float = 1.1) -> list[float]:
 
 
 class Generator:
-    """``raw_share``: the share of visitors whose events carry what a browser request does
-    (``ua`` and ``ip``, no visitor, session, device, browser, OS or country), 1 in 20 of
-    their page views and clicks from a bot; the daemon derives the rest."""
+    """Live-like traffic by default. ``raw_share``: the share of visitors whose events carry
+    what a browser request does (``ua`` and ``ip``, no visitor, session, device, browser, OS or
+    country), 1 in 20 of their page views and clicks from a bot; the daemon derives the rest.
+    ``sites`` > 5 adds ``site<i>.example`` sites, ``paths`` sets how many Zipf-weighted paths
+    there are, ``in_order=False`` spreads timestamps uniformly over the ``days`` instead of
+    moving forward, and ``id_ratio`` is the share of events that carry a producer ``id``."""
 
     def __init__(
         self,
@@ -86,6 +89,11 @@ class Generator:
         bad_ratio: float = 0.005,
         visitors: int = 4000,
         raw_share: float = 0.0,
+        *,
+        sites: int = len(SITES),
+        paths: int = 150,
+        in_order: bool = True,
+        id_ratio: float = 0.3,
     ) -> None:
         self.rng = random.Random(seed)
         self.raw_share = raw_share
@@ -93,8 +101,11 @@ class Generator:
         self.now_ms = now_ms if now_ms is not None else int(dt.datetime.now(dt.UTC).timestamp() * 1000)
         self.start_ms = self.now_ms - days * 86_400_000
         self.bad_ratio = bad_ratio
-        self.site_weights = _zipf_weights(len(SITES))
-        self.paths = ["/", *(f"/p/{i}" for i in range(1, 150))]
+        self.sites = (*SITES, *(f"site{i}.example" for i in range(len(SITES), sites)))
+        self.site_weights = _zipf_weights(len(self.sites))
+        self.in_order = in_order
+        self.id_ratio = id_ratio
+        self.paths = ["/", *(f"/p/{i}" for i in range(1, paths))]
         self.path_weights = _zipf_weights(len(self.paths))
         self._sent_ids: list[tuple[str, dict[str, Any]]] = []
 
@@ -111,13 +122,32 @@ class Generator:
                 event = self.event(i, n)
                 yield SynthEntry(self._encode(event), event)
 
+    @classmethod
+    def hard(cls, seed: int, n: int, now_ms: int | None = None) -> Generator:
+        """The hard shape for ``n`` events: a producer ``id`` on every event, mostly new
+        visitors and sessions, timestamps out of order over two days, 20 sites, 2 000 paths."""
+        return cls(
+            seed,
+            now_ms,
+            days=2,
+            bad_ratio=0.002,
+            visitors=max(1000, n // 2),
+            sites=20,
+            paths=2000,
+            in_order=False,
+            id_ratio=1.0,
+        )
+
     def event(self, i: int, n: int) -> dict[str, Any]:
         """The ``i``-th of ``n`` events: time moves forward through the range, as live
         traffic does, with a minute of jitter (producers' clocks and queues)."""
         rng = self.rng
-        site = rng.choices(SITES, self.site_weights)[0]
+        site = rng.choices(self.sites, self.site_weights)[0]
         span = self.now_ms - self.start_ms
-        ts = self.start_ms + span * i // max(n, 1) + rng.randrange(-60_000, 60_000)
+        if self.in_order:
+            ts = self.start_ms + span * i // max(n, 1) + rng.randrange(-60_000, 60_000)
+        else:
+            ts = self.start_ms + rng.randrange(span)
         ts = min(max(ts, self.start_ms), self.now_ms - 1)
         # A few loyal visitors come back often; most are seen a handful of times.
         visitor_n = rng.randrange(40) if rng.random() < 0.3 else rng.randrange(self.visitors)
@@ -173,7 +203,7 @@ class Generator:
             ev["name"] = rng.choice(("video_play", "download", "share"))
             if rng.random() < 0.5:
                 ev["props"] = {"plan": rng.choice(("free", "pro")), "n": rng.randrange(10)}
-        if rng.random() < 0.3:
+        if rng.random() < self.id_ratio:
             ev["id"] = f"{site}-{i}-{rng.getrandbits(32):x}"
             self._sent_ids.append((site, ev))
         return ev

@@ -34,12 +34,14 @@ from streamproc.postgres.migrate import migrate
 
 
 @contextlib.contextmanager
-def servers() -> Iterator[tuple[str, str]]:
+def servers(durable: bool = True) -> Iterator[tuple[str, str]]:
+    """The servers in STREAMPROC_REDIS_URL and STREAMPROC_DATABASE_URL, else throwaway ones
+    (Postgres with its default durability unless ``durable`` is False)."""
     url_r, url_pg = os.environ.get("STREAMPROC_REDIS_URL"), os.environ.get("STREAMPROC_DATABASE_URL")
     if url_r and url_pg:
         yield url_r, url_pg
         return
-    with local_servers() as s:
+    with local_servers(durable=durable) as s:
         yield s.redis.url, s.postgres.url
 
 
@@ -60,6 +62,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--plot", type=Path, default=None, help="write the throughput-vs-batch-size PNG here")
     p.add_argument("--no-profile", action="store_true", help="skip the per-step CPU profile")
     p.add_argument(
+        "--non-durable",
+        action="store_true",
+        help="throwaway Postgres with fsync, synchronous_commit and full_page_writes off (default: durable)",
+    )
+    p.add_argument(
         "--latency-rate",
         type=int,
         default=10_000,
@@ -78,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [int(x) for x in args.batch_sizes.split(",") if x.strip()]
     entries = list(Generator(seed=42, days=1, bad_ratio=0.002).entries(args.events))
     results: dict[str, Any] = {"machine": machine(), "events": args.events, "runs": [], "sweep": []}
-    with servers() as (redis_url, database_url), tempfile.TemporaryDirectory() as logdir:
+    results["postgres_durable"] = not args.non_durable
+    with servers(not args.non_durable) as (redis_url, database_url), tempfile.TemporaryDirectory() as logdir:
         migrate(database_url, "bench")
         client = redis.Redis.from_url(redis_url)
         env = yardsticks.daemon_env(redis_url, database_url)
@@ -143,6 +151,8 @@ def say(text: str) -> None:
 
 
 def print_table(results: dict[str, Any]) -> None:
+    if not results.get("postgres_durable", True):
+        print("\nPostgres NON-DURABLE: fsync, synchronous_commit and full_page_writes off")
     print(f"\n{'yardstick':36} {'events':>9} {'seconds':>8} {'events/s':>10} {'x ceiling':>9} {'x naive':>8}")
     for r in results["runs"]:
         print(

@@ -121,3 +121,30 @@ def test_memory_bench_smoke_run(tmp_path: Path, redis_url: str, database_url: st
     assert [r["events"] for r in rows] == [1000, 3000]
     assert all(r["peak_rss_mb"] > 10 and r["events_per_s"] > 0 for r in rows)
     assert "peak RSS from 1,000 to 3,000 events" in res.stdout
+
+
+def test_write_cost_bench_smoke_run(tmp_path: Path) -> None:
+    """`python -m bench.writecost` drains both shapes in both modes on its own durable Postgres
+    and reports rows and WAL bytes per event, per table too."""
+    out = tmp_path / "writecost.json"
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}  # its own servers: initdb, pg_ctl, runuser as root
+    res = subprocess.run(
+        [sys.executable, "-m", "bench.writecost", "--events", "2000", "--json", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert data["durable"] is True
+    cases = {(c["shape"], c["mode"]): c for c in data["cases"]}
+    assert set(cases) == {(s, m) for s in ("live", "hard") for m in ("exact", "approximate")}
+    for case in cases.values():
+        assert case["events"] == 2000, case  # every entry accounted for
+        assert 0 < case["rows_per_event"] < 20 and 100 < case["wal_bytes_per_event"] < 20_000
+        assert case["cpu_us_per_event"] > 0 and case["ratio_to_ceiling"] > 0
+    hard = cases[("hard", "exact")]["rows_per_event_by_table"]
+    assert hard["producer_ids"] > 0.9  # the hard shape: a producer id on every event
+    assert "rows/event" in res.stdout

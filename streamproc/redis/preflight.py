@@ -31,6 +31,7 @@ def daemon_commands(stream: str, group: str, consumer: str) -> list[tuple[str, .
     return [
         ("XREADGROUP", "GROUP", group, consumer, "COUNT", "1", "STREAMS", stream, ">"),
         ("XCLAIM", stream, group, consumer, "0", PROBE_ID, "JUSTID"),
+        ("XAUTOCLAIM", stream, group, consumer, "3600000", PROBE_ID, "COUNT", "1", "JUSTID"),
         ("XPENDING", stream, group, "-", "+", "1", consumer),
         ("XACK", stream, group, PROBE_ID),
         ("XINFO", "STREAM", stream),

@@ -248,12 +248,34 @@ def test_claim_refuses_without_confirmation_then_claims(redis_url: str, r: redis
     res = cli(redis_url, stream, "claim", *ids, "--to", "c2", "--create")
     assert res.exit_code == 2 and "--yes" in res.stderr
     assert {row["consumer"] for row in r.xpending_range(stream, GROUP, "-", "+", 10)} == {b"c1"}
-    data = as_json(cli(redis_url, stream, "claim", *ids, "1-0", "--to", "c2", "--create", "--yes", "--json"))
+    res = cli(redis_url, stream, "claim", *ids, "1-0", "--to", "c2", "--create", "--yes", "--json")
+    assert res.exit_code == 1, res.stdout + res.stderr  # 1-0 was not pending; the others are claimed
+    data = json.loads(res.stdout)
     assert data["done"] == ids and data["not_pending"] == ["1-0"] and data["owners"] == {i: "c1" for i in ids}
     rows = r.xpending_range(stream, GROUP, "-", "+", 10)
     assert {row["consumer"] for row in rows} == {b"c2"} and {row["times_delivered"] for row in rows} == {1}
     res = cli(redis_url, stream, "claim", "not-an-id", "--to", "c2")
     assert res.exit_code == 2 and "not a stream entry id" in res.stderr
+
+
+def test_nothing_to_do_exits_0_and_an_unknown_id_exits_1(redis_url: str, r: redis.Redis, stream: str) -> None:
+    """The ops commands agree: nothing to do is success (exit 0: `dlq replay --all` on an empty DLQ,
+    `consumers prune` with nothing idle, `consumers drain` of a consumer holding nothing); ids named on
+    the command line that are not there exit 1 (`dlq replay --ids`, `claim`, `ack`), changing nothing."""
+    produce(r, stream, 1)
+    r.xgroup_create(stream, GROUP, id="0")
+    for name in ("c1", "c2"):  # consumers holding nothing (the stream's one entry stays undelivered)
+        r.xgroup_createconsumer(stream, GROUP, name)
+    assert as_json(cli(redis_url, stream, "dlq", "replay", "--all", "--json"))["replayed"] == []
+    assert as_json(cli(redis_url, stream, "consumers", "prune", "--idle", "1d", "--json"))["streams"]
+    for args in (("dlq", "replay", "--ids", "1-0"), ("claim", "1-0", "--to", "c1", "--yes"),
+                 ("ack", "1-0", "--force", "--yes")):  # fmt: skip
+        res = cli(redis_url, stream, *args)
+        assert res.exit_code == 1, (args, res.stdout + res.stderr)
+    assert r.xpending(stream, GROUP)["pending"] == 0 and r.xlen(stream) == 1
+    res = cli(redis_url, stream, "consumers", "drain", "c1", "--to", "c2")
+    assert res.exit_code == 0, res.stdout + res.stderr
+    assert [c["name"] for c in r.xinfo_consumers(stream, GROUP)] == [b"c2"]
 
 
 def test_claim_asks_on_a_terminal(redis_url: str, r: redis.Redis, stream: str) -> None:

@@ -142,7 +142,9 @@ def claim(
     The daemon named in --to processes them at its next start, or any daemon
     reclaims them once idle for `min_idle_ms`. A --to the group does not know
     (a typo would park the entries on a phantom consumer) is refused, exit 2,
-    unless --create. Asks first on a terminal; elsewhere it needs --yes.
+    unless --create. Asks first on a terminal; elsewhere it needs --yes. Exit 1
+    if some IDS were not pending (the others are still claimed), as `dlq replay`
+    does for --ids not in the DLQ.
 
     Example: `streamproc claim 1763800000000-0 1763800000000-1 --to worker-2 --yes`
     """
@@ -165,6 +167,8 @@ def claim(
         emit_json(result)
     else:
         ops_render.print_repair(out, f"claimed for {to}:", result)
+    if result.not_pending:
+        raise typer.Exit(1)
 
 
 @friendly
@@ -183,7 +187,8 @@ def ack(
 
     Last resort for an entry you know must not be processed; prefer letting
     the daemon dead-letter it. Needs --force, and asks first on a terminal
-    (elsewhere it needs --yes).
+    (elsewhere it needs --yes). Exit 1 if some IDS were not pending (the others
+    are still acknowledged).
 
     Example: `streamproc ack 1763800000000-0 --force --yes`
     """
@@ -204,6 +209,8 @@ def ack(
         emit_json(result)
     else:
         ops_render.print_repair(out, "acknowledged (dropped uncounted):", result)
+    if result.not_pending:
+        raise typer.Exit(1)
 
 
 @friendly

@@ -45,6 +45,10 @@ def is_stopped(pid: int) -> bool:
 
 
 @pytest.mark.slow
+# Bounded in count (8 kills), each start by READY_TIMEOUT_S; with the default settings every start
+# compiles the user-agent rules (20 s and more on a loaded machine), so the whole run can take
+# longer than the suite's default per-test timeout: a bound for a hang.
+@pytest.mark.timeout(1200)
 def test_kill_9_at_random_moments_under_load(make_settings, schema, r, stream, daemons: Daemons) -> None:
     """SIGKILL the daemon again and again while a producer writes; restarts alternate between
     two consumer names so some pending entries are resumed by their owner and others are

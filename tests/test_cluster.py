@@ -275,3 +275,37 @@ def test_lost_group_on_a_cluster_exits_3(cluster: LocalCluster, make_settings, s
     assert proc.wait(timeout=30) == 3, daemons.logs()[-2000:]
     assert "GroupMissing" in daemons.logs()
     assert client.xinfo_groups(names[2]) == []
+
+
+def test_reclaim_on_a_cluster_with_xautoclaim(cluster: LocalCluster, make_settings, schema, ns: str, daemons) -> None:
+    """A dead consumer holds entries on every shard and part of one shard is trimmed while
+    pending: the daemon's per-stream XAUTOCLAIM (each call on the shard's own primary) takes
+    the others over and counts the trimmed ones from XAUTOCLAIM's deleted ids. Totals exact,
+    nothing pending; the primaries' INFO commandstats show XAUTOCLAIM calls."""
+    client = cluster_client(cluster)
+    names = shards(ns)
+    for s in names:
+        client.xgroup_create(s, "g", id="0", mkstream=True)
+    entries = list(Generator(seed=64, days=1, bad_ratio=0).entries(1200))
+    parts = spread(client, names, entries)
+    held = {s: client.xreadgroup("g", "dead", {s: ">"}, count=100)[0][1] for s in names}
+    trimmed = 60  # of the dead consumer's entries on the first shard: XTRIM MINID its 61st
+    assert client.xtrim(names[0], minid=held[names[0]][trimmed][0], approximate=False) == trimmed
+
+    def autoclaims() -> int:
+        stats = client.info("commandstats", target_nodes=RedisCluster.PRIMARIES)
+        return sum(int(s.get("cmdstat_xautoclaim", {}).get("calls", 0)) for s in stats.values())
+
+    before = autoclaims()
+    settings = make_settings(
+        redis_url=cluster.url, redis_cluster=True, streams=f"{ns}:events:{{0..{SHARDS - 1}}}", min_idle_ms=100
+    )
+    proc = daemons.start(settings, "--drain")
+    assert proc.wait(timeout=120) == 0, daemons.logs()[-3000:]
+    assert autoclaims() > before
+    (line,) = [json.loads(x) for x in Path(proc.logfile).read_text().splitlines() if '"event": "drained"' in x]
+    assert line["reclaimed"] == SHARDS * 100 - trimmed, line
+    assert line["trimmed"] == trimmed, line
+    assert all(g["pending"] == 0 for g in settle(client, names).values())
+    kept = parts[names[0]][trimmed:]
+    assert_totals(settings, [e for s in names[1:] for e in parts[s]] + kept)

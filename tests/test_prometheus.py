@@ -316,12 +316,28 @@ def test_rule_unit_tests_catch_a_broken_rule(tmp_path: Path, old: str, new: str)
     assert "FAILED" in res.stdout + res.stderr
 
 
+def test_every_alert_has_a_runbook_section() -> None:
+    """Each alert's runbook_url names a section of docs/runbook.md that exists and is titled by the
+    alert, and the runbook has no section for an alert that is gone."""
+    runbook = ROOT / "docs/runbook.md"
+    headings = {line[3:].strip() for line in runbook.read_text().splitlines() if line.startswith("## ")}
+    urls = dict(re.findall(r"- alert: (\w+)\n(?:.*\n)*?\s+runbook_url: (\S+)\n", RULES.read_text()))
+    assert set(urls) == ALERTS
+    for alert, url in urls.items():
+        assert url == f"docs/runbook.md#{alert.lower()}", (alert, url)
+    assert headings == ALERTS
+
+
 def test_scrape_config_is_valid() -> None:
     """`promtool check config` accepts the example scrape config and the rule file it references."""
     res = promtool("check", "config", str(SCRAPE))
     assert res.returncode == 0, res.stdout + res.stderr
     assert "1 rule files found" in res.stdout
     assert "job_name: streamproc" in SCRAPE.read_text()
+    groups = re.findall(r"targets: \[(.*)\]\n\s+labels: \{unit: streamproc@(\d+),", SCRAPE.read_text())
+    assert len(groups) >= 2, "the example shows several instances per host"
+    for targets, n in groups:  # streamproc@N serves its metrics on 9463+N, as deploy/systemd says
+        assert {t.strip('" ').rsplit(":", 1)[1] for t in targets.split(",")} == {str(9463 + int(n))}, targets
 
 
 def test_rules_load_in_prometheus_and_are_well_formed(prometheus: Prometheus) -> None:

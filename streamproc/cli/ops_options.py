@@ -18,7 +18,10 @@ from streamproc.cli.options import settings_from
 from streamproc.config import Settings
 from streamproc.redis import ops
 
-EXIT_CODES = "Exit codes: 0 ok; 1 runtime failure (Redis unreachable, stream or group missing); 2 bad usage or refused."
+EXIT_CODES = (
+    "Exit codes: 0 ok, or nothing to do; 1 runtime failure (Redis unreachable, stream or group missing,"
+    " an id or consumer given that is not there); 2 bad usage or refused."
+)
 
 
 def duration_ms(value: str) -> int:

@@ -2,11 +2,12 @@
 
 Inside a batch's transaction, after the ledger decided which entries count:
 
-1. lock the row of each visitor of the batch's sessionless events (``visitor_runs``,
-   ``SELECT ... FOR UPDATE`` in key order, held until COMMIT) and read its runs; a
-   visitor without a row gets one with ``INSERT ... ON CONFLICT DO NOTHING``, and one
-   that another transaction created meanwhile is locked, read and merged again: two
-   workers never sessionise the same visitor at once, and none merges stale runs;
+1. give each visitor of the batch's sessionless events that has no ``visitor_runs`` row
+   one (``INSERT ... ON CONFLICT DO NOTHING`` in key order, its runs merged from none),
+   then lock every visitor's row (``SELECT ... FOR UPDATE`` in key order, held until
+   COMMIT) and read its runs: two workers never sessionise the same visitor at once,
+   none merges stale runs, and row locks are taken in one global key order (creating
+   after locking could take a lower key after a higher one, and deadlock);
 2. merge (:func:`streamproc.core.sessionize.merge`) and write each visitor's runs back
    (one row per visitor); for runs that absorbed others, move the absorbed runs'
    ``sessions`` and ``sessions_daily`` rows into the survivor;
@@ -23,6 +24,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 import psycopg
+import psycopg.errors
 
 from streamproc.core import rollups as R
 from streamproc.core.sessionize import Merged, Point, Run, VisitorKey, merge
@@ -94,18 +96,19 @@ def derive(
     if not points:
         return out
     keys = sorted(points)
+    # Every row lock in key order, like every other write: first create the rows of the
+    # visitors not seen yet (INSERT ... ON CONFLICT DO NOTHING in key order, as if they had
+    # no runs), then lock all the batch's rows in key order and read them. Locking the
+    # stored rows before creating the missing ones would take a lower key after a higher
+    # one whenever a visitor's row appears meanwhile, and deadlock with a batch in order.
+    fresh = {k: _plan(k, [], points[k], gap_ms) for k in keys}
+    created = _write(conn, _CREATE, [(k, fresh[k], []) for k in keys], keep_from_ms, returning=True)
     stored = _lock(conn, keys)
-    new = [k for k in keys if k not in stored]
-    plans = {k: _plan(k, stored.get(k, []), points[k], gap_ms) for k in keys}
-    while new:  # create the rows of first-seen visitors; one another transaction created meanwhile is redone
-        created = _write(conn, _CREATE, [(k, plans[k], []) for k in new], keep_from_ms, returning=True)
-        raced = [k for k in new if k not in created]
-        if not raced:
-            break
-        stored.update(_lock(conn, raced))  # now locked, with what the other transaction committed
-        plans.update({k: _plan(k, stored[k], points[k], gap_ms) for k in raced})
-        new = []
-    changed = [k for k in keys if k in stored and any(m.changed for m in plans[k])]
+    if any(k not in stored for k in keys):  # a prune deleted it meanwhile: start the batch over
+        raise psycopg.errors.SerializationFailure("visitor_runs rows deleted while a batch created them")
+    stored.update({k: [] for k in created})
+    plans = {k: fresh[k] if k in created else _plan(k, stored[k], points[k], gap_ms) for k in keys}
+    changed = [k for k in keys if k not in created and any(m.changed for m in plans[k])]
     _write(conn, _UPDATE, [(k, plans[k], stored[k]) for k in changed], keep_from_ms)
     absorbed = [(k, m, r) for k in keys for m in plans[k] for r in m.absorbed]
     taken = _take(conn, absorbed, approximate) if absorbed else ({}, {})

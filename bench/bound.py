@@ -76,7 +76,8 @@ def postgres_bound(database_url: str, entries: list[SynthEntry], batch_size: int
     seconds = time.perf_counter() - started
     if errors:
         raise errors[0]
-    applied = first.conn.execute("SELECT count(*) FROM applied_entries").fetchone()
+    # Schema-qualified: the sink sets search_path per transaction only (it must survive transaction pooling).
+    applied = first.conn.execute(f'SELECT count(*) FROM "{schema}".applied_entries').fetchone()
     for sink in sinks:
         sink.close()
     accepted = sum(len(a) for a, _, _ in batches)

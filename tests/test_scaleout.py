@@ -65,6 +65,7 @@ def test_sharded_streams_are_read_fairly(make_settings, schema, r, ns: str, daem
     # alongside the big one from the first batch on and are done within two batches.
     batches = log_lines(proc.logfile, "batch")  # type: ignore[attr-defined]
     assert batches[0]["by_stream"] == {shard: 250 for shard in shards}
-    small = {s: sum(b.get("by_stream", {}).get(s, 0) for b in batches[:2]) for s in shards[1:]}
-    assert small == {s: 500 for s in shards[1:]}, small
+    # Order-free: two flushers may log their batches in either order.
+    small = {s: [b["by_stream"][s] for b in batches if b.get("by_stream", {}).get(s)] for s in shards[1:]}
+    assert {s: (len(n) <= 2, sum(n)) for s, n in small.items()} == {s: (True, 500) for s in shards[1:]}, small
     assert_totals(settings, all_entries)

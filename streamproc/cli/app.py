@@ -14,12 +14,11 @@ import typer
 
 from streamproc import __version__
 from streamproc.cli import check, consumers, demo, dlq, maintain, ops, provision, report, run
-from streamproc.cli.options import err, out
+from streamproc.cli.options import App, err, out
 from streamproc.errors import ConfigError
 
-app = typer.Typer(
+app = App(
     name="streamproc",
-    help="Redis Streams -> Postgres analytics rollups, counted exactly once.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode="markdown",
@@ -41,8 +40,16 @@ def main_callback(
 ) -> None:
     """Redis Streams -> Postgres analytics rollups, counted exactly once.
 
-    Start with `streamproc demo`; in production run `streamproc migrate`
-    once, then `streamproc run` under systemd.
+    Start with `streamproc demo`; in production run `streamproc setup` (or
+    `streamproc migrate`) once, `streamproc check`, then `streamproc run` under systemd.
+
+    Examples:
+
+        streamproc demo
+
+        streamproc check --json
+
+        streamproc run --config /etc/streamproc/streamproc.toml
     """
 
 

@@ -20,11 +20,11 @@ from streamproc.cli.ops_options import (
     emit_json,
     load,
 )
-from streamproc.cli.options import ConfigOpt, RedisOpt, friendly, out
+from streamproc.cli.options import App, ConfigOpt, RedisOpt, friendly, out
 from streamproc.errors import SourceError
 from streamproc.redis import maintenance, ops
 
-consumers_app = typer.Typer(
+consumers_app = App(
     help="Consumers of the group: list, drain a retired one, prune idle ones."
     "\n\nExamples: `streamproc consumers list`; `streamproc consumers drain old-host-1 --to new-host-1`;"
     " `streamproc consumers prune --idle 7d --dry-run`",
@@ -109,7 +109,13 @@ def consumers_drain(
 def consumers_prune(
     idle: Annotated[
         int,
-        typer.Option("--idle", parser=duration_ms, metavar="DURATION", help="Idle at least this long (default 1d)."),
+        typer.Option(
+            "--idle",
+            parser=duration_ms,
+            metavar="DURATION",
+            help="Idle at least this long (default 1d).",
+            show_default=False,
+        ),
     ] = 86_400_000,
     dry_run: DryRunOpt = False,
     stream: StreamOpt = None,

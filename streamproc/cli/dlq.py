@@ -22,12 +22,12 @@ from streamproc.cli.ops_options import (
     load,
     one_stream,
 )
-from streamproc.cli.options import ConfigOpt, RedisOpt, friendly, out
+from streamproc.cli.options import App, ConfigOpt, RedisOpt, friendly, out
 from streamproc.errors import SourceError
 from streamproc.redis import dlq as dead
 from streamproc.redis import ops
 
-dlq_app = typer.Typer(
+dlq_app = App(
     help="Dead letters in `<stream>:dlq`: list, stats, show, replay to the source stream, purge."
     "\n\nExamples: `streamproc dlq stats`; `streamproc dlq list --reason json`;"
     " `streamproc dlq replay --all --dry-run`",

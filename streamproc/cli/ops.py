@@ -80,7 +80,14 @@ def pending(
     stream: StreamOpt = None,
     consumer: Annotated[str | None, typer.Option("--consumer", help="Only this consumer's entries.")] = None,
     min_idle: Annotated[
-        int, typer.Option("--min-idle", parser=duration_ms, metavar="DURATION", help="Only entries idle this long.")
+        int,
+        typer.Option(
+            "--min-idle",
+            parser=duration_ms,
+            metavar="DURATION",
+            help="Only entries idle this long, e.g. 5m (default 0: all).",
+            show_default=False,
+        ),
     ] = 0,
     limit: Annotated[int, typer.Option("--limit", min=0, max=100_000, help="Entries to list per stream.")] = 100,
     show_payload: Annotated[
@@ -268,7 +275,14 @@ def trim(
 @friendly
 def top(
     interval: Annotated[
-        int, typer.Option("--interval", parser=duration_ms, metavar="DURATION", help="Refresh period (default 1s).")
+        int,
+        typer.Option(
+            "--interval",
+            parser=duration_ms,
+            metavar="DURATION",
+            help="Refresh period (default 1s).",
+            show_default=False,
+        ),
     ] = 1000,
     iterations: Annotated[
         int | None, typer.Option("--iterations", min=1, help="Stop after this many samples (default: until Ctrl-C).")

@@ -14,6 +14,8 @@ from typing import Annotated, Any, ParamSpec, TypeVar
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperCommand, TyperGroup, TyperOption
+from typer.models import CommandFunctionType
 
 from streamproc.config import Settings, load_settings, unknown_environment
 from streamproc.errors import StreamprocError
@@ -41,6 +43,43 @@ def friendly(fn: Callable[P, T]) -> Callable[P, T]:
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+# --- help without a value placeholder on flags -------------------------------------
+
+
+def _plain_flags(params: list[Any]) -> list[Any]:
+    """Flags take no value: show no ``<bool>`` placeholder for them (typer shows one by default)."""
+    for param in params:
+        if isinstance(param, TyperOption) and param.is_flag and param.metavar is None:
+            param.metavar = ""
+    return params
+
+
+class Command(TyperCommand):
+    """A typer command whose --help shows no value placeholder on flags."""
+
+    def get_params(self, ctx: Any) -> list[Any]:  # ctx: the vendored click Context typer keeps private
+        return _plain_flags(super().get_params(ctx))
+
+
+class Group(TyperGroup):
+    """A typer command group whose --help shows no value placeholder on flags."""
+
+    def get_params(self, ctx: Any) -> list[Any]:  # ctx: the vendored click Context typer keeps private
+        return _plain_flags(super().get_params(ctx))
+
+
+class App(typer.Typer):
+    """``typer.Typer`` whose groups and commands are :class:`Group` and :class:`Command`."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(cls=Group, **kwargs)
+
+    def command(
+        self, name: str | None = None, *, cls: type[TyperCommand] | None = None, **kwargs: Any
+    ) -> Callable[[CommandFunctionType], CommandFunctionType]:
+        return super().command(name, cls=cls or Command, **kwargs)
 
 
 # --- shared options ----------------------------------------------------------

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 
-from streamproc.cli.options import err, out, settings_from
+from streamproc.cli.options import App, err, out, settings_from
 from streamproc.config import Settings
 from streamproc.errors import SinkError
 from streamproc.reports.timerange import RangeError, Unit, Window, make_window, parse_instant, pick_unit
@@ -84,7 +84,7 @@ EXIT_CODES = (
 )
 EPILOG = f"{APPROX}\n\n{EXIT_CODES}"
 
-report_app = typer.Typer(no_args_is_help=True, rich_markup_mode="markdown")  # help: the callback's docstring
+report_app = App(no_args_is_help=True, rich_markup_mode="markdown")  # help: the callback's docstring
 
 
 def limit_opt(what: str) -> Any:

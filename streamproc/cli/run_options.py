@@ -62,7 +62,7 @@ def default_text(field: msgspec.structs.FieldInfo) -> str:
     if field.name == "consumer":
         return "the host name"
     value = field.default
-    if value is None:
+    if value is None or value == ():
         return "none"
     if isinstance(value, tuple):
         return ",".join(value)

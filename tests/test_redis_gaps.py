@@ -6,11 +6,19 @@ Before, a producer's ``XADD … MAXLEN 1000`` while the workers were behind lost
 
 from __future__ import annotations
 
-import redis
+import subprocess
+from typing import Final
 
-from streamproc.dev.synth import Generator
-from tests.conftest import Daemons
+import redis
+from redis.cluster import RedisCluster
+
+from streamproc.config import Settings
+from streamproc.dev.synth import Generator, SynthEntry, produce
+from tests.conftest import Daemons, exit_code
 from tests.test_crash import assert_totals, log_lines
+
+# A bound on a `--drain` run of a few hundred entries that only a hang outlasts.
+DRAIN_HANG_S: Final = 120.0
 
 
 def test_entries_trimmed_before_delivery_are_counted(
@@ -41,3 +49,42 @@ def test_entries_trimmed_before_delivery_are_counted(
     again = daemons.start(settings, "--drain")
     assert again.wait(timeout=120) == 0
     assert log_lines(again.logfile, "entries deleted before delivery") == []  # type: ignore[attr-defined]
+
+
+def trim_under_a_dead_consumer(client: redis.Redis | RedisCluster, stream: str) -> list[SynthEntry]:
+    """200 entries; a consumer that then dies reads the first 100; ``XTRIM MAXLEN 50`` deletes
+    its 100 pending entries and the 50 after them no one read. Returns the 200 produced."""
+    client.xgroup_create(stream, "g", id="0", mkstream=True)
+    entries = [e for e in Generator(seed=72, days=1, bad_ratio=0).entries(260) if not e.event.get("_duplicate")]
+    entries = entries[:200]
+    produce(client, stream, entries)
+    client.xreadgroup("g", "dead", {stream: ">"}, count=100)
+    assert client.xtrim(stream, maxlen=50, approximate=False) == 150
+    return entries
+
+
+def assert_drains_counting_the_trim(
+    proc: subprocess.Popen[bytes], daemons: Daemons, settings: Settings, entries: list[SynthEntry]
+) -> None:
+    """``--drain`` exits 0 within a bound that only catches a hang; the 50 left are counted, the
+    150 trimmed are counted as trimmed (100 pending ones reclaimed, 50 lost before delivery)."""
+    try:
+        code = exit_code(proc, timeout_s=DRAIN_HANG_S)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"--drain still running after {DRAIN_HANG_S} s: {daemons.logs()[-2000:]}") from None
+    assert code == 0, daemons.logs()[-2000:]
+    (drained,) = log_lines(proc.logfile, "drained")  # type: ignore[attr-defined]
+    assert drained["trimmed"] == len(entries) - 50, drained
+    assert_totals(settings, entries[-50:])
+
+
+def test_drain_ends_when_the_pending_and_undelivered_entries_were_trimmed(
+    make_settings, schema, r: redis.Redis, stream: str, daemons: Daemons
+) -> None:
+    """A dead consumer's 100 pending entries and 50 unread ones are trimmed away. Before Redis 8
+    the group's lag then stays at 50 after the last entry was read (its read counter missed the
+    trimmed ones): `run --drain`, which waited for lag 0, never ended. It ends once nothing is
+    pending and no entry follows the group's position."""
+    entries = trim_under_a_dead_consumer(r, stream)
+    settings = make_settings(min_idle_ms=100)
+    assert_drains_counting_the_trim(daemons.start(settings, "--drain"), daemons, settings, entries)

@@ -330,19 +330,18 @@ class RedisSource:
         return out
 
     def drained(self) -> bool:
-        """No undelivered and no pending entries on any stream this worker reads.
+        """No pending entries and no entry after the group's last-delivered id, on any stream
+        this worker reads: nothing more can be delivered.
 
-        When Redis cannot tell the lag (``nil`` after an XDEL or a trim past the group),
-        "undelivered" is whether an entry exists after the group's last-delivered id;
-        the last-generated id may belong to an entry deleted before anyone read it.
+        Redis's lag is not used: it is nil after an XDEL, and before Redis 8 it stays too high
+        for good once the group read across entries trimmed before it got to them (the group's
+        read counter misses the trimmed ones), so a drain waiting for lag 0 would never end.
+        One XRANGE ``(<last-delivered-id> + COUNT 1`` per stream asks the stream itself.
+        Pending entries deleted from the stream leave the PEL when reclaimed (XAUTOCLAIM's
+        deleted ids), after ``min_idle_ms``.
         """
         for state in self.group_states():
-            if state.pending:
-                return False
-            if state.lag is not None:
-                if state.lag:
-                    return False
-            elif self._entry_after(state.stream, state.last_delivered_id):
+            if state.pending or self._entry_after(state.stream, state.last_delivered_id):
                 return False
         return True
 

@@ -21,7 +21,6 @@ from streamproc.cli.options import ConfigOpt, DatabaseOpt, SchemaOpt, friendly, 
 from streamproc.cli.report_options import (
     EPILOG,
     EXIT_CODES,
-    Ask,
     ByOpt,
     CsvOpt,
     FromOpt,
@@ -33,11 +32,9 @@ from streamproc.cli.report_options import (
     SizeOpt,
     ToOpt,
     TzOpt,
-    ask,
-    emit,
     limit_opt,
-    reading,
     report_app,
+    view,
 )
 from streamproc.reports import render
 
@@ -143,28 +140,9 @@ def overview(
 
         streamproc report overview --site shop.example --last 24h --png today.png --json
     """
-    a = ask(
-        ctx,
-        site=site,
-        start=start,
-        end=end,
-        last=last,
-        tz=tz,
-        by=by,
-        as_json=as_json,
-        as_csv=as_csv,
-        png=png,
-        size=size,
-        config=config,
-        database_url=database_url,
-        schema=schema,
-        now=now,
-    )
     from streamproc.reports.views import overview as build
 
-    with reading(a) as conn:
-        data = build(conn, a.site, a.window, a.unit, a.uniques)
-    emit(a, data, render.print_overview)
+    view(ctx, lambda conn, a: build(conn, a.site, a.window, a.unit, a.uniques), render.print_overview)
 
 
 @report_app.command("pages", epilog=EPILOG)
@@ -190,35 +168,17 @@ def pages(
 
     Example: `streamproc report pages --site shop.example --last 30d --limit 50 --csv > pages.csv`
     """
-    a = ask(
-        ctx,
-        site=site,
-        start=start,
-        end=end,
-        last=last,
-        tz=tz,
-        as_json=as_json,
-        as_csv=as_csv,
-        png=png,
-        size=size,
-        config=config,
-        database_url=database_url,
-        schema=schema,
-        now=now,
-    )
     from streamproc.reports.views import pages as build
 
-    with reading(a) as conn:
-        data = build(conn, a.site, a.window, limit, a.uniques)
-    emit(a, data, render.print_pages)
+    view(ctx, lambda conn, a: build(conn, a.site, a.window, limit, a.uniques), render.print_pages)
 
 
-def _show_dimensions(a: Ask, view: str, names: tuple[str, ...], limit: int) -> None:
+def _show_dimensions(ctx: typer.Context, name: str, names: tuple[str, ...], limit: int) -> None:
     from streamproc.reports.views import dimensions
 
-    with reading(a) as conn:
-        data = dimensions(conn, a.site, a.window, names, limit, view, a.uniques)
-    emit(a, data, render.print_dimensions)
+    view(
+        ctx, lambda conn, a: dimensions(conn, a.site, a.window, names, limit, name, a.uniques), render.print_dimensions
+    )
 
 
 @report_app.command("sources", epilog=EPILOG)
@@ -245,25 +205,9 @@ def sources(
 
     Example: `streamproc report sources --site shop.example --from 2026-11-01 --to 2026-11-30`
     """
-    a = ask(
-        ctx,
-        site=site,
-        start=start,
-        end=end,
-        last=last,
-        tz=tz,
-        as_json=as_json,
-        as_csv=as_csv,
-        png=png,
-        size=size,
-        config=config,
-        database_url=database_url,
-        schema=schema,
-        now=now,
-    )
     from streamproc.reports.views import SOURCES
 
-    _show_dimensions(a, "sources", SOURCES, limit)
+    _show_dimensions(ctx, "sources", SOURCES, limit)
 
 
 @report_app.command("devices", epilog=EPILOG)
@@ -290,25 +234,9 @@ def devices(
 
     Example: `streamproc report devices --site shop.example --last 7d --json`
     """
-    a = ask(
-        ctx,
-        site=site,
-        start=start,
-        end=end,
-        last=last,
-        tz=tz,
-        as_json=as_json,
-        as_csv=as_csv,
-        png=png,
-        size=size,
-        config=config,
-        database_url=database_url,
-        schema=schema,
-        now=now,
-    )
     from streamproc.reports.views import DEVICES
 
-    _show_dimensions(a, "devices", DEVICES, limit)
+    _show_dimensions(ctx, "devices", DEVICES, limit)
 
 
 @report_app.command("bots", epilog=EPILOG)
@@ -333,28 +261,10 @@ def bots(
 
     Example: `streamproc report bots --site shop.example --last 7d`
     """
-    a = ask(
-        ctx,
-        site=site,
-        start=start,
-        end=end,
-        last=last,
-        tz=tz,
-        as_json=as_json,
-        as_csv=as_csv,
-        png=None,
-        size="1200x600",
-        config=config,
-        database_url=database_url,
-        schema=schema,
-        now=now,
-    )
     from streamproc.reports.bots import bots as build
     from streamproc.reports.bots import print_bots
 
-    with reading(a) as conn:
-        data = build(conn, a.site, a.window, limit)
-    emit(a, data, print_bots)
+    view(ctx, lambda conn, a: build(conn, a.site, a.window, limit), print_bots)
 
 
 def register(app: typer.Typer) -> None:

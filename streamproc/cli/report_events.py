@@ -20,11 +20,9 @@ from streamproc.cli.report_options import (
     SizeOpt,
     ToOpt,
     TzOpt,
-    ask,
-    emit,
     limit_opt,
-    reading,
     report_app,
+    view,
 )
 from streamproc.reports import render
 
@@ -53,28 +51,9 @@ def api(
 
     Example: `streamproc report api --site shop.example --last 24h --png api.png`
     """
-    a = ask(
-        ctx,
-        site=site,
-        start=start,
-        end=end,
-        last=last,
-        tz=tz,
-        by=by,
-        as_json=as_json,
-        as_csv=as_csv,
-        png=png,
-        size=size,
-        config=config,
-        database_url=database_url,
-        schema=schema,
-        now=now,
-    )
     from streamproc.reports.events import api as build
 
-    with reading(a) as conn:
-        data = build(conn, a.site, a.window, a.unit)
-    emit(a, data, render.print_api)
+    view(ctx, lambda conn, a: build(conn, a.site, a.window, a.unit), render.print_api)
 
 
 @report_app.command("conversions", epilog=EPILOG)
@@ -100,28 +79,9 @@ def conversions(
 
     Example: `streamproc report conversions --site shop.example --last 30d --tz America/New_York --csv`
     """
-    a = ask(
-        ctx,
-        site=site,
-        start=start,
-        end=end,
-        last=last,
-        tz=tz,
-        by=by,
-        as_json=as_json,
-        as_csv=as_csv,
-        png=png,
-        size=size,
-        config=config,
-        database_url=database_url,
-        schema=schema,
-        now=now,
-    )
     from streamproc.reports.events import conversions as build
 
-    with reading(a) as conn:
-        data = build(conn, a.site, a.window, a.unit)
-    emit(a, data, render.print_conversions)
+    view(ctx, lambda conn, a: build(conn, a.site, a.window, a.unit), render.print_conversions)
 
 
 @report_app.command("realtime", epilog=EPILOG)
@@ -147,23 +107,9 @@ def realtime(
 
     Example: `streamproc report realtime --site shop.example`
     """
-    a = ask(
-        ctx,
-        site=site,
-        as_json=as_json,
-        as_csv=as_csv,
-        png=png,
-        size=size,
-        config=config,
-        database_url=database_url,
-        schema=schema,
-        now=now,
-    )
     from streamproc.reports.views import realtime as build
 
-    with reading(a) as conn:
-        data = build(conn, a.site, a.now, minutes, limit)
-    emit(a, data, render.print_realtime)
+    view(ctx, lambda conn, a: build(conn, a.site, a.now, minutes, limit), render.print_realtime)
 
 
 @report_app.command("heatmap", epilog=EPILOG)
@@ -195,27 +141,9 @@ def heatmap(
 
         streamproc report heatmap --site shop.example --path /pricing --png pricing.png --size 800x800
     """
-    a = ask(
-        ctx,
-        site=site,
-        start=start,
-        end=end,
-        last=last,
-        tz=tz,
-        as_json=as_json,
-        as_csv=as_csv,
-        png=png,
-        size=size,
-        config=config,
-        database_url=database_url,
-        schema=schema,
-        now=now,
-    )
     from streamproc.reports.events import heatmap as build
 
-    with reading(a) as conn:
-        data = build(conn, a.site, a.window, path, limit)
-    emit(a, data, render.print_heatmap)
+    view(ctx, lambda conn, a: build(conn, a.site, a.window, path, limit), render.print_heatmap)
 
 
 @report_app.command("events", epilog=EPILOG)
@@ -244,22 +172,6 @@ def events(
 
     Example: `streamproc report events --site shop.example --name video_play --last 7d`
     """
-    a = ask(
-        ctx,
-        site=site,
-        start=start,
-        end=end,
-        last=last,
-        tz=tz,
-        as_json=as_json,
-        as_csv=as_csv,
-        config=config,
-        database_url=database_url,
-        schema=schema,
-        now=now,
-    )
     from streamproc.reports.custom import custom_events, print_events
 
-    with reading(a) as conn:
-        data = custom_events(conn, a.site, a.window, name, limit)
-    emit(a, data, print_events)
+    view(ctx, lambda conn, a: custom_events(conn, a.site, a.window, name, limit), print_events)

@@ -79,6 +79,8 @@ NowOpt = Annotated[
 ]
 
 
+Printer = Callable[[Console, dict[str, Any]], None]
+
 EXIT_CODES = (
     "Exit codes: 0 ok; 1 Postgres unreachable, schema not migrated, chart not written; 2 bad usage, unknown site."
 )
@@ -111,41 +113,30 @@ class Ask:
         return Uniques(self.settings.approximate_uniques)
 
 
-def ask(
-    ctx: typer.Context,
-    *,
-    site: str | None,
-    start: str | None = None,
-    end: str | None = None,
-    last: str | None = None,
-    tz: str | None = None,
-    by: str | None = None,
-    as_json: bool = False,
-    as_csv: bool = False,
-    png: Path | None = None,
-    size: str = "1200x600",
-    config: Path | None = None,
-    database_url: str | None = None,
-    schema: str | None = None,
-    now: str | None = None,
-) -> Ask:
-    """Merge the options given before the sub-view name (`report --site S pages`) and validate them all."""
-    parent: dict[str, Any] = dict(ctx.parent.params) if ctx.parent is not None else {}
-    site = site or parent.get("site")
-    start = start or parent.get("start")
-    end = end or parent.get("end")
-    as_json = as_json or bool(parent.get("as_json"))
-    config = config or parent.get("config")
-    database_url = database_url or parent.get("database_url")
-    schema = schema or parent.get("schema")
+def ask(ctx: typer.Context) -> Ask:
+    """Validate what one sub-view was given: its own options (``ctx.params``) merged with those given
+    before the sub-view name (`report --site S pages`).
+
+    Raises:
+        typer.BadParameter: a missing site, a bad range, size or chart path (exit 2).
+    """
+    parent: dict[str, Any] = ctx.parent.params if ctx.parent is not None else {}
+    given = {k: v for k, v in parent.items() if v} | {k: v for k, v in ctx.params.items() if v}
+    site: str | None = given.get("site")
+    start: str | None = given.get("start")
+    end: str | None = given.get("end")
+    as_json, as_csv = bool(given.get("as_json")), bool(given.get("as_csv"))
+    png: Path | None = given.get("png")
+    size: str = given.get("size", "1200x600")
+    now: str | None = given.get("now")
     if not site:
         raise typer.BadParameter("is required: the site to report on", param_hint="--site")
     if as_json and as_csv:
         raise typer.BadParameter("give one of --json and --csv", param_hint="--csv")
     try:
         moment = parse_instant(now, "--now") if now else dt.datetime.now(dt.UTC)
-        window = make_window(start=start, end=end, last=last, tz=tz, now=moment)
-        unit = pick_unit(window, by)
+        window = make_window(start=start, end=end, last=given.get("last"), tz=given.get("tz"), now=moment)
+        unit = pick_unit(window, given.get("by"))
     except RangeError as exc:
         raise typer.BadParameter(str(exc), param_hint=exc.flag) from None
     pixels = (1200, 600)
@@ -158,9 +149,18 @@ def ask(
             raise typer.BadParameter(str(exc), param_hint="--size") from None
         if not png.parent.is_dir():
             raise typer.BadParameter(f"directory {str(png.parent)!r} does not exist", param_hint="--png")
-    settings = settings_from(config, database_url=database_url, db_schema=schema)
+    settings = settings_from(given.get("config"), database_url=given.get("database_url"), db_schema=given.get("schema"))
     fmt = "json" if as_json else "csv" if as_csv else "human"
     return Ask(site, window, unit, fmt, png, pixels, settings, moment)
+
+
+def view(ctx: typer.Context, query: Callable[[Conn, Ask], dict[str, Any]], printer: Printer) -> None:
+    """Run one sub-view: its options validated (:func:`ask`), ``query(conn, ask)`` on a read session
+    (:func:`reading`), the data it returns printed as asked (:func:`emit`)."""
+    a = ask(ctx)
+    with reading(a) as conn:
+        data = query(conn, a)
+    emit(a, data, printer)
 
 
 @contextlib.contextmanager
@@ -183,7 +183,7 @@ def reading(a: Ask) -> Iterator[Conn]:
             raise SinkError(f"report query failed: {first}") from exc
 
 
-def emit(a: Ask, data: dict[str, Any], printer: Callable[[Console, dict[str, Any]], None]) -> None:
+def emit(a: Ask, data: dict[str, Any], printer: Printer) -> None:
     """Chart first (if asked), then the data in the asked format on stdout."""
     from streamproc.reports.export import write_csv, write_json
 

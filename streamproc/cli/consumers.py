@@ -11,18 +11,15 @@ from streamproc.cli import ops_render
 from streamproc.cli.ops_options import (
     EXIT_CODES,
     DryRunOpt,
-    GroupOpt,
-    JsonOpt,
+    OpsCall,
     StreamOpt,
-    StreamsOpt,
-    chosen_streams,
     duration_ms,
     emit_json,
-    load,
+    redis_command,
 )
-from streamproc.cli.options import App, ConfigOpt, RedisOpt, friendly, out
+from streamproc.cli.options import App, out
 from streamproc.errors import SourceError
-from streamproc.redis import maintenance, ops
+from streamproc.redis import maintenance
 
 consumers_app = App(
     help="Consumers of the group: list, drain a retired one, prune idle ones."
@@ -37,46 +34,37 @@ consumers_app = App(
 
 
 @consumers_app.command("list", epilog=EXIT_CODES)
-@friendly
+@redis_command()
 def consumers_list(
+    call: OpsCall,
     stream: StreamOpt = None,
-    as_json: JsonOpt = False,
-    config: ConfigOpt = None,
-    redis_url: RedisOpt = None,
-    streams: StreamsOpt = None,
-    group: GroupOpt = None,
 ) -> None:
     """Each consumer of the group: pending entries and idle time.
 
     Example: `streamproc consumers list --json`
     """
-    settings = load(config, redis_url, streams, group)
-    with ops.redis_client(settings) as client:
-        per = {s: maintenance.consumers(client, s, settings.group) for s in chosen_streams(settings, stream)}
-    if as_json:
+    with call.redis() as client:
+        per = {s: maintenance.consumers(client, s, call.group) for s in call.chosen(stream)}
+    if call.as_json:
         emit_json(
             {
-                "group": settings.group,
+                "group": call.group,
                 "streams": [{"stream": s, "consumers": [dataclasses.asdict(c) for c in cs]} for s, cs in per.items()],
             }
         )
     else:
-        ops_render.print_consumers(out, settings.group, per)
+        ops_render.print_consumers(out, call.group, per)
 
 
 @consumers_app.command("drain", epilog=EXIT_CODES)
-@friendly
+@redis_command()
 def consumers_drain(
+    call: OpsCall,
     name: Annotated[str, typer.Argument(help="The retired consumer.", show_default=False)],
     to: Annotated[
         str | None, typer.Option("--to", help="Consumer that takes its entries (default: the most recently active).")
     ] = None,
     stream: StreamOpt = None,
-    as_json: JsonOpt = False,
-    config: ConfigOpt = None,
-    redis_url: RedisOpt = None,
-    streams: StreamsOpt = None,
-    group: GroupOpt = None,
 ) -> None:
     """Move a retired consumer's pending entries to a live one, then delete it (only once it holds none).
 
@@ -86,27 +74,26 @@ def consumers_drain(
 
     Example: `streamproc consumers drain worker-old --to worker-1`
     """
-    settings = load(config, redis_url, streams, group)
     if to == name:
         raise typer.BadParameter("cannot drain a consumer into itself", param_hint="--to")
-    with ops.redis_client(settings) as client:
-        results = [maintenance.drain(client, s, settings.group, name, to) for s in chosen_streams(settings, stream)]
+    with call.redis() as client:
+        results = [maintenance.drain(client, s, call.group, name, to) for s in call.chosen(stream)]
     found = [r for r in results if r.present]
     if not found:
         raise SourceError(
-            f"consumer {name!r} not found in group {settings.group!r} on {', '.join(r.stream for r in results)}"
+            f"consumer {name!r} not found in group {call.group!r} on {', '.join(r.stream for r in results)}"
         )
-    if as_json:
-        emit_json({"group": settings.group, "consumer": name, "streams": [dataclasses.asdict(r) for r in found]})
-    else:
-        ops_render.print_drain(out, found)
-    if not all(r.deleted for r in found):
-        raise typer.Exit(1)
+    call.show(
+        {"group": call.group, "consumer": name, "streams": [dataclasses.asdict(r) for r in found]},
+        lambda: ops_render.print_drain(out, found),
+        failed=not all(r.deleted for r in found),
+    )
 
 
 @consumers_app.command("prune", epilog=EXIT_CODES)
-@friendly
+@redis_command()
 def consumers_prune(
+    call: OpsCall,
     idle: Annotated[
         int,
         typer.Option(
@@ -119,11 +106,6 @@ def consumers_prune(
     ] = 86_400_000,
     dry_run: DryRunOpt = False,
     stream: StreamOpt = None,
-    as_json: JsonOpt = False,
-    config: ConfigOpt = None,
-    redis_url: RedisOpt = None,
-    streams: StreamsOpt = None,
-    group: GroupOpt = None,
 ) -> None:
     """Delete consumers idle that long that hold NO pending entries; list those skipped and why.
 
@@ -136,16 +118,12 @@ def consumers_prune(
 
         streamproc consumers prune --idle 12h --json
     """
-    settings = load(config, redis_url, streams, group)
-    with ops.redis_client(settings) as client:
-        results = [
-            maintenance.prune(client, s, settings.group, idle, dry_run=dry_run)
-            for s in chosen_streams(settings, stream)
-        ]
-    if as_json:
-        emit_json({"group": settings.group, "streams": [dataclasses.asdict(r) for r in results]})
-    else:
-        ops_render.print_prune(out, results)
+    with call.redis() as client:
+        results = [maintenance.prune(client, s, call.group, idle, dry_run=dry_run) for s in call.chosen(stream)]
+    call.show(
+        {"group": call.group, "streams": [dataclasses.asdict(r) for r in results]},
+        lambda: ops_render.print_prune(out, results),
+    )
 
 
 def register(app: typer.Typer) -> None:

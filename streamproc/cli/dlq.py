@@ -11,18 +11,15 @@ from streamproc.cli import ops_render
 from streamproc.cli.ops_options import (
     EXIT_CODES,
     DryRunOpt,
-    JsonOpt,
+    OpsCall,
     StreamOpt,
-    StreamsOpt,
     YesOpt,
-    chosen_streams,
     confirm,
     emit_json,
     entry_ids,
-    load,
-    one_stream,
+    redis_command,
 )
-from streamproc.cli.options import App, ConfigOpt, RedisOpt, friendly, out
+from streamproc.cli.options import App, out
 from streamproc.errors import SourceError
 from streamproc.redis import dlq as dead
 from streamproc.redis import ops
@@ -40,8 +37,9 @@ dlq_app = App(
 
 
 @dlq_app.command("list", epilog=EXIT_CODES)
-@friendly
+@redis_command(group=False)
 def dlq_list(
+    call: OpsCall,
     stream: StreamOpt = None,
     limit: Annotated[int, typer.Option("--limit", min=0, max=100_000, help="Dead letters to list per stream.")] = 20,
     reason: Annotated[
@@ -50,10 +48,6 @@ def dlq_list(
             "--reason", help="Only dead letters whose reason contains this text (any case).", show_default=False
         ),
     ] = None,
-    as_json: JsonOpt = False,
-    config: ConfigOpt = None,
-    redis_url: RedisOpt = None,
-    streams: StreamsOpt = None,
 ) -> None:
     """The oldest dead letters: DLQ id, original entry id and the reason (no payloads).
 
@@ -65,10 +59,9 @@ def dlq_list(
 
         streamproc dlq list --reason 'invalid json'
     """
-    settings = load(config, redis_url, streams, None)
-    with ops.redis_client(settings) as client:
-        listed = [(s, *dead.list_dead(client, s, limit, reason)) for s in chosen_streams(settings, stream)]
-    if as_json:
+    with call.redis() as client:
+        listed = [(s, *dead.list_dead(client, s, limit, reason)) for s in call.chosen(stream)]
+    if call.as_json:
         emit_json(
             {
                 "streams": [
@@ -83,13 +76,10 @@ def dlq_list(
 
 
 @dlq_app.command("stats", epilog=EXIT_CODES)
-@friendly
+@redis_command(group=False)
 def dlq_stats(
+    call: OpsCall,
     stream: StreamOpt = None,
-    as_json: JsonOpt = False,
-    config: ConfigOpt = None,
-    redis_url: RedisOpt = None,
-    streams: StreamsOpt = None,
 ) -> None:
     """A summary of each DLQ: dead letters by reason and by source stream, and the oldest one.
 
@@ -99,10 +89,9 @@ def dlq_stats(
 
         streamproc dlq stats --stream events --json
     """
-    settings = load(config, redis_url, streams, None)
-    with ops.redis_client(settings) as client:
-        summaries = [dead.stats(client, s) for s in chosen_streams(settings, stream)]
-    if as_json:
+    with call.redis() as client:
+        summaries = [dead.stats(client, s) for s in call.chosen(stream)]
+    if call.as_json:
         emit_json({"streams": [dataclasses.asdict(x) for x in summaries]})
         return
     for x in summaries:
@@ -114,35 +103,29 @@ def dlq_stats(
 
 
 @dlq_app.command("show", epilog=EXIT_CODES)
-@friendly
+@redis_command(group=False)
 def dlq_show(
+    call: OpsCall,
     dlq_id: Annotated[str, typer.Argument(metavar="ID", help="The dead letter's id in the DLQ.", show_default=False)],
     stream: StreamOpt = None,
-    as_json: JsonOpt = False,
-    config: ConfigOpt = None,
-    redis_url: RedisOpt = None,
-    streams: StreamsOpt = None,
 ) -> None:
     """One dead letter with all its fields (payload included), and whether it would decode today.
 
     Example: `streamproc dlq show 1763800000123-0 --stream events`
     """
-    settings = load(config, redis_url, streams, None)
-    target = one_stream(settings, stream)
+    target = call.one(stream)
     (wanted,) = entry_ids([dlq_id], "ID")
-    with ops.redis_client(settings) as client:
-        letter = dead.show(client, target, wanted, settings.max_entry_bytes, settings.max_event_age_days)
+    with call.redis() as client:
+        letter = dead.show(client, target, wanted, call.settings.max_entry_bytes, call.settings.max_event_age_days)
     if letter is None:
         raise SourceError(f"no dead letter {wanted} in {target}:dlq")
-    if as_json:
-        emit_json(letter)
-    else:
-        ops_render.print_dead_letter(out, letter)
+    call.show(letter, lambda: ops_render.print_dead_letter(out, letter))
 
 
 @dlq_app.command("replay", epilog=EXIT_CODES)
-@friendly
+@redis_command(group=False)
 def dlq_replay(
+    call: OpsCall,
     ids: Annotated[list[str] | None, typer.Option("--ids", help="Dead letter ids (repeat the flag).")] = None,
     replay_all: Annotated[
         bool, typer.Option("--all", help="Every dead letter present when the command starts.")
@@ -152,10 +135,6 @@ def dlq_replay(
     ] = False,
     dry_run: DryRunOpt = False,
     stream: StreamOpt = None,
-    as_json: JsonOpt = False,
-    config: ConfigOpt = None,
-    redis_url: RedisOpt = None,
-    streams: StreamsOpt = None,
 ) -> None:
     """Move dead letters back to their source stream as new entries with their original fields.
 
@@ -175,30 +154,25 @@ def dlq_replay(
     """
     if bool(ids) == replay_all:
         raise typer.BadParameter("name dead letters with --ids, or pass --all (not both)", param_hint="--ids/--all")
-    settings = load(config, redis_url, streams, None)
-    target = one_stream(settings, stream)
+    target = call.one(stream)
     wanted = entry_ids(ids, "--ids") if ids else None
-    with ops.redis_client(settings) as client:
+    with call.redis() as client:
         result = dead.replay(
             client,
             target,
             wanted,
             dry_run=dry_run,
-            max_entry_bytes=settings.max_entry_bytes,
-            max_age_days=settings.max_event_age_days,
+            max_entry_bytes=call.settings.max_entry_bytes,
+            max_age_days=call.settings.max_event_age_days,
             force=force,
         )
-    if as_json:
-        emit_json(result)
-    else:
-        ops_render.print_replay(out, result)
-    if result.missing:
-        raise typer.Exit(1)
+    call.show(result, lambda: ops_render.print_replay(out, result), failed=bool(result.missing))
 
 
 @dlq_app.command("purge", epilog=EXIT_CODES)
-@friendly
+@redis_command(group=False)
 def dlq_purge(
+    call: OpsCall,
     before: Annotated[
         str,
         typer.Option(
@@ -210,10 +184,6 @@ def dlq_purge(
     dry_run: DryRunOpt = False,
     yes: YesOpt = False,
     stream: StreamOpt = None,
-    as_json: JsonOpt = False,
-    config: ConfigOpt = None,
-    redis_url: RedisOpt = None,
-    streams: StreamsOpt = None,
 ) -> None:
     """Delete old dead letters for good (exact XTRIM MINID on `<stream>:dlq`).
 
@@ -227,8 +197,7 @@ def dlq_purge(
 
         streamproc dlq purge --before 1763800000000-0 --yes
     """
-    settings = load(config, redis_url, streams, None)
-    target = one_stream(settings, stream)
+    target = call.one(stream)
     try:
         bound = ops.parse_entry_id(before)
     except ValueError:
@@ -239,18 +208,18 @@ def dlq_purge(
                 f"{before!r} is neither an entry id (1763800000000-0) nor a duration (30s, 12h, 7d)",
                 param_hint="--before",
             ) from None
-    with ops.redis_client(settings) as client:
+    with call.redis() as client:
         dead.check_dlq(client, target)
         count = dead.count_before(client, target, bound)
         removed = 0
         if not dry_run and count:
             confirm(f"delete {count} dead letters older than {bound} from {target}:dlq for good", yes)
             removed = dead.purge(client, target, bound)
-    if as_json:
-        emit_json({"stream": target, "before_id": bound, "dry_run": dry_run, "matching": count, "removed": removed})
-    else:
-        verb = "would delete" if dry_run else "deleted"
-        out.print(f"{verb} {count if dry_run else removed:,} dead letters older than {bound}", highlight=False)
+    verb = "would delete" if dry_run else "deleted"
+    call.show(
+        {"stream": target, "before_id": bound, "dry_run": dry_run, "matching": count, "removed": removed},
+        lambda: out.print(f"{verb} {count if dry_run else removed:,} dead letters older than {bound}", highlight=False),
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -23,21 +23,17 @@ from streamproc.cli import ops_render
 from streamproc.cli.ops_options import (
     EXIT_CODES,
     DryRunOpt,
-    GroupOpt,
     IdsArg,
-    JsonOpt,
+    OpsCall,
     StreamOpt,
-    StreamsOpt,
     YesOpt,
-    chosen_streams,
     confirm,
     duration_ms,
     emit_json,
     entry_ids,
-    load,
-    one_stream,
+    redis_command,
 )
-from streamproc.cli.options import ConfigOpt, RedisOpt, friendly, out
+from streamproc.cli.options import out
 from streamproc.config import mask_url
 from streamproc.redis import maintenance, ops
 from streamproc.redis import top as top_sampling
@@ -45,14 +41,10 @@ from streamproc.redis import top as top_sampling
 # --- status, pending, claim, ack, trim, top --------------------------------------------------
 
 
-@friendly
+@redis_command()
 def status(
+    call: OpsCall,
     stream: StreamOpt = None,
-    as_json: JsonOpt = False,
-    config: ConfigOpt = None,
-    redis_url: RedisOpt = None,
-    streams: StreamsOpt = None,
-    group: GroupOpt = None,
 ) -> None:
     """Length, ids, lag, pending, consumers and DLQ length of each stream's consumer group.
 
@@ -65,18 +57,18 @@ def status(
 
         streamproc status --streams 'events:{0..7}' --json | jq '.streams[].lag'
     """
-    settings = load(config, redis_url, streams, group)
-    with ops.redis_client(settings) as client:
-        states = ops.status(client, chosen_streams(settings, stream), settings.group)
-    url = mask_url(settings.redis_url)
-    if as_json:
-        emit_json({"redis_url": url, "group": settings.group, "streams": states})
-    else:
-        ops_render.print_status(out, url, settings.group, states)
+    with call.redis() as client:
+        states = ops.status(client, call.chosen(stream), call.group)
+    url = mask_url(call.settings.redis_url)
+    call.show(
+        {"redis_url": url, "group": call.group, "streams": states},
+        lambda: ops_render.print_status(out, url, call.group, states),
+    )
 
 
-@friendly
+@redis_command()
 def pending(
+    call: OpsCall,
     stream: StreamOpt = None,
     consumer: Annotated[str | None, typer.Option("--consumer", help="Only this consumer's entries.")] = None,
     min_idle: Annotated[
@@ -93,11 +85,6 @@ def pending(
     show_payload: Annotated[
         bool, typer.Option("--show-payload", help="Decode each entry (shows visitor ids!) or say why it fails.")
     ] = False,
-    as_json: JsonOpt = False,
-    config: ConfigOpt = None,
-    redis_url: RedisOpt = None,
-    streams: StreamsOpt = None,
-    group: GroupOpt = None,
 ) -> None:
     """Entries delivered but not yet acknowledged: summary, then id, consumer, idle time and delivery count.
 
@@ -107,30 +94,30 @@ def pending(
 
         streamproc pending --consumer worker-3 --limit 10 --show-payload
     """
-    settings = load(config, redis_url, streams, group)
-    with ops.redis_client(settings) as client:
+    with call.redis() as client:
         reports = [
             ops.pending(
                 client,
                 s,
-                settings.group,
+                call.group,
                 consumer=consumer,
                 min_idle_ms=min_idle,
                 limit=limit,
                 show_payload=show_payload,
-                max_entry_bytes=settings.max_entry_bytes,
-                max_age_days=settings.max_event_age_days,
+                max_entry_bytes=call.settings.max_entry_bytes,
+                max_age_days=call.settings.max_event_age_days,
             )
-            for s in chosen_streams(settings, stream)
+            for s in call.chosen(stream)
         ]
-    if as_json:
-        emit_json({"group": settings.group, "streams": [dataclasses.asdict(r) for r in reports]})
-    else:
-        ops_render.print_pending(out, reports, show_payload)
+    call.show(
+        {"group": call.group, "streams": [dataclasses.asdict(r) for r in reports]},
+        lambda: ops_render.print_pending(out, reports, show_payload),
+    )
 
 
-@friendly
+@redis_command()
 def claim(
+    call: OpsCall,
     ids: IdsArg,
     to: Annotated[str, typer.Option("--to", help="Consumer that takes the entries.", show_default=False)],
     create: Annotated[
@@ -138,11 +125,6 @@ def claim(
     ] = False,
     stream: StreamOpt = None,
     yes: YesOpt = False,
-    as_json: JsonOpt = False,
-    config: ConfigOpt = None,
-    redis_url: RedisOpt = None,
-    streams: StreamsOpt = None,
-    group: GroupOpt = None,
 ) -> None:
     """Give pending entries to another consumer now (XCLAIM, min idle 0, delivery counts unchanged).
 
@@ -155,40 +137,30 @@ def claim(
 
     Example: `streamproc claim 1763800000000-0 1763800000000-1 --to worker-2 --yes`
     """
-    settings = load(config, redis_url, streams, group)
     wanted = entry_ids(ids)
-    target = one_stream(settings, stream)
-    with ops.redis_client(settings) as client:
-        ops.check_group(client, target, settings.group)
-        known = [c.name for c in maintenance.consumers(client, target, settings.group)]
+    target = call.one(stream)
+    with call.redis() as client:
+        ops.check_group(client, target, call.group)
+        known = [c.name for c in maintenance.consumers(client, target, call.group)]
         if to not in known and not create:
             close = difflib.get_close_matches(to, known, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ops.Refused(
-                f"group {settings.group} on {target} has no consumer {to!r}{hint}; pass --create to make it"
-            )
-        held = ops.owners(client, target, settings.group, wanted)
+            raise ops.Refused(f"group {call.group} on {target} has no consumer {to!r}{hint}; pass --create to make it")
+        held = ops.owners(client, target, call.group, wanted)
         confirm(f"claim {len(held)} pending entries on {target} for consumer {to!r}", yes or not held)
-        result = ops.claim(client, target, settings.group, wanted, to)
-    if as_json:
-        emit_json(result)
-    else:
-        ops_render.print_repair(out, f"claimed for {to}:", result)
-    if result.not_pending:
-        raise typer.Exit(1)
+        result = ops.claim(client, target, call.group, wanted, to)
+    call.show(
+        result, lambda: ops_render.print_repair(out, f"claimed for {to}:", result), failed=bool(result.not_pending)
+    )
 
 
-@friendly
+@redis_command()
 def ack(
+    call: OpsCall,
     ids: IdsArg,
     force: Annotated[bool, typer.Option("--force", help="Yes, drop them uncounted.")] = False,
     stream: StreamOpt = None,
     yes: YesOpt = False,
-    as_json: JsonOpt = False,
-    config: ConfigOpt = None,
-    redis_url: RedisOpt = None,
-    streams: StreamsOpt = None,
-    group: GroupOpt = None,
 ) -> None:
     """Acknowledge pending entries by hand: they are dropped, never counted and never dead-lettered.
 
@@ -199,29 +171,28 @@ def ack(
 
     Example: `streamproc ack 1763800000000-0 --force --yes`
     """
-    settings = load(config, redis_url, streams, group)
     wanted = entry_ids(ids)
     if not force:
         raise ops.Refused(
             "XACK by hand drops these entries: they are never counted in Postgres and never reach the DLQ."
             " If that is really what you want, add --force"
         )
-    target = one_stream(settings, stream)
-    with ops.redis_client(settings) as client:
-        ops.check_group(client, target, settings.group)
-        held = ops.owners(client, target, settings.group, wanted)
+    target = call.one(stream)
+    with call.redis() as client:
+        ops.check_group(client, target, call.group)
+        held = ops.owners(client, target, call.group, wanted)
         confirm(f"acknowledge {len(held)} pending entries on {target}, uncounted", yes or not held)
-        result = ops.ack(client, target, settings.group, wanted)
-    if as_json:
-        emit_json(result)
-    else:
-        ops_render.print_repair(out, "acknowledged (dropped uncounted):", result)
-    if result.not_pending:
-        raise typer.Exit(1)
+        result = ops.ack(client, target, call.group, wanted)
+    call.show(
+        result,
+        lambda: ops_render.print_repair(out, "acknowledged (dropped uncounted):", result),
+        failed=bool(result.not_pending),
+    )
 
 
-@friendly
+@redis_command(group=False)
 def trim(
+    call: OpsCall,
     stream: StreamOpt = None,
     all_streams: Annotated[
         bool, typer.Option("--all", help="Every configured stream (what streamproc-trim.timer runs).")
@@ -237,10 +208,6 @@ def trim(
         ),
     ] = None,
     dry_run: DryRunOpt = False,
-    as_json: JsonOpt = False,
-    config: ConfigOpt = None,
-    redis_url: RedisOpt = None,
-    streams: StreamsOpt = None,
 ) -> None:
     """Trim a stream safely: XTRIM MINID to the lowest id still pending in, or not yet delivered to, ANY group.
 
@@ -256,24 +223,24 @@ def trim(
 
         streamproc trim --all --older-than 1d   # hourly, from deploy/systemd/streamproc-trim.timer
     """
-    settings = load(config, redis_url, streams, None)
-    targets = list(settings.streams) if all_streams else [one_stream(settings, stream)]
+    targets = list(call.settings.streams) if all_streams else [call.one(stream)]
     plans = []
-    with ops.redis_client(settings) as client:
+    with call.redis() as client:
         for target in targets:
             plan = maintenance.plan_trim(client, target, retention_ms=older_than)
             if not dry_run:
                 maintenance.trim(client, plan)
             plans.append(plan)
-    if as_json:
+    if call.as_json:
         emit_json([dataclasses.asdict(p) for p in plans] if all_streams else plans[0])
     else:
         for plan in plans:
             ops_render.print_trim(out, plan)
 
 
-@friendly
+@redis_command()
 def top(
+    call: OpsCall,
     interval: Annotated[
         int,
         typer.Option(
@@ -288,11 +255,6 @@ def top(
         int | None, typer.Option("--iterations", min=1, help="Stop after this many samples (default: until Ctrl-C).")
     ] = None,
     stream: StreamOpt = None,
-    as_json: JsonOpt = False,
-    config: ConfigOpt = None,
-    redis_url: RedisOpt = None,
-    streams: StreamsOpt = None,
-    group: GroupOpt = None,
 ) -> None:
     """A live view: entries delivered per second, lag, pending, DLQ length and DLQ growth per second.
 
@@ -306,21 +268,20 @@ def top(
 
         streamproc top --interval 5s --iterations 12 --json
     """
-    settings = load(config, redis_url, streams, group)
-    names = chosen_streams(settings, stream)
+    names = call.chosen(stream)
     if interval <= 0:
         raise typer.BadParameter("must be above zero", param_hint="--interval")
     prev: dict[str, top_sampling.Sample] = {}
-    with ops.redis_client(settings) as client:
+    with call.redis() as client:
 
         def frame() -> list[dict[str, Any]]:
-            samples = top_sampling.sample(client, names, settings.group)
+            samples = top_sampling.sample(client, names, call.group)
             rows = [top_sampling.rates(prev.get(s.stream), s) for s in samples]
             prev.update((s.stream, s) for s in samples)
             return rows
 
         try:
-            if as_json:
+            if call.as_json:
                 for i in _ticks(interval, iterations):
                     sys.stdout.write(json.dumps({"sample": i, "streams": frame()}) + "\n")
                     sys.stdout.flush()

@@ -1,22 +1,30 @@
 """Options and helpers the operational command modules share (`ops`, `dlq`, `consumers`).
 
+:func:`redis_command` gives a command the options every one of them takes and hands it an
+:class:`OpsCall`: the settings, a Redis client, the streams to work on and the output form.
 Imports no command module. Exit codes of those commands: 0 ok; 1 runtime failure (Redis
 unreachable, stream or group missing); 2 bad usage, or a change refused without confirmation.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Concatenate, ParamSpec
 
 import typer
 
-from streamproc.cli.options import settings_from
+from streamproc.cli.options import ConfigOpt, RedisOpt, option, own_options, settings_from, with_options
 from streamproc.config import Settings
 from streamproc.redis import ops
+from streamproc.redis.client import Client
+
+P = ParamSpec("P")
 
 EXIT_CODES = (
     "Exit codes: 0 ok, or nothing to do; 1 runtime failure (Redis unreachable, stream or group missing,"
@@ -57,20 +65,78 @@ IdsArg = Annotated[
 ]
 
 
-def load(config: Path | None, redis_url: str | None, streams: str | None, group: str | None) -> Settings:
-    return settings_from(config, redis_url=redis_url, streams=streams, group=group)
+@dataclasses.dataclass
+class OpsCall:
+    """What one operational command was given besides its own options: where the settings come
+    from (``--config``, ``--redis-url``, ``--streams``, ``--group``) and ``--json``."""
+
+    as_json: bool
+    config: Path | None
+    redis_url: str | None
+    streams: str | None
+    group_name: str | None = None
+
+    @functools.cached_property
+    def settings(self) -> Settings:
+        """Flags over environment over TOML; :class:`streamproc.errors.ConfigError` (exit 2) if invalid."""
+        return settings_from(self.config, redis_url=self.redis_url, streams=self.streams, group=self.group_name)
+
+    @property
+    def group(self) -> str:
+        return self.settings.group
+
+    def redis(self) -> contextlib.AbstractContextManager[Client]:
+        """A short-lived client; Redis errors leave it as streamproc errors (:func:`ops.redis_client`)."""
+        return ops.redis_client(self.settings)
+
+    def chosen(self, stream: str | None) -> list[str]:
+        """``--stream`` if given, else every configured stream."""
+        return [stream] if stream else list(self.settings.streams)
+
+    def one(self, stream: str | None) -> str:
+        """``--stream`` if given, else the only configured stream; :class:`ops.Refused` (exit 2) if several."""
+        if stream:
+            return stream
+        configured = self.settings.streams
+        if len(configured) == 1:
+            return configured[0]
+        raise ops.Refused(f"several streams are configured ({', '.join(configured)}): name one with --stream")
+
+    def show(self, data: Any, render: Callable[[], None], *, failed: bool = False) -> None:
+        """``data`` as JSON with ``--json``, else ``render()``; then exit 1 if ``failed`` (an id or
+        consumer given was not there)."""
+        if self.as_json:
+            emit_json(data)
+        else:
+            render()
+        if failed:
+            raise typer.Exit(1)
 
 
-def chosen_streams(settings: Settings, stream: str | None) -> list[str]:
-    return [stream] if stream else list(settings.streams)
+_SHARED = (
+    option("as_json", JsonOpt, False),
+    option("config", ConfigOpt, None),
+    option("redis_url", RedisOpt, None),
+    option("streams", StreamsOpt, None),
+)
+_GROUP = option("group_name", GroupOpt, None)
 
 
-def one_stream(settings: Settings, stream: str | None) -> str:
-    if stream:
-        return stream
-    if len(settings.streams) == 1:
-        return settings.streams[0]
-    raise ops.Refused(f"several streams are configured ({', '.join(settings.streams)}): name one with --stream")
+def redis_command(*, group: bool = True) -> Callable[[Callable[Concatenate[OpsCall, P], None]], Callable[..., None]]:
+    """Decorate an operational command ``fn(call: OpsCall, **own_options)``: its --help and parser get
+    ``--json``, ``--config``, ``--redis-url``, ``--streams`` (and ``--group`` unless ``group=False``)
+    after its own options; they reach it collected in ``call``; streamproc errors leave it as one line
+    and their exit code (:func:`streamproc.cli.options.friendly`)."""
+
+    def decorate(fn: Callable[Concatenate[OpsCall, P], None]) -> Callable[..., None]:
+        shared = [*_SHARED, _GROUP] if group else list(_SHARED)
+
+        def run(given: dict[str, Any], rest: dict[str, Any]) -> None:
+            fn(OpsCall(**given), **rest)  # type: ignore[call-arg]  # the rest are fn's own options, by name
+
+        return with_options(fn, own_options(fn)[1:], shared, run)
+
+    return decorate
 
 
 def entry_ids(values: list[str], hint: str = "IDS") -> list[str]:

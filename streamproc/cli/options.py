@@ -7,7 +7,8 @@ order without a circular import.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar
 
@@ -80,6 +81,41 @@ class App(typer.Typer):
         self, name: str | None = None, *, cls: type[TyperCommand] | None = None, **kwargs: Any
     ) -> Callable[[CommandFunctionType], CommandFunctionType]:
         return super().command(name, cls=cls or Command, **kwargs)
+
+
+# --- options several commands share, declared once ------------------------------------
+
+
+def option(name: str, annotation: Any, default: Any) -> inspect.Parameter:
+    """A keyword parameter ``name: annotation = default`` for :func:`with_options`."""
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+
+
+def own_options(fn: Callable[..., Any]) -> list[inspect.Parameter]:
+    return list(inspect.signature(fn, eval_str=True).parameters.values())
+
+
+def with_options(
+    fn: Callable[..., None],
+    own: Sequence[inspect.Parameter],
+    shared: Sequence[inspect.Parameter],
+    run: Callable[[dict[str, Any], dict[str, Any]], None],
+    *,
+    before: Sequence[inspect.Parameter] = (),
+) -> Callable[..., None]:
+    """A command whose --help and parser take the ``before`` options, its ``own``, then the ``shared``
+    ones; each call runs ``run(before_and_shared_values, own_values)`` (by name) under :func:`friendly`.
+    Named and documented as ``fn``."""
+    common = [*before, *shared]
+
+    @functools.wraps(fn)
+    def command(**options: Any) -> None:
+        given = {p.name: options.pop(p.name) for p in common}
+        run(given, options)
+
+    everything = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in (*before, *own, *shared)]
+    command.__signature__ = inspect.Signature(everything)  # type: ignore[attr-defined]  # typer reads it
+    return friendly(command)
 
 
 # --- shared options ----------------------------------------------------------

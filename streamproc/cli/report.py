@@ -22,18 +22,10 @@ from streamproc.cli.report_options import (
     EPILOG,
     EXIT_CODES,
     ByOpt,
-    CsvOpt,
-    FromOpt,
-    JsonOpt,
-    LastOpt,
-    NowOpt,
-    PngOpt,
     SiteOpt,
-    SizeOpt,
-    ToOpt,
-    TzOpt,
     limit_opt,
     report_app,
+    report_view,
     view,
 )
 from streamproc.reports import render
@@ -108,23 +100,10 @@ def report(
 
 
 @report_app.command("overview", epilog=EPILOG)
-@friendly
+@report_view()
 def overview(
     ctx: typer.Context,
-    site: SiteOpt = None,
-    start: FromOpt = None,
-    end: ToOpt = None,
-    last: LastOpt = None,
-    tz: TzOpt = None,
     by: ByOpt = None,
-    as_json: JsonOpt = False,
-    as_csv: CsvOpt = False,
-    png: PngOpt = None,
-    size: SizeOpt = "1200x600",
-    config: ConfigOpt = None,
-    database_url: DatabaseOpt = None,
-    schema: SchemaOpt = None,
-    now: NowOpt = None,
 ) -> None:
     """Page views, visitors, sessions, bounce rate and average session, with the change against the
     period of the same length just before, and page views per hour or day (`--png`: views with
@@ -146,23 +125,10 @@ def overview(
 
 
 @report_app.command("pages", epilog=EPILOG)
-@friendly
+@report_view()
 def pages(
     ctx: typer.Context,
-    site: SiteOpt = None,
-    start: FromOpt = None,
-    end: ToOpt = None,
-    last: LastOpt = None,
-    tz: TzOpt = None,
     limit: Annotated[int, limit_opt("paths")] = 20,
-    as_json: JsonOpt = False,
-    as_csv: CsvOpt = False,
-    png: PngOpt = None,
-    size: SizeOpt = "1200x600",
-    config: ConfigOpt = None,
-    database_url: DatabaseOpt = None,
-    schema: SchemaOpt = None,
-    now: NowOpt = None,
 ) -> None:
     """Top paths by page views (exact), with unique visitors per path (per UTC day sets: exact for UTC days).
 
@@ -182,23 +148,10 @@ def _show_dimensions(ctx: typer.Context, name: str, names: tuple[str, ...], limi
 
 
 @report_app.command("sources", epilog=EPILOG)
-@friendly
+@report_view()
 def sources(
     ctx: typer.Context,
-    site: SiteOpt = None,
-    start: FromOpt = None,
-    end: ToOpt = None,
-    last: LastOpt = None,
-    tz: TzOpt = None,
     limit: Annotated[int, limit_opt("values per dimension")] = 10,
-    as_json: JsonOpt = False,
-    as_csv: CsvOpt = False,
-    png: PngOpt = None,
-    size: SizeOpt = "1200x600",
-    config: ConfigOpt = None,
-    database_url: DatabaseOpt = None,
-    schema: SchemaOpt = None,
-    now: NowOpt = None,
 ) -> None:
     """Where visitors come from: referrer hosts and utm_source / utm_medium / utm_campaign, with page
     views and unique visitors per value (per UTC day: exact for UTC days, ≈ otherwise).
@@ -211,23 +164,10 @@ def sources(
 
 
 @report_app.command("devices", epilog=EPILOG)
-@friendly
+@report_view()
 def devices(
     ctx: typer.Context,
-    site: SiteOpt = None,
-    start: FromOpt = None,
-    end: ToOpt = None,
-    last: LastOpt = None,
-    tz: TzOpt = None,
     limit: Annotated[int, limit_opt("values per dimension")] = 10,
-    as_json: JsonOpt = False,
-    as_csv: CsvOpt = False,
-    png: PngOpt = None,
-    size: SizeOpt = "1200x600",
-    config: ConfigOpt = None,
-    database_url: DatabaseOpt = None,
-    schema: SchemaOpt = None,
-    now: NowOpt = None,
 ) -> None:
     """Devices, browsers, operating systems and countries, with page views and unique visitors per value
     (per UTC day: exact for UTC days, ≈ otherwise).
@@ -240,21 +180,10 @@ def devices(
 
 
 @report_app.command("bots", epilog=EPILOG)
-@friendly
+@report_view(chart=False)
 def bots(
     ctx: typer.Context,
-    site: SiteOpt = None,
-    start: FromOpt = None,
-    end: ToOpt = None,
-    last: LastOpt = None,
-    tz: TzOpt = None,
     limit: Annotated[int, limit_opt("bots")] = 20,
-    as_json: JsonOpt = False,
-    as_csv: CsvOpt = False,
-    config: ConfigOpt = None,
-    database_url: DatabaseOpt = None,
-    schema: SchemaOpt = None,
-    now: NowOpt = None,
 ) -> None:
     """Page views and clicks from bots (crawlers, monitors, HTTP libraries, headless browsers),
     per bot: what `filter_bots` kept out of every other view (per UTC day).

@@ -6,45 +6,22 @@ from typing import Annotated
 
 import typer
 
-from streamproc.cli.options import ConfigOpt, DatabaseOpt, SchemaOpt, friendly
 from streamproc.cli.report_options import (
     EPILOG,
     ByOpt,
-    CsvOpt,
-    FromOpt,
-    JsonOpt,
-    LastOpt,
-    NowOpt,
-    PngOpt,
-    SiteOpt,
-    SizeOpt,
-    ToOpt,
-    TzOpt,
     limit_opt,
     report_app,
+    report_view,
     view,
 )
 from streamproc.reports import render
 
 
 @report_app.command("api", epilog=EPILOG)
-@friendly
+@report_view()
 def api(
     ctx: typer.Context,
-    site: SiteOpt = None,
-    start: FromOpt = None,
-    end: ToOpt = None,
-    last: LastOpt = None,
-    tz: TzOpt = None,
     by: ByOpt = None,
-    as_json: JsonOpt = False,
-    as_csv: CsvOpt = False,
-    png: PngOpt = None,
-    size: SizeOpt = "1200x600",
-    config: ConfigOpt = None,
-    database_url: DatabaseOpt = None,
-    schema: SchemaOpt = None,
-    now: NowOpt = None,
 ) -> None:
     """API routes: requests, 5xx errors and error rate (exact), mean and p50/p95/p99 latency (quantiles
     within 2 %), busiest first; `--png` draws requests and p95 per hour or day.
@@ -57,23 +34,10 @@ def api(
 
 
 @report_app.command("conversions", epilog=EPILOG)
-@friendly
+@report_view()
 def conversions(
     ctx: typer.Context,
-    site: SiteOpt = None,
-    start: FromOpt = None,
-    end: ToOpt = None,
-    last: LastOpt = None,
-    tz: TzOpt = None,
     by: ByOpt = None,
-    as_json: JsonOpt = False,
-    as_csv: CsvOpt = False,
-    png: PngOpt = None,
-    size: SizeOpt = "1200x600",
-    config: ConfigOpt = None,
-    database_url: DatabaseOpt = None,
-    schema: SchemaOpt = None,
-    now: NowOpt = None,
 ) -> None:
     """Conversions per name and currency with exact revenue (decimal strings), and conversions per hour or day.
 
@@ -85,20 +49,11 @@ def conversions(
 
 
 @report_app.command("realtime", epilog=EPILOG)
-@friendly
+@report_view(window=False)
 def realtime(
     ctx: typer.Context,
-    site: SiteOpt = None,
     minutes: Annotated[int, typer.Option("--minutes", min=1, max=60, help="Activity window in minutes.")] = 5,
     limit: Annotated[int, limit_opt("paths")] = 20,
-    as_json: JsonOpt = False,
-    as_csv: CsvOpt = False,
-    png: PngOpt = None,
-    size: SizeOpt = "1200x600",
-    config: ConfigOpt = None,
-    database_url: DatabaseOpt = None,
-    schema: SchemaOpt = None,
-    now: NowOpt = None,
 ) -> None:
     """What is happening now, as far as the rollups know: sessions whose last event is in the last
     `--minutes` (only events that carry a session id), and page views per path in the current UTC hour
@@ -113,24 +68,11 @@ def realtime(
 
 
 @report_app.command("heatmap", epilog=EPILOG)
-@friendly
+@report_view()
 def heatmap(
     ctx: typer.Context,
     path: Annotated[str, typer.Option("--path", help="The page path, exactly as producers send it.")],
-    site: SiteOpt = None,
-    start: FromOpt = None,
-    end: ToOpt = None,
-    last: LastOpt = None,
-    tz: TzOpt = None,
     limit: Annotated[int, limit_opt("selectors")] = 10,
-    as_json: JsonOpt = False,
-    as_csv: CsvOpt = False,
-    png: PngOpt = None,
-    size: SizeOpt = "1200x600",
-    config: ConfigOpt = None,
-    database_url: DatabaseOpt = None,
-    schema: SchemaOpt = None,
-    now: NowOpt = None,
 ) -> None:
     """Where people click on one page: the 20 × 20 click grid drawn with ░▒▓█ (quarters of the busiest
     cell), and the most clicked selectors. Clicks are per UTC day (≈ for other zones).
@@ -147,25 +89,14 @@ def heatmap(
 
 
 @report_app.command("events", epilog=EPILOG)
-@friendly
+@report_view(chart=False)
 def events(
     ctx: typer.Context,
     name: Annotated[
         str | None,
         typer.Option("--name", help="A custom event's name: break it down by property.", show_default=False),
     ] = None,
-    site: SiteOpt = None,
-    start: FromOpt = None,
-    end: ToOpt = None,
-    last: LastOpt = None,
-    tz: TzOpt = None,
     limit: Annotated[int, limit_opt("names, and values per property")] = 20,
-    as_json: JsonOpt = False,
-    as_csv: CsvOpt = False,
-    config: ConfigOpt = None,
-    database_url: DatabaseOpt = None,
-    schema: SchemaOpt = None,
-    now: NowOpt = None,
 ) -> None:
     """Custom events per name (exact), and with `--name` that event's properties: per key, the most
     frequent values and how many events carried each (per UTC day sets: exact for UTC days).

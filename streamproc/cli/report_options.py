@@ -18,7 +18,18 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 
-from streamproc.cli.options import App, err, out, settings_from
+from streamproc.cli.options import (
+    App,
+    ConfigOpt,
+    DatabaseOpt,
+    SchemaOpt,
+    err,
+    option,
+    out,
+    own_options,
+    settings_from,
+    with_options,
+)
 from streamproc.config import Settings
 from streamproc.errors import SinkError
 from streamproc.reports.timerange import RangeError, Unit, Window, make_window, parse_instant, pick_unit
@@ -87,6 +98,37 @@ EXIT_CODES = (
 EPILOG = f"{APPROX}\n\n{EXIT_CODES}"
 
 report_app = App(no_args_is_help=True, rich_markup_mode="markdown")  # help: the callback's docstring
+
+
+_WINDOW = (
+    option("site", SiteOpt, None),
+    option("start", FromOpt, None),
+    option("end", ToOpt, None),
+    option("last", LastOpt, None),
+    option("tz", TzOpt, None),
+)
+_FORMAT = (option("as_json", JsonOpt, False), option("as_csv", CsvOpt, False))
+_CHART = (option("png", PngOpt, None), option("size", SizeOpt, "1200x600"))
+_SOURCE = (
+    option("config", ConfigOpt, None),
+    option("database_url", DatabaseOpt, None),
+    option("schema", SchemaOpt, None),
+    option("now", NowOpt, None),
+)
+
+
+def report_view(*, window: bool = True, chart: bool = True) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Decorate a sub-view ``fn(ctx, **own_options)`` that calls :func:`view`: its --help and parser
+    get --site and (unless ``window=False``) --from/--to/--last/--tz before its own options, then
+    --json/--csv, (unless ``chart=False``) --png/--size, and --config/--database-url/--schema; those
+    reach :func:`ask` through ``ctx.params``, and streamproc errors leave as one line and an exit code."""
+    before = _WINDOW if window else _WINDOW[:1]
+    shared = [*_FORMAT, *(_CHART if chart else ()), *_SOURCE]
+
+    def decorate(fn: Callable[..., None]) -> Callable[..., None]:
+        return with_options(fn, own_options(fn), shared, lambda _given, own: fn(**own), before=before)
+
+    return decorate
 
 
 def limit_opt(what: str) -> Any:

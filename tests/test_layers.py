@@ -23,9 +23,7 @@ LINT = "import sys; from importlinter.cli import lint_imports; sys.exit(lint_imp
 def lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
     """import-linter on the package and pyproject.toml under ``root`` (cwd first on sys.path)."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    return subprocess.run(
-        [sys.executable, "-c", LINT], cwd=root, env=env, capture_output=True, text=True, timeout=120
-    )
+    return subprocess.run([sys.executable, "-c", LINT], cwd=root, env=env, capture_output=True, text=True, timeout=120)
 
 
 def find_cycle(package: str) -> list[str] | None:

@@ -238,7 +238,7 @@ def emit(a: Ask, data: dict[str, Any], printer: Printer) -> None:
     elif a.fmt == "csv":
         write_csv(sys.stdout, data)
     else:
-        from streamproc.reports.render import literal_console
+        from streamproc.reports.literal import literal_console
 
         printer(literal_console(out), data)  # producer strings shown literally, whatever the view
     if a.png is not None:

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from streamproc.reports.render import literal
+from streamproc.reports.literal import literal
 from streamproc.reports.textplot import bar
 from streamproc.reports.timerange import Window
 

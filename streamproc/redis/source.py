@@ -165,14 +165,17 @@ class RedisSource:
 
     def read_new(self, count: int, block_ms: int) -> Batch:
         """New entries: first without blocking, counting entries deleted before the group read
-        them (:mod:`.gaps`; not on a cluster); if none came, a read blocking up to ``block_ms``."""
-        if not is_cluster(self.client):
-            with self._errors():
-                reply, lost = read_counting_gaps(self.client, self.streams, self.group, self.consumer, count)
-            if reply or lost:
-                batch = _batch_from_reply(reply)
-                batch.lost = lost
-                return batch
+        them (:mod:`.gaps`, per stream key on a cluster too); if none came, a read blocking up
+        to ``block_ms`` (on a cluster: on one stream, up to ``CLUSTER_IDLE_BLOCK_MS``)."""
+        with self._errors():
+            reply, lost = read_counting_gaps(self.client, self.streams, self.group, self.consumer, count)
+        if reply or lost:
+            batch = _batch_from_reply(reply)
+            batch.lost = lost
+            return batch
+        with self._errors():
+            if is_cluster(self.client):
+                return _batch_from_reply(self._wait_on_next_stream(count, min(block_ms, CLUSTER_IDLE_BLOCK_MS)))
         return _batch_from_reply(self._read(">", count, block_ms))
 
     def read_own_pending(self, count: int) -> Batch:
@@ -183,16 +186,14 @@ class RedisSource:
         return batch
 
     def _read(self, start: str, count: int, block_ms: int | None = None) -> Any:
-        """XREADGROUP from ``start`` on every stream; blocks up to ``block_ms`` when given."""
+        """XREADGROUP from ``start`` on every stream; blocks up to ``block_ms`` when given
+        (never on a cluster, where :meth:`read_new` waits on one stream at a time)."""
         with self._errors():
             if not is_cluster(self.client):
                 return self.client.xreadgroup(
                     self.group, self.consumer, {s: start for s in self.streams}, count=count, block=block_ms
                 )
-            reply = self._read_each(start, count)
-            if not reply and block_ms is not None:
-                reply = self._wait_on_next_stream(count, min(block_ms, CLUSTER_IDLE_BLOCK_MS))
-            return reply
+            return self._read_each(start, count)
 
     def _read_each(self, start: str, count: int) -> list[Any]:
         """One XREADGROUP per stream (a cluster allows one slot per command), pipelined."""

@@ -17,7 +17,8 @@ def letter(r: redis.Redis, stream: str, source_id: str, reason: str, fields: dic
 
 def test_stats_and_reason_filter(redis_url: str, r: redis.Redis, stream: str) -> None:
     """stats counts the whole DLQ by reason and by source stream and names the oldest letter;
-    list --reason keeps only the letters whose reason contains the text, any case."""
+    list --reason keeps only the letters whose reason contains the text, any case, and says how
+    many matched (not "see --limit" when the limit cut nothing)."""
     produce(r, stream, 1)
     first = letter(r, stream, "1-0", "invalid JSON", {"event": "{"})
     letter(r, stream, "2-0", "invalid JSON", {"event": "["})
@@ -29,6 +30,10 @@ def test_stats_and_reason_filter(redis_url: str, r: redis.Redis, stream: str) ->
     assert [e["source_id"] for e in listed["entries"]] == ["1-0", "2-0"] and listed["length"] == 3
     text = cli(redis_url, stream, "dlq", "stats")
     assert text.exit_code == 0 and "3 dead letters" in text.stdout and "2  reason: invalid JSON" in text.stdout
+    shown = cli(redis_url, stream, "dlq", "list", "--reason", "json").stdout
+    assert "2 whose reason contains 'json'" in shown and "see --limit" not in shown  # not cut by --limit
+    cut = cli(redis_url, stream, "dlq", "list", "--reason", "json", "--limit", "1").stdout
+    assert "1 whose reason contains 'json' (the oldest; see --limit)" in cut
 
 
 def test_replay_keeps_letters_that_would_fail_again(redis_url: str, r: redis.Redis, stream: str) -> None:

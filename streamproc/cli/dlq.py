@@ -72,7 +72,7 @@ def dlq_list(
         )
     else:
         for s, n, letters in listed:
-            ops_render.print_dead_letters(out, s, n, letters)
+            ops_render.print_dead_letters(out, s, n, letters, limit, reason)
 
 
 @dlq_app.command("stats", epilog=EXIT_CODES)

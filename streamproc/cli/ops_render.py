@@ -95,12 +95,19 @@ def print_repair(console: Console, verb: str, result: RepairResult) -> None:
         console.print(f"deleted from the stream, dropped from pending: {', '.join(result.vanished)}", highlight=False)
 
 
-def print_dead_letters(console: Console, stream: str, length: int, letters: list[DeadLetter]) -> None:
+def print_dead_letters(
+    console: Console, stream: str, length: int, letters: list[DeadLetter], limit: int, reason: str | None = None
+) -> None:
+    """The letters listed, then what they are out of: the oldest ``limit``, or those whose reason
+    contains ``reason``."""
     table = _table(f"{stream}:dlq - {length:,} dead letters", "dlq id", "source id", "reason")
     for d in letters:
         table.add_row(d.id, d.source_id or "-", escape(d.reason or "-"))
     console.print(table)
-    if len(letters) < length:
+    more = " (the oldest; see --limit)" if len(letters) >= limit else ""
+    if reason is not None:
+        console.print(f"{len(letters):,} whose reason contains {reason!r}{more}", highlight=False, markup=False)
+    elif len(letters) < length:
         console.print(f"oldest {len(letters):,} shown (see --limit)", highlight=False)
 
 

@@ -85,6 +85,13 @@ def error_code(exc: BaseException) -> str:
     return word if word.isupper() and word.isalpha() else ""
 
 
+def no_such_key(exc: BaseException) -> bool:
+    """Whether ``exc`` is the reply to a command on a key that does not exist (``ERR no such key``,
+    as XINFO answers for a missing stream): an answer about the data, not a failure. Any other
+    error reply (BUSY, MASTERDOWN, NOPERM...) says nothing about the key: :func:`classify` it."""
+    return isinstance(exc, rx.ResponseError) and "no such key" in _PIPELINE_PREFIX.sub("", str(exc)).lower()
+
+
 def classify(exc: BaseException) -> Verdict:
     """The class of a Redis failure.
 

@@ -12,7 +12,7 @@ import redis.exceptions as rx
 from streamproc.config import Settings
 from streamproc.core.entryid import split_entry_id
 from streamproc.errors import GroupMissing, SourceUnavailable
-from streamproc.redis.classify import translate
+from streamproc.redis.classify import no_such_key, translate
 from streamproc.redis.client import Client, connect, is_cluster
 from streamproc.redis.deadletters import DeadLetter, write_dead_letters
 from streamproc.redis.gaps import read_counting_gaps
@@ -150,8 +150,10 @@ class RedisSource:
     def _has_group(self, stream: str) -> bool:
         try:
             groups = self.client.xinfo_groups(stream)
-        except rx.ResponseError:
-            return False  # no such stream
+        except rx.ResponseError as exc:
+            if no_such_key(exc):
+                return False  # no such stream
+            raise  # BUSY, MASTERDOWN, NOPERM...: nothing known about the group; classified by _errors()
         return any(_s(g["name"]) == self.group for g in groups)
 
     def _require_group(self, stream: str) -> None:

@@ -13,9 +13,12 @@ import os
 import threading
 from typing import Any
 
+import pytest
 import redis
 
 from streamproc.dev.localservers import RedisServer, start_redis
+from streamproc.errors import SourceUnavailable
+from streamproc.redis.source import RedisSource
 from tests.chaos.conftest import Throwaway
 from tests.chaos.transient import BOUND_S, Condition, ride_out
 from tests.conftest import Daemons, wait_for
@@ -180,6 +183,40 @@ def test_loading_after_a_restart_is_waited_out(
         Condition(on, off, readable=False),
         said("loading its data set", "ack"),
     )
+
+
+def _refused(call: Any, ok: bool = False) -> BaseException | None:
+    """The error ``call`` raises; with ``ok``, None when it succeeds (else an AssertionError)."""
+    try:
+        call()
+    except redis.exceptions.RedisError as exc:  # the server's refusal is the point
+        return exc
+    assert ok, "the server accepted the command"
+    return None
+
+
+def test_group_check_on_a_busy_server_is_transient_not_a_vanished_group(throwaway: Throwaway) -> None:
+    """The group check of a (re)start (XINFO GROUPS) answered BUSY, by a script past
+    busy-reply-threshold, on a stream this deployment consumed before: the answer says nothing
+    about the group, so the check is retried (SourceUnavailable), never taken for a vanished group
+    (GroupMissing, exit 3, which systemd does not restart). The same holds for every transient
+    error reply (MASTERDOWN, ...) that comes between the start's PING and this check."""
+    server = throwaway.redis()
+    c = admin(server.port)
+    c.xgroup_create("st", "g", id="0", mkstream=True)
+    source = RedisSource(server.url, ["st"], "g", "c1", socket_timeout_s=30)
+    c.config_set("busy-reply-threshold", "50")
+    script = threading.Thread(target=lambda: _refused(lambda: admin(server.port).eval("while true do end", 0)))
+    script.start()
+    try:
+        wait_for(lambda: str(_refused(lambda: admin(server.port).ping(), ok=True)).startswith("BUSY"), BOUND_S, "BUSY")
+        with pytest.raises(SourceUnavailable, match="busy running a script"):
+            source.ensure_groups("0", known=lambda: {"st"})
+    finally:
+        admin(server.port).script_kill()
+        script.join(BOUND_S)
+    assert source.ensure_groups("0", known=lambda: {"st"}) == []
+    source.close()
 
 
 def _refused(call: Any, ok: bool = False) -> BaseException | None:

@@ -282,17 +282,19 @@ def _copy_privileges(conn: psycopg.Connection[Any], parent: str, part: str) -> N
     whatever the owner's defaults say, e.g. SELECT on ledger partitions to the reader role."""
     rows = conn.execute(
         "SELECT c.oid = to_regclass(%s), CASE a.grantee WHEN 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END,"
-        " a.privilege_type FROM pg_class c CROSS JOIN LATERAL aclexplode(c.relacl) a"
+        " a.privilege_type, a.is_grantable FROM pg_class c CROSS JOIN LATERAL aclexplode(c.relacl) a"
         " WHERE c.oid IN (to_regclass(%s), to_regclass(%s)) AND a.grantee <> c.relowner",
         (parent, parent, part),
     ).fetchall()
     table = sql.Identifier(part)
     # Role names come quoted from regrole, privileges are keywords: both from the catalog.
-    for grantee in sorted({g for of_parent, g, _ in rows if not of_parent}):
+    for grantee in sorted({g for of_parent, g, _, _ in rows if not of_parent}):
         conn.execute(sql.SQL("REVOKE ALL ON {} FROM {}").format(table, sql.SQL(grantee)))
-    for of_parent, grantee, privilege in rows:
+    for of_parent, grantee, privilege, grantable in rows:
         if of_parent:
-            conn.execute(sql.SQL("GRANT {} ON {} TO {}").format(sql.SQL(privilege), table, sql.SQL(grantee)))
+            option = sql.SQL(" WITH GRANT OPTION" if grantable else "")
+            grant = sql.SQL("GRANT {} ON {} TO {}{}").format(sql.SQL(privilege), table, sql.SQL(grantee), option)
+            conn.execute(grant)
 
 
 def _drop(conn: psycopg.Connection[Any], span: Span) -> int:

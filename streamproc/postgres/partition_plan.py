@@ -1,12 +1,13 @@
 """Planning of time partitions, pure: catalog facts, the clock and the retention in, steps out.
 
-Layout (``sql/002_partitioning.sql``): the time-bucketed rollups are partitioned
-by month (``<table>_pYYYYMM``, by ``hour`` or ``day``), the ledger
-``applied_entries`` by UTC day (``applied_entries_pYYYYMMDD``, by ``entry_ms``
-in milliseconds), each with a DEFAULT partition that catches rows no dated
-partition covers yet. :func:`plan_table` says which partitions to create and
-to drop; :mod:`streamproc.postgres.partitions` carries the steps out. Partitions
-whose names do not follow the pattern are never planned.
+Layout (``sql/002_partitioning.sql``, ``sql/010_partition_props_and_bots.sql``):
+the time-bucketed rollups are partitioned by month (``<table>_pYYYYMM``, by
+``hour`` or ``day``), the ledger ``applied_entries`` by UTC day
+(``applied_entries_pYYYYMMDD``, by ``entry_ms`` in milliseconds), each with a
+DEFAULT partition that catches rows no dated partition covers yet.
+:func:`plan_table` says which partitions to create and to drop;
+:mod:`streamproc.postgres.partitions` carries the steps out. Partitions whose
+names do not follow the pattern are never planned.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ DAILY_TABLES: Final = (
     "dimensions_daily",
     "clicks_grid_daily",
     "clicks_selector_daily",
+    "bots_daily",  # partitioned since sql/010
+    "event_props_daily",  # partitioned since sql/010
 )
 # Approximate uniques (sql/approximate/): maintained when present.
 SKETCH_TABLES: Final = (

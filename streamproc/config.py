@@ -58,8 +58,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     block_ms: Annotated[int, msgspec.Meta(ge=1, le=60_000)] = 2000
     min_idle_ms: Annotated[int, msgspec.Meta(ge=1)] = 60_000
     reclaim_interval_ms: Annotated[int, msgspec.Meta(ge=1)] = 5_000
-    # At least 3: after a crash, an entry's neighbours are delivered twice more before the
-    # worker isolates the culprit (see Worker.recover_own_pending).
+    # At least 3: an entry is delivered in a batch at most twice; from the third delivery on it
+    # is handed out alone (see streamproc.daemon.redelivery).
     max_deliveries: Annotated[int, msgspec.Meta(ge=3, le=1000)] = 5
     drain_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0
     max_entry_bytes: Annotated[int, msgspec.Meta(ge=256)] = 64 * 1024

@@ -56,6 +56,13 @@ class Flusher(Generic[J]):
             except queue.Full:
                 continue
 
+    def wait_idle(self) -> None:
+        """Wait until every batch handed over is finished (raises a flusher's failure)."""
+        with self._queue.all_tasks_done:
+            while self._queue.unfinished_tasks:
+                self.raise_if_failed()
+                self._queue.all_tasks_done.wait(_POLL_S)
+
     def raise_if_failed(self) -> None:
         if self._error is not None:
             raise self._error
@@ -83,3 +90,5 @@ class Flusher(Generic[J]):
             except BaseException as exc:  # handed to the main thread, which decides
                 self._error = exc
                 return
+            finally:
+                self._queue.task_done()

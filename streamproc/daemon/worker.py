@@ -3,7 +3,8 @@
 Each step is a small method a test can call alone; the loop only decides which
 step comes next and when to stop. The concerns around the steps live apart:
 retries and the drain deadline in :mod:`~streamproc.daemon.retry`, the entries
-in hand in :mod:`~streamproc.daemon.inhand`, totals, metrics and the batch log
+in hand in :mod:`~streamproc.daemon.inhand`, redelivered entries and the poison limit in
+:mod:`~streamproc.daemon.redelivery`, totals, metrics and the batch log
 line in :mod:`~streamproc.daemon.accounting`, one Postgres connection per
 flusher thread in :mod:`~streamproc.daemon.sinks`.
 """
@@ -17,12 +18,12 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import FrameType
-from typing import Final, NoReturn
+from typing import Final
 
 import structlog
 
 from streamproc.config import Settings
-from streamproc.core.decode import Accepted, Decoded, Rejected, decode_batch
+from streamproc.core.decode import Accepted, Decoded, decode_batch
 from streamproc.core.enrich import Enricher
 from streamproc.core.fold import DEFAULT_URLS, Hasher, KeyCap
 from streamproc.core.fold import fold as fold_events
@@ -36,11 +37,11 @@ from streamproc.daemon.flusher import Flusher
 from streamproc.daemon.inhand import InHand, Refresher
 from streamproc.daemon.isolate import Part, by_stream, isolate, merged, reject
 from streamproc.daemon.notify import Notifier
+from streamproc.daemon.redelivery import Redelivery, split_poison
 from streamproc.daemon.retry import Retrier
 from streamproc.daemon.sinks import ThreadSinks
-from streamproc.errors import EntryRejected, SchemaNotReady, SinkError
-from streamproc.postgres.grants import check_privileges
-from streamproc.postgres.migrate import check_migrated
+from streamproc.daemon.startup import StoppedBeforeReady, start
+from streamproc.errors import EntryRejected, SinkError
 from streamproc.postgres.sink import Claim, PostgresSink
 from streamproc.redis.source import Batch, RedisSource
 
@@ -89,6 +90,9 @@ class Worker:
         self.in_hand = InHand()
         self.accounting = Accounting(self.notifier, on_batch)
         self.sinks = ThreadSinks(sink)
+        self.redelivery = Redelivery(
+            settings, source, self.retry, self.in_hand, self.accounting, self.notifier, self.stopping, self.process
+        )
         self._stop_reason = "requested"
         self._stop_announced = False
         self._next_reclaim = 0.0
@@ -106,20 +110,22 @@ class Worker:
         self._install_signals()
         try:
             self.start()
-        except _StoppedBeforeReady:
+        except StoppedBeforeReady:
             self._announce_stop()
             log.info("shutdown", before_ready=True, **self.totals.view())
             return 0
         drained = False
         try:
             with Refresher(self.in_hand, self.source.refresh, self.settings.min_idle_ms):
-                self.recover_own_pending()
+                self.redelivery.recover_own_pending()
                 with Flusher[Job](self.finish, self.settings.flushers) as flusher:
                     while not self.stopping.is_set():
                         self.notifier.watchdog()
                         flusher.raise_if_failed()  # a failed commit stops the daemon even when no batch follows
-                        batch = self.next_batch()
-                        if not batch.is_empty():
+                        batch = self.next_batch(flusher.wait_idle)
+                        if batch.alone:
+                            self.process(batch)  # nothing else in hand (see redelivery)
+                        elif not batch.is_empty():
                             flusher.submit(self.prepare(batch))
                         elif self.drain and self._drained():
                             drained = True
@@ -133,55 +139,8 @@ class Worker:
         return 0
 
     def start(self) -> None:
-        """Wait for both servers and check them; a stop request while waiting ends the run
-        (nothing is in hand yet)."""
-        self.retry.call(self.source.ping, "redis", "connect", on_stop=_stopped_before_ready)
-        created = self.retry.call(
-            lambda: self.source.ensure_groups(self.settings.group_start_id, self._consumed_streams),
-            "redis",
-            "connect",
-            on_stop=_stopped_before_ready,
-        )
-        self._open_sink()
-        self.retry.call(
-            lambda: self.sink.register_streams(self.source.streams),
-            "postgres",
-            "connect",
-            on_stop=_stopped_before_ready,
-        )
-        log.info(
-            "ready",
-            streams=self.source.streams,
-            group=self.source.group,
-            consumer=self.source.consumer,
-            groups_created=created,
-            drain=self.drain,
-        )
-        self.notifier.ready(f"consuming {', '.join(self.source.streams)} as {self.source.consumer}")
-
-    def _open_sink(self) -> None:
-        self.retry.call(self.sink.open, "postgres", "connect", on_stop=_stopped_before_ready)
-        check_migrated(self.sink.conn, self.approximate)
-        # Before any entry is read: a missing grant exits 2 without adding a delivery to anything.
-        self.retry.call(
-            lambda: check_privileges(self.sink.conn, self.approximate),
-            "postgres",
-            "connect",
-            on_stop=_stopped_before_ready,
-        )
-
-    def _consumed_streams(self) -> set[str]:
-        """Streams this deployment consumed before: a group missing on one of them vanished
-        (the stream was deleted, flushed or evicted) and is not recreated."""
-        self.retry.call(self.sink.open, "postgres", "connect", on_stop=_stopped_before_ready)
-        try:
-            check_migrated(self.sink.conn, self.approximate)
-        except SchemaNotReady:
-            return set()  # nothing consumed yet; start() stops on this right after the group check
-        known: set[str] = self.retry.call(
-            lambda: self.sink.known_streams(self.source.streams), "postgres", "connect", on_stop=_stopped_before_ready
-        )
-        return known
+        """Wait for both servers and check them (:func:`.startup.start`)."""
+        start(self.settings, self.source, self.sink, self.retry, self.notifier, self.drain)
 
     def stop(self, reason: str = "requested") -> None:
         """Ask the loop to finish the batch in hand and stop. Safe in a signal handler:
@@ -215,32 +174,15 @@ class Worker:
 
     # -- steps -------------------------------------------------------------------
 
-    def recover_own_pending(self) -> None:
-        """After a restart, finish this consumer's own pending entries first.
-
-        If some were already re-read after an earlier crash (delivered twice or
-        more), the worker may be dying on one of them: read them one at a time,
-        so each crash adds a delivery to one entry only and the culprit reaches
-        max_deliveries (and the dead-letter stream) before its neighbours.
-        """
-        suspicious = self.retry.read(self.source.own_pending_max_deliveries, on_stop=lambda: 0) > 1
-        count = 1 if suspicious else self.settings.batch_size
-        if suspicious:
-            log.warning("recovering own pending entries one at a time: an earlier run died on them")
-        while not self.stopping.is_set():
-            batch = self.retry.read(lambda: self.source.read_own_pending(count))
-            if batch.is_empty():
-                return
-            log.info("recovering own pending entries", entries=len(batch))
-            self.process(batch)
-            self.notifier.watchdog()
-
-    def next_batch(self) -> Batch:
-        """Reclaim stalled entries when due, else read new ones."""
+    def next_batch(self, wait_idle: Callable[[], None] = lambda: None) -> Batch:
+        """Reclaim stalled entries when due, else read new ones. ``wait_idle``: wait until
+        nothing is in hand (the flushers), before an entry is reclaimed alone."""
         now = time.monotonic()
         if now >= self._next_reclaim:
             self._next_reclaim = now + self.settings.reclaim_interval_ms / 1000
-            batch = self.reclaim()
+            batch = self.redelivery.reclaim(wait_idle)
+            if batch.alone or batch.waiting:
+                self._next_reclaim = now  # more may be due alone: reclaim again next turn
             if not batch.is_empty():
                 return batch
         return self.read()
@@ -251,17 +193,6 @@ class Worker:
         batch = self.retry.read(lambda: self.source.read_new(self.settings.batch_size, block))
         if batch.lost:
             self.accounting.lost(batch.lost)
-        return batch
-
-    def reclaim(self) -> Batch:
-        """Entries idle longer than min_idle_ms (XAUTOCLAIM), never those this process holds
-        (the refresher keeps them from looking idle; reclaim leaves them out should it not)."""
-        in_hand = self.in_hand.snapshot()
-        batch = self.retry.read(
-            lambda: self.source.reclaim(self.settings.min_idle_ms, self.settings.batch_size, in_hand)
-        )
-        if not batch.is_empty():
-            self.accounting.reclaimed(batch)
         return batch
 
     def process(self, batch: Batch) -> BatchResult:
@@ -291,21 +222,13 @@ class Worker:
         now_ms = int(time.time() * 1000)
         limit = self.settings.max_deliveries
         out = {}
-        for stream, entries in batch.entries.items():
-            counts = batch.delivery_counts.get(stream, {})
-            poison = [(eid, f) for eid, f in entries if counts.get(eid, 1) > limit]
-            if poison:
-                entries = [(eid, f) for eid, f in entries if counts.get(eid, 1) <= limit]
+        for stream, all_entries in batch.entries.items():
+            entries, poison = split_poison(all_entries, batch.delivery_counts.get(stream, {}), limit)
             if self.failpoints.content is not None or self.failpoints.hang is not None:
                 for _eid, f in entries:
                     self.failpoints.check_content(f)
             decoded = decode_batch(entries, now_ms, self.settings.max_entry_bytes, self.settings.max_event_age_days)
-            for eid, f in poison:
-                reason = (
-                    f"delivered {counts[eid]} times without being committed"
-                    f" (max_deliveries={limit}); it may crash or stall the worker"
-                )
-                decoded.rejected.append(Rejected(eid, f or {}, reason))
+            decoded.rejected.extend(poison)
             out[stream] = decoded
         return out
 
@@ -435,11 +358,3 @@ def counted_shards(
         return {t: s.without_sums_of(repeats[t]) if repeats[t].rows else s for t, s in prefold.items()}
     claim.refolded = True
     return fold_events(claim.counted, hasher, cap, approximate, enricher, urls)
-
-
-class _StoppedBeforeReady(Exception):
-    """A stop request arrived while start-up waited for a server."""
-
-
-def _stopped_before_ready() -> NoReturn:
-    raise _StoppedBeforeReady

@@ -16,7 +16,7 @@ from streamproc.redis.classify import no_such_key, translate
 from streamproc.redis.client import Client, connect, is_cluster
 from streamproc.redis.deadletters import DeadLetter, write_dead_letters
 from streamproc.redis.gaps import read_counting_gaps
-from streamproc.redis.reclaim import CURSOR_START, Entry, autoclaim, pending_here, refresh_held
+from streamproc.redis.reclaim import CURSOR_START, Entry, pending_here, reclaim_stream, refresh_held
 from streamproc.redis.url import parse_redis_url
 
 # On a cluster each stream is read on its own; with nothing new anywhere the worker
@@ -32,6 +32,8 @@ class Batch:
     delivery_counts: dict[str, dict[bytes, int]] = field(default_factory=dict)
     trimmed: dict[str, list[bytes]] = field(default_factory=dict)
     lost: dict[str, int] = field(default_factory=dict)  # deleted before the group read them
+    alone: bool = False  # one entry redelivered too often to share a batch (see redis.reclaim)
+    waiting: bool = False  # such an entry was left unclaimed: this process held other entries
 
     def __len__(self) -> int:
         return sum(len(v) for v in self.entries.values())
@@ -220,38 +222,51 @@ class RedisSource:
                 highest = max([highest, *(int(row["times_delivered"]) for row in rows)])
         return highest
 
-    def reclaim(self, min_idle_ms: int, count: int, in_hand: Collection[tuple[str, bytes]] = ()) -> Batch:
-        """Take over up to ``count`` entries idle longer than ``min_idle_ms`` (XAUTOCLAIM):
-        other consumers' entries, and this consumer's own entries that it does not hold.
+    def reclaim(
+        self, min_idle_ms: int, count: int, in_hand: Collection[tuple[str, bytes]] = (), alone_ok: bool = True
+    ) -> Batch:
+        """Take over up to ``count`` entries idle longer than ``min_idle_ms``
+        (:func:`~streamproc.redis.reclaim.reclaim_stream`, one stream after the other): other
+        consumers' entries, and this consumer's own entries that it does not hold.
 
-        Each stream's PEL is walked with XAUTOCLAIM's cursor, which persists between calls:
-        at most ``MAX_AUTOCLAIM_CALLS`` calls per stream per turn, each scanning at most
-        COUNT x 10 PEL entries. Own entries *not* in hand are ones whose delivery never
-        reached us (a reply lost to a cut connection) or whose XACK was lost (a failover):
-        they are recovered like anyone else's. Batches in hand (``in_hand``: stream and id
-        of every entry read and not yet acked) look busy to XAUTOCLAIM because
+        Each stream's PEL is walked from a cursor kept between calls. Own entries *not* in hand
+        are ones whose delivery never reached us (a reply lost to a cut connection) or whose
+        XACK was lost (a failover): they are recovered like anyone else's. Batches in hand
+        (``in_hand``: stream and id of every entry read and not yet acked) look busy because
         :class:`~streamproc.daemon.inhand.Refresher` resets their idle time; should one be
-        claimed anyway (Redis could not be told in time), it is left out of the batch, not
-        processed twice. Entries deleted from the stream while pending come back as
-        XAUTOCLAIM's deleted ids (Redis >= 7), already dropped from the PEL: ``trimmed``.
-        Delivery counts of what was claimed: one XPENDING over the claimed id range.
+        claimed anyway, it is left out of the batch, not processed twice. Entries deleted from
+        the stream while pending come back as XAUTOCLAIM's deleted ids (Redis >= 7): ``trimmed``.
+
+        An entry delivered ``BATCH_DELIVERIES`` times before comes in a batch of its own
+        (``alone``), and only with ``alone_ok`` and nothing else claimed in this call; else the
+        batch says ``waiting``.
         """
         batch = Batch()
         with self._errors():
             for stream in self.streams:
                 want = count - len(batch)
-                if want <= 0:
+                if want <= 0 or batch.alone:
                     break
+                skip = {eid for s, eid in in_hand if s == stream}
                 cursor = self._cursors.get(stream, CURSOR_START)
-                claimed, deleted, self._cursors[stream] = autoclaim(
-                    self.client, stream, self.group, self.consumer, min_idle_ms, want, cursor
+                got = reclaim_stream(
+                    self.client,
+                    stream,
+                    self.group,
+                    self.consumer,
+                    min_idle_ms,
+                    want,
+                    cursor,
+                    skip,
+                    alone_ok and not batch.entries,
                 )
-                entries = [(eid, fields) for eid, fields in claimed if (stream, eid) not in in_hand]
-                if entries:
-                    batch.entries[stream] = entries
-                    ids = [eid for eid, _ in entries]
-                    batch.delivery_counts[stream] = pending_here(self.client, stream, self.group, self.consumer, ids)
-                trimmed = [eid for eid in deleted if (stream, eid) not in in_hand]
+                self._cursors[stream] = got.cursor
+                batch.waiting = batch.waiting or got.waiting
+                batch.alone = got.alone
+                if got.entries:
+                    batch.entries[stream] = got.entries
+                    batch.delivery_counts[stream] = got.counts
+                trimmed = [eid for eid in got.deleted if eid not in skip]
                 if trimmed:
                     batch.trimmed[stream] = trimmed
         return batch

@@ -131,7 +131,7 @@ def test_stalled_commit_is_not_reclaimed_by_itself_or_another_worker(
     make_settings, schema, r, stream, daemons: Daemons, database_url: str, redis_url: str
 ) -> None:
     """Worker A's commit stalls (the ledger is locked) far longer than min_idle_ms while A and a
-    second worker B keep running XAUTOCLAIM. A refreshes its batch's idle time (XCLAIM JUSTID),
+    second worker B keep trying to reclaim. A refreshes its batch's idle time (XCLAIM JUSTID),
     so neither takes it: the entries stay on A with one delivery each, a third reclaim made
     by the test itself gets nothing, and once the lock goes A counts each entry once."""
     entries = list(Generator(seed=32, days=1, bad_ratio=0).entries(100))
@@ -147,8 +147,9 @@ def test_stalled_commit_is_not_reclaimed_by_itself_or_another_worker(
         # Each refresh comes a quarter of min_idle_ms after the previous one (or the read):
         # after five, the batch has been in hand longer than min_idle_ms.
         wait_for(lambda: len(refreshes(a)) >= 5, 120, "five refreshes of the batch in hand")
-        start = calls(r, "xautoclaim")
-        wait_for(lambda: calls(r, "xautoclaim") >= start + 20, 60, "twenty more XAUTOCLAIM calls by A and B")
+        # Each reclaim turn of A and B starts with XPENDING IDLE (the refreshes add a few more).
+        start = calls(r, "xpending")
+        wait_for(lambda: calls(r, "xpending") >= start + 40, 60, "forty more reclaim turns of A and B")
         probe = RedisSource(redis_url, [stream], "g", "probe", 10, client=redis.Redis.from_url(redis_url))
         try:
             assert probe.reclaim(min_idle_ms, 1000).is_empty(), "a live batch was reclaimed"
@@ -170,28 +171,33 @@ def test_stalled_commit_is_not_reclaimed_by_itself_or_another_worker(
 def test_zombie_worker_woken_during_anothers_commit_does_not_take_its_entries_back(
     make_settings, schema, r, stream, daemons: Daemons, database_url: str
 ) -> None:
-    """Worker A freezes (SIGSTOP) holding batches; B reclaims them after min_idle_ms, and B's
+    """Worker A freezes (SIGSTOP) holding a batch; B reclaims it after min_idle_ms, and B's
     commit stalls. A wakes (SIGCONT): its refresh finds the entries no longer pending under A
     and leaves them with B (XCLAIM with min idle 0 would have taken them back). When the lock
-    goes, both commit; the ledger counts each entry once and totals equal the truth."""
+    goes, both commit; the ledger counts each entry once and totals equal the truth.
+
+    The steps are ordered, not timed: A reads every entry in its first read (batch_size 300),
+    so what it holds is known whenever it froze and no later read of A's can get anything; A
+    wakes only once B holds every entry."""
     entries = list(Generator(seed=33, days=1, bad_ratio=0).entries(300))
     r.xgroup_create(stream, "g", id="0", mkstream=True)
     produce(r, stream, entries)
-    a_settings = make_settings(consumer="a", batch_size=100, flushers=1, min_idle_ms=2000)
+    a_settings = make_settings(consumer="a", batch_size=300, flushers=1, min_idle_ms=2000)
     a = daemons.start(a_settings, "--drain", STREAMPROC_FAILPOINTS="before_flush@1:stop")
     wait_for(lambda: is_stopped(a.pid), 60, "worker A to freeze")
-    held = {eid for eid, (owner, _) in pending_by_consumer(r, stream).items() if owner == b"a"}
-    assert held
+    pending = pending_by_consumer(r, stream)
+    held = set(pending)
+    assert len(held) == 300 and {owner for owner, _ in pending.values()} == {b"a"}, "A holds every entry"
 
     with ledger_locked(database_url, schema):
         b_settings = make_settings(consumer="b", batch_size=1000, min_idle_ms=500)
         b = daemons.start(b_settings, "--drain")
 
-        def taken_by_b() -> bool:
+        def all_on_b() -> bool:
             pending = pending_by_consumer(r, stream)
-            return all(pending.get(eid, (b"", 0))[0] == b"b" for eid in held)
+            return len(pending) == 300 and all(owner == b"b" for owner, _ in pending.values())
 
-        wait_for(taken_by_b, 60, "B to reclaim A's entries")
+        wait_for(all_on_b, 60, "B to reclaim A's batch")
         a.send_signal(signal.SIGCONT)
         wait_for(
             lambda: sum(line["entries"] + line["not_pending_here"] for line in refreshes(a)) >= len(held),
@@ -199,11 +205,12 @@ def test_zombie_worker_woken_during_anothers_commit_does_not_take_its_entries_ba
             "A's refresh of its (former) entries",
         )
         assert sum(line["entries"] for line in refreshes(a)) == 0, "A took nothing back"
-        assert taken_by_b(), "the entries are still B's"
+        assert all_on_b(), "the entries are still B's"
     assert a.wait(timeout=60) == 0, daemons.logs()[-3000:]
     assert b.wait(timeout=60) == 0, daemons.logs()[-3000:]
     got_a, got_b = drained(a), drained(b)
     assert got_a["ok"] + got_b["ok"] == 300 - retries(entries), (got_a, got_b)
+    # A commits its batch after B reclaimed it: one of the two finds each entry in the ledger.
     assert got_a["duplicates"] + got_b["duplicates"] == len(held) + retries(entries), (got_a, got_b)
     assert r.xpending(stream, "g")["pending"] == 0
     assert_totals(b_settings, entries)

@@ -100,7 +100,8 @@ def maintain(
         ),
     ] = None,
 ) -> None:
-    """Create time partitions ahead, move rows out of DEFAULT, drop partitions past retention.
+    """Create time partitions ahead, move rows out of DEFAULT, drop partitions past retention;
+    delete sessions whose last event is past the sessions_daily retention.
 
     Rollup partitions are monthly, from one month back to three ahead; ledger
     partitions daily, from one day back to seven ahead. A ledger partition is
@@ -153,6 +154,8 @@ def render(result: partitions.Result) -> None:
         say(f"  create {c['partition']:<36} {c['from']} .. {c['to']}  {c['rows_from_default']:,} rows from DEFAULT")
     for d in result.dropped:
         say(f"  drop   {d['partition']:<36} {d['from']} .. {d['to']}  {d['reason']}")
+    for table, rows in result.pruned.items():
+        say(f"{table}: {rows:,} rows {would}deleted (last event past the sessions_daily retention)")
     if result.ledger_keep_from_ms is not None:
         keep = dt.datetime.fromtimestamp(result.ledger_keep_from_ms / 1000, dt.UTC)
         say(f"ledger: entries from {keep:%Y-%m-%d %H:%M:%S} UTC on are kept")

@@ -1,4 +1,5 @@
-"""Time partitions of the rollups and the ledger: create ahead, move out of DEFAULT, drop behind.
+"""Time partitions of the rollups and the ledger: create ahead, move out of DEFAULT, drop behind;
+then the retention of ``sessions``, which has no partitions (:mod:`.retention`).
 
 Planning is pure and lives in :mod:`streamproc.postgres.partition_plan` (re-exported
 here). Execution (:func:`maintain`) runs each step in a transaction of its own, all
@@ -43,6 +44,7 @@ from streamproc.postgres.partition_plan import (
     ledger_keep_from_ms,
     plan_table,
 )
+from streamproc.postgres.retention import RETAINED_LIKE, SESSIONS_TABLE, prune_sessions
 from streamproc.postgres.session import Session, Timeouts, advisory_xact_lock, connect
 
 __all__ = [
@@ -91,6 +93,7 @@ class Result:
     lock_held_elsewhere: bool = False  # another run holds the lock: nothing was done
     created: list[dict[str, Any]] = field(default_factory=list)
     dropped: list[dict[str, Any]] = field(default_factory=list)
+    pruned: dict[str, int] = field(default_factory=dict)  # table -> rows deleted (dry run: would be)
     ledger_keep_from_ms: int | None = None
     warnings: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -122,12 +125,13 @@ def maintain(
     now: dt.datetime | None = None,
     window: Window = Window(),
 ) -> Result:
-    """Create partitions ahead, move rows out of DEFAULT, drop partitions past retention.
+    """Create partitions ahead, move rows out of DEFAULT, drop partitions past retention,
+    then delete ``sessions`` rows whose last event is past ``sessions_daily``'s retention.
 
     ``first_entries(stream names)`` returns the first entry's ms of each stream
     still in Redis; it may raise :class:`SourceError`, and without it (or when
     it fails) no ledger partition is dropped. ``drop=False`` only creates (what
-    ``setup``/``migrate`` may call). ``dry_run`` plans without the lock and
+    ``setup``/``migrate`` may call) and deletes nothing. ``dry_run`` plans without the lock and
     changes nothing.
     """
     result = Result(schema=schema, dry_run=dry_run)
@@ -177,6 +181,19 @@ def _maintain(
             why = f"older than the {days}-day retention"
         for step in plan_table(state, when, keep_from=floor, drop_before=cutoff, reason=why, window=window):
             _apply(conn, result, step, state.default, dry_run)
+    if drop:
+        days = retention_days.get(RETAINED_LIKE, DEFAULT_RETENTION_DAYS[RETAINED_LIKE])
+        _prune(conn, result, when - dt.timedelta(days=days), dry_run)
+
+
+def _prune(conn: psycopg.Connection[Any], result: Result, before: dt.datetime, dry_run: bool) -> None:
+    """Sessions whose last event is past the retention; a failure is recorded and the run goes on."""
+    try:
+        result.pruned[SESSIONS_TABLE] = prune_sessions(conn, before, dry_run)
+    except psycopg.OperationalError:
+        raise
+    except psycopg.Error as exc:
+        result.errors.append(f"prune {SESSIONS_TABLE}: {_first_line(exc)}")
 
 
 def _exists(conn: psycopg.Connection[Any], table: str) -> bool:

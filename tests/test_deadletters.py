@@ -61,3 +61,43 @@ def test_dead_letters_need_no_scripting_rights(
         assert_totals(settings, entries)
     finally:
         r.acl_deluser(user)
+
+
+def test_marks_go_with_trimmed_entries_and_the_rest_still_guard_a_rewind(
+    make_settings, schema, r: redis.Redis, stream: str, daemons: Daemons
+) -> None:
+    """`<stream>:dlq:ids` shrinks with the stream: `streamproc trim` forgets the marks of the
+    entries it trimmed, `dlq purge` those of entries no longer in the stream. The marks of
+    entries still in the stream stay, even once their dead letters are purged: a group rewound
+    to 0 then dead-letters nothing a second time, and the totals stay exact.
+
+    Before, the hash kept every source id ever dead-lettered, for good."""
+    settings = make_settings()
+    env = daemon_env(settings)
+    first = list(Generator(seed=63, days=1, bad_ratio=0.03).entries(800))
+    second = list(Generator(seed=64, days=1, bad_ratio=0.03).entries(800))
+    bad1, bad2 = len(malformed(first)), len(malformed(second))
+    assert bad1 > 0 and bad2 > 0
+    ids_key = f"{stream}:dlq:ids"
+
+    produce(r, stream, first)
+    assert daemons.start(settings, "--drain").wait(timeout=120) == 0, daemons.logs()[-2000:]
+    assert r.hlen(ids_key) == bad1
+    produce(r, stream, second)  # not read yet: trim keeps them
+    res = run_cli("trim", "--stream", stream, "--json", env=env)
+    assert res.returncode == 0, res.stderr
+    plan = json.loads(res.stdout)
+    assert plan["removed"] == len(first) and plan["marks_removed"] == bad1, plan
+    assert r.hlen(ids_key) == 0
+
+    assert daemons.start(settings, "--drain").wait(timeout=120) == 0, daemons.logs()[-2000:]
+    assert r.hlen(ids_key) == bad2 and r.xlen(f"{stream}:dlq") == bad1 + bad2
+    res = run_cli("dlq", "purge", "--stream", stream, "--before", "0s", "--yes", env=env)
+    assert res.returncode == 0, res.stderr
+    assert r.xlen(f"{stream}:dlq") == 0
+    assert r.hlen(ids_key) == bad2, "marks of entries still in the stream must stay"
+
+    r.xgroup_setid(stream, "g", "0")
+    assert daemons.start(settings, "--drain").wait(timeout=120) == 0, daemons.logs()[-2000:]
+    assert r.xlen(f"{stream}:dlq") == 0, "a rewound group dead-lettered entries a second time"
+    assert_totals(settings, first + second)

@@ -12,6 +12,10 @@ an optimistic transaction (WATCH the hash, read which ids it holds and which
 are still pending, then MULTI: XADD the new dead letters, HSET their ids, XACK
 all, EXEC) — a Redis user without scripting rights can run it, and an EXEC
 whose reply is lost is simply repeated.
+
+A mark is needed only while its source entry can be delivered again, that is while the
+entry is still in the stream: :func:`prune_marks` forgets the others (``streamproc trim``
+and ``dlq purge`` run it), so the hash shrinks with the stream.
 """
 
 from __future__ import annotations
@@ -21,11 +25,13 @@ from typing import Any, Final
 
 import redis.exceptions as rx
 
+from streamproc.core.entryid import split_entry_id
 from streamproc.redis.client import Client
 
 DeadLetter = tuple[bytes, Mapping[bytes, bytes], str]  # entry id, original fields, reason
 
 _MAX_WATCH_ATTEMPTS: Final = 100  # another worker writing dead letters of the same stream at once
+_SCAN_COUNT: Final = 1000
 
 
 def dlq_key(stream: str) -> str:
@@ -81,3 +87,23 @@ def write_dead_letters(client: Client, stream: str, group: str, consumer: str, i
 
 def _b(value: bytes | str) -> bytes:
     return value if isinstance(value, bytes) else value.encode()
+
+
+def prune_marks(client: Client, stream: str) -> int:
+    """Remove from ``<stream>:dlq:ids`` the ids of source entries no longer in ``stream`` (below
+    its first entry; every id when the stream is empty): an entry gone from the stream is never
+    delivered again, so its mark guards nothing. Marks of entries still in the stream stay,
+    whether their dead letter is in the DLQ, replayed or purged: a group rewound with
+    ``XGROUP SETID`` redelivers those entries, and they must not be dead-lettered twice.
+    Returns how many marks were removed (HSCAN, then HDEL in chunks). Raises redis-py errors.
+    """
+    first = client.xrange(stream, count=1)
+    bound = split_entry_id(_b(first[0][0] or b"0-0").decode()) if first else None
+    key, cursor, removed = dlq_ids_key(stream), 0, 0
+    while True:
+        cursor, marks = client.hscan(key, cursor, count=_SCAN_COUNT)
+        gone = [eid for eid in marks if bound is None or split_entry_id(_b(eid).decode()) < bound]
+        if gone:
+            removed += int(client.hdel(key, *gone))
+        if cursor == 0:
+            return removed

@@ -16,7 +16,7 @@ from typing import Final
 
 from streamproc.core.decode import DEFAULT_MAX_AGE_DAYS, Accepted, decode_entry
 from streamproc.redis.client import Client, run_script
-from streamproc.redis.deadletters import dlq_key
+from streamproc.redis.deadletters import dlq_key, prune_marks
 from streamproc.redis.ops import Entry, check_stream, fields_text, now_ms, text, xrange, xrevrange
 
 META_FIELDS: Final = (b"_dlq_source", b"_dlq_id", b"_dlq_reason")
@@ -269,8 +269,12 @@ def count_before(client: Client, stream: str, before_id: str) -> int:
 
 
 def purge(client: Client, stream: str, before_id: str) -> int:
-    """Delete the dead letters with an id lower than ``before_id`` (exact XTRIM MINID); returns how many."""
-    return int(client.xtrim(dlq_key(stream), minid=before_id, approximate=False))
+    """Delete the dead letters with an id lower than ``before_id`` (exact XTRIM MINID); returns how
+    many. The marks of their source entries go too once those entries have left the stream
+    (:func:`~streamproc.redis.deadletters.prune_marks`)."""
+    removed = int(client.xtrim(dlq_key(stream), minid=before_id, approximate=False))
+    prune_marks(client, stream)
+    return removed
 
 
 def id_for_age(age_ms: int) -> str:

@@ -15,6 +15,7 @@ from typing import Any, Final
 from streamproc.core.entryid import split_entry_id
 from streamproc.errors import SourceError
 from streamproc.redis.client import Client
+from streamproc.redis.deadletters import prune_marks
 from streamproc.redis.ops import check_group, check_stream, id_after, text, xclaim_ids, xrange
 
 DRAIN_CHUNK: Final = 1000
@@ -150,6 +151,7 @@ class TrimPlan:
     removable: int
     groups: list[GroupBound]
     removed: int | None = None  # set once trimmed
+    marks_removed: int | None = None  # dead-letter marks of trimmed entries forgotten (see deadletters.prune_marks)
     retention_bound: str | None = None  # with a retention: entries from this id on are young enough to keep
 
 
@@ -200,8 +202,10 @@ def _count_from(client: Client, stream: str, start_id: str) -> int:
 
 
 def trim(client: Client, plan: TrimPlan) -> TrimPlan:
-    """Apply ``plan``: exact XTRIM MINID (never approximate, so never past the bound)."""
+    """Apply ``plan``: exact XTRIM MINID (never approximate, so never past the bound), then
+    forget the dead-letter marks of the entries no longer in the stream."""
     plan.removed = int(client.xtrim(plan.stream, minid=plan.minid, approximate=False))
+    plan.marks_removed = prune_marks(client, plan.stream)
     return plan
 
 

@@ -14,6 +14,7 @@ from redis.cluster import RedisCluster
 
 from streamproc.config import Settings
 from streamproc.dev.synth import Generator, SynthEntry, produce
+from streamproc.redis.groupstate import read_group_state
 from tests.conftest import Daemons, exit_code
 from tests.test_crash import assert_totals, log_lines
 
@@ -88,3 +89,33 @@ def test_drain_ends_when_the_pending_and_undelivered_entries_were_trimmed(
     entries = trim_under_a_dead_consumer(r, stream)
     settings = make_settings(min_idle_ms=100)
     assert_drains_counting_the_trim(daemons.start(settings, "--drain"), daemons, settings, entries)
+
+
+def test_status_lag_after_the_group_read_across_trimmed_entries(r: redis.Redis, stream: str) -> None:
+    """A group reads 100 of 200 entries, the stream is trimmed to its last 50, the group reads 30
+    more: 50 are left, then 20, then none, then 5 new. Redis 7 says 100, 70, 50 and 55 (its read
+    counter misses the 50 trimmed before the group got to them, for good); the lag `status`,
+    `top` and the lag gauge report is the stream's own count."""
+    r.xgroup_create(stream, "g", id="0", mkstream=True)
+    for i in range(200):
+        r.xadd(stream, {"n": str(i)})
+
+    def read_and_ack(n: int) -> None:
+        ((_, rows),) = r.xreadgroup("g", "c", {stream: ">"}, count=n)
+        assert len(rows) == n
+        r.xack(stream, "g", *[eid for eid, _ in rows])
+
+    def lag() -> tuple[int, bool]:
+        state = read_group_state(r, stream, "g")
+        return state["lag"], state["lag_exact"]
+
+    read_and_ack(100)
+    r.xtrim(stream, maxlen=50, approximate=False)
+    assert lag() == (50, True)
+    read_and_ack(30)
+    assert lag() == (20, True)
+    read_and_ack(20)
+    assert lag() == (0, True)
+    for i in range(5):
+        r.xadd(stream, {"n": str(200 + i)})
+    assert lag() == (5, True)

@@ -48,8 +48,10 @@ def status(
 ) -> None:
     """Length, ids, lag, pending, consumers and DLQ length of each stream's consumer group.
 
-    Lag is Redis's own figure, or counted when Redis reports none (after
-    deletions); `lag_exact` is false when that count stopped at 10,000.
+    Lag is the entries after the last delivered id: Redis's figure checked
+    against the stream (Redis reports none after deletions, and a figure too
+    high after a trim before Redis 8); `lag_exact` is false when a count
+    stopped at its limit.
 
     Examples:
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import time
 from typing import Any, Final
 
+from streamproc.core.entryid import split_entry_id
 from streamproc.redis.client import Client
 
-LAG_SCAN_LIMIT: Final = 10_000
+LAG_SCAN_LIMIT: Final = 10_000  # entries counted when Redis reports no lag
+LAG_CHECK_LIMIT: Final = 1_000  # Redis's lag up to this is checked against the stream
 
 
 def _s(value: Any) -> Any:
@@ -17,10 +19,8 @@ def _s(value: Any) -> Any:
 def read_group_state(client: Client, stream: str, group: str) -> dict[str, Any]:
     """Length, ids, lag, pending, oldest pending idle time, consumers and DLQ length.
 
-    ``lag`` is Redis's own figure (XINFO GROUPS, Redis >= 7) when it has one;
-    when Redis reports null (after deletions it cannot account for) it is
-    counted from the entries after the last delivered id, up to
-    ``LAG_SCAN_LIMIT``, and ``lag_exact`` says whether that count is exact.
+    ``lag``: the entries after the group's last-delivered id (:func:`lag_behind`);
+    ``lag_exact`` says whether that figure is exact.
     Raises ``redis.ResponseError`` if the stream does not exist.
     """
     info = client.xinfo_stream(stream)
@@ -50,12 +50,7 @@ def read_group_state(client: Client, stream: str, group: str) -> dict[str, Any]:
         return state
     state["last_delivered_id"] = _s(g["last-delivered-id"])
     state["pending"] = int(g["pending"])
-    lag = g.get("lag")
-    if lag is None:
-        behind = client.xrange(stream, min="(" + state["last_delivered_id"], max="+", count=LAG_SCAN_LIMIT)
-        lag = len(behind or [])
-        state["lag_exact"] = lag < LAG_SCAN_LIMIT
-    state["lag"] = int(lag)
+    state["lag"], state["lag_exact"] = lag_behind(client, stream, info, state["last_delivered_id"], g.get("lag"))
     if state["pending"]:
         oldest = client.xpending_range(stream, group, min="-", max="+", count=1)
         if oldest:
@@ -68,3 +63,31 @@ def read_group_state(client: Client, stream: str, group: str) -> dict[str, Any]:
         for c in client.xinfo_consumers(stream, group)
     ]
     return state
+
+
+def lag_behind(
+    client: Client, stream: str, info: dict[str, Any], position: str, reported: int | None
+) -> tuple[int, bool]:
+    """Entries of ``stream`` after the id ``position``, and whether that figure is exact.
+
+    ``info``: the stream's XINFO STREAM; ``reported``: the lag XINFO GROUPS gave (Redis >= 7).
+    Redis's figure is nil after deletions it cannot account for, and before Redis 8 it stays
+    too high for good, by their number, once the group read across entries trimmed before it
+    got to them (its read counter misses them; redis/redis#13957). So it is checked against
+    the stream: 0 when the last entry is not after ``position``, the whole length when the
+    first one is; otherwise a figure up to ``LAG_CHECK_LIMIT`` is counted with one XRANGE
+    (exact below the limit), a nil one up to ``LAG_SCAN_LIMIT``, and a larger one is Redis's,
+    bounded by the length.
+    """
+    length = int(info["length"])
+    first, last = info.get("first-entry"), info.get("last-entry")
+    here = split_entry_id(position)
+    if not last or split_entry_id(_s(last[0])) <= here:
+        return 0, True
+    if first and split_entry_id(_s(first[0])) > here:
+        return length, True
+    if reported is not None and int(reported) > LAG_CHECK_LIMIT:
+        return min(int(reported), length - 1), True  # the first entry is not after it
+    limit = LAG_SCAN_LIMIT if reported is None else LAG_CHECK_LIMIT + 1
+    counted = len(client.xrange(stream, min="(" + position, max="+", count=limit) or [])
+    return counted, counted < limit

@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+from urllib.parse import quote
 
 import redis
 
@@ -50,18 +52,26 @@ class SentinelSet:
     nodes: list[RedisServer] = field(default_factory=list)
     sentinels: list[SentinelProcess] = field(default_factory=list)
     password: str | None = None
+    tls: TlsFiles | None = None
 
     @property
     def url(self) -> str:
         hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
+        scheme = "rediss+sentinel" if self.tls else "redis+sentinel"
+        query = [f"ssl_ca_certs={quote(str(self.tls.ca))}", "ssl_cert_reqs=required"] if self.tls else []
         if not self.password:
-            return f"redis+sentinel://{hosts}/{SERVICE}/0"
-        return f"redis+sentinel://:{self.password}@{hosts}/{SERVICE}/0?sentinel_password={self.password}"
+            return f"{scheme}://{hosts}/{SERVICE}/0" + (f"?{'&'.join(query)}" if query else "")
+        query.insert(0, f"sentinel_password={self.password}")
+        return f"{scheme}://:{self.password}@{hosts}/{SERVICE}/0?{'&'.join(query)}"
+
+    def client(self, port: int) -> redis.Redis:
+        """A client of a data node or a sentinel of this set (TLS when the set speaks it)."""
+        return redis.Redis(port=port, socket_timeout=5, password=self.password, **_tls_kwargs(self.tls))
 
     def ask(self, *command: str | int) -> object:
         """A command to the first sentinel that answers."""
         for s in self.sentinels:
-            with redis.Redis(port=s.port, socket_timeout=5, password=self.password) as client:
+            with self.client(s.port) as client:
                 try:
                     return client.execute_command(*command)
                 except redis.ConnectionError:
@@ -75,7 +85,7 @@ class SentinelSet:
         def agreed() -> bool:
             ports.clear()
             for s in self.sentinels:
-                with redis.Redis(port=s.port, socket_timeout=5, password=self.password) as client:
+                with self.client(s.port) as client:
                     ports.add(int(client.sentinel_get_master_addr_by_name(SERVICE)[1]))
             return len(ports) == 1
 
@@ -98,7 +108,7 @@ class SentinelSet:
     def ready(self) -> bool:
         """Every sentinel sees the primary, the replica (synced) and the two other sentinels."""
         for s in self.sentinels:
-            with redis.Redis(port=s.port, socket_timeout=5, password=self.password) as client:
+            with self.client(s.port) as client:
                 try:
                     master = client.sentinel_master(SERVICE)
                     replicas = client.sentinel_slaves(SERVICE)
@@ -111,11 +121,11 @@ class SentinelSet:
         return True
 
     def _role(self, port: int) -> str:
-        with redis.Redis(port=port, socket_timeout=5, password=self.password) as client:
+        with self.client(port) as client:
             return str(client.info("replication")["role"])
 
     def _replica_synced(self, port: int) -> bool:
-        with redis.Redis(port=port, socket_timeout=5, password=self.password) as client:
+        with self.client(port) as client:
             info = client.info("replication")
         return bool(info["role"] == "slave" and info["master_link_status"] == "up")
 
@@ -140,17 +150,53 @@ def _wait(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
         time.sleep(0.1)
 
 
-def start_sentinel_set(directory: Path, password: str | None = None, sentinels: int = 3) -> SentinelSet:
-    """Primary + replica (``replicaof``) + ``sentinels`` sentinels (quorum 2), ready to fail over."""
-    group = SentinelSet(directory, password=password)
+@dataclass(frozen=True)
+class TlsFiles:
+    """A CA and a certificate for 127.0.0.1 it signed: every node and sentinel speaks TLS only."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+    def server_lines(self) -> list[str]:
+        """Config lines (``name value``) of a TLS-only node or sentinel; it connects to the others over TLS."""
+        return [
+            f"tls-cert-file {self.cert}",
+            f"tls-key-file {self.key}",
+            f"tls-ca-cert-file {self.ca}",
+            "tls-auth-clients no",
+            "tls-replication yes",
+        ]
+
+
+def _tls_kwargs(tls: TlsFiles | None) -> dict[str, Any]:
+    return {"ssl": True, "ssl_ca_certs": str(tls.ca), "ssl_cert_reqs": "required"} if tls else {}
+
+
+def _start_node(directory: Path, tls: TlsFiles | None, extra: tuple[str, ...]) -> RedisServer:
+    if tls is None:
+        return start_redis(directory, extra=extra)
+    port = free_port()
+    flags = [
+        f"--{word}" if i == 0 else word for line in tls.server_lines() for i, word in enumerate(line.split(" ", 1))
+    ]
+    return start_redis(directory, port=port, extra=("--port", "0", "--tls-port", str(port), *flags, *extra))
+
+
+def start_sentinel_set(
+    directory: Path, password: str | None = None, sentinels: int = 3, tls: TlsFiles | None = None
+) -> SentinelSet:
+    """Primary + replica (``replicaof``) + ``sentinels`` sentinels (quorum 2), ready to fail over;
+    with ``tls``, every one of them speaks TLS only, to clients and to each other."""
+    group = SentinelSet(directory, password=password, tls=tls)
     auth = ("--requirepass", password, "--masterauth", password) if password else ()
     try:
-        primary = start_redis(directory / "node0", extra=auth)
+        primary = _start_node(directory / "node0", tls, auth)
         group.nodes.append(primary)
-        replica = start_redis(directory / "node1", extra=(*auth, "--replicaof", "127.0.0.1", str(primary.port)))
+        replica = _start_node(directory / "node1", tls, (*auth, "--replicaof", "127.0.0.1", str(primary.port)))
         group.nodes.append(replica)
         for i in range(sentinels):
-            group.sentinels.append(_start_sentinel(directory / f"sentinel{i}", primary.port, password))
+            group.sentinels.append(_start_sentinel(directory / f"sentinel{i}", primary.port, password, tls))
         _wait(group.ready, 60, "the sentinels to see the primary, the replica and each other")
     except BaseException:
         group.stop()
@@ -158,11 +204,11 @@ def start_sentinel_set(directory: Path, password: str | None = None, sentinels: 
     return group
 
 
-def _start_sentinel(directory: Path, primary_port: int, password: str | None) -> SentinelProcess:
+def _start_sentinel(directory: Path, primary_port: int, password: str | None, tls: TlsFiles | None) -> SentinelProcess:
     directory.mkdir(parents=True, exist_ok=True)
     port = free_port()
     lines = [
-        f"port {port}",
+        *([f"port {port}"] if tls is None else ["port 0", f"tls-port {port}", *tls.server_lines()]),
         "bind 127.0.0.1",
         f"dir {directory}",
         f"sentinel monitor {SERVICE} 127.0.0.1 {primary_port} 2",
@@ -183,5 +229,9 @@ def _start_sentinel(directory: Path, primary_port: int, password: str | None) ->
             [_sentinel_binary(), str(conf)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
     sentinel = SentinelProcess(port, directory, proc)
-    _wait(lambda: proc.poll() is None and redis.Redis(port=port, password=password).ping(), 20, "a sentinel")
+    probe = redis.Redis(port=port, password=password, socket_timeout=5, **_tls_kwargs(tls))
+    try:
+        _wait(lambda: proc.poll() is None and bool(probe.ping()), 20, "a sentinel")
+    finally:
+        probe.close()
     return sentinel

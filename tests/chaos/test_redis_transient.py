@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import redis
 
-from streamproc.dev.localservers import RedisServer, start_redis
+from streamproc.dev.localservers import RedisServer, free_port, start_redis
 from streamproc.errors import SourceUnavailable
 from streamproc.redis.source import RedisSource
 from tests.chaos.conftest import Throwaway
@@ -193,6 +193,46 @@ def _refused(call: Any, ok: bool = False) -> BaseException | None:
         return exc
     assert ok, "the server accepted the command"
     return None
+
+
+def test_demoted_to_replica_while_running_is_waited_out(
+    make_settings, schema, stream, daemons: Daemons, throwaway: Throwaway
+) -> None:
+    """The daemon's server is demoted (REPLICAOF a primary that is not there yet, as in a failover
+    in progress) under a plain URL: XACK and XREADGROUP get READONLY and are retried; REPLICAOF NO
+    ONE promotes it back with its data, and the ack goes through."""
+    server = throwaway.redis()
+    c = admin(server.port)
+    ride_out(
+        daemon_settings(make_settings, server),
+        c,
+        stream,
+        daemons,
+        Condition(lambda: c.replicaof("127.0.0.1", str(free_port())), lambda: c.replicaof("NO", "ONE")),
+        said("read-only replica", "ack"),
+    )
+
+
+def test_not_enough_replicas_is_waited_out(
+    make_settings, schema, stream, daemons: Daemons, throwaway: Throwaway
+) -> None:
+    """min-replicas-to-write 1 on a primary without a replica: every write, XACK included, gets
+    NOREPLICAS and is retried until the setting is lifted (or a replica connects)."""
+    server = throwaway.redis()
+    c = admin(server.port)
+
+    def on() -> None:
+        c.config_set("min-replicas-to-write", "1")
+        assert str(_refused(lambda: c.xadd("probe", {"a": 1}))).startswith("NOREPLICAS")
+
+    ride_out(
+        daemon_settings(make_settings, server),
+        c,
+        stream,
+        daemons,
+        Condition(on, lambda: c.config_set("min-replicas-to-write", "0")),
+        said("not enough replicas", "ack"),
+    )
 
 
 def test_group_check_on_a_busy_server_is_transient_not_a_vanished_group(throwaway: Throwaway) -> None:

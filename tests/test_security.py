@@ -37,7 +37,9 @@ import redis.exceptions as rx
 from streamproc.config import Settings
 from streamproc.dev.localservers import PostgresServer, RedisServer, free_port, start_postgres, start_redis
 from streamproc.dev.synth import Generator, SynthEntry, produce
-from tests.conftest import Daemons, exit_code
+from streamproc.errors import SourceMisconfigured
+from streamproc.redis.classify import Kind, classify, translate
+from tests.conftest import Daemons, daemon_env, exit_code
 from tests.test_crash import assert_totals, log_lines
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -539,9 +541,40 @@ def test_wrong_ca_fails_with_one_clear_line(tls: Tls, ns: str) -> None:
     assert tls.app_password not in migrated.stderr + migrated.stdout
 
     status = cli("status", "--redis-url", tls.redis_url(ca=tls.wrong_ca), "--streams", "events", "--group", "g")
-    assert status.returncode == 1, status.stderr
+    assert status.returncode == 2, status.stderr
     line = one_error_line(status.stderr)
     assert "certificate verify failed" in line.lower() or "CERTIFICATE_VERIFY_FAILED" in line, line
+    assert "ssl_ca_certs" in line, line
+
+
+def test_daemon_refused_by_redis_tls_exits_2(tls: Tls, make_settings: Callable[..., Settings]) -> None:
+    """A Redis certificate the URL's CA did not sign is a configuration problem (exit 2, one line
+    naming ssl_ca_certs), as a Postgres certificate the client rejects is: not an unreachable
+    server retried for ever. (rediss:// to a plain-text port cannot be told from a server that
+    does not answer: the TLS handshake times out, and that stays transient.)"""
+    exc = raised_by(lambda: redis.Redis.from_url(tls.redis_url(ca=tls.wrong_ca), socket_timeout=5).ping())
+    assert classify(exc).kind is Kind.PERMANENT, exc
+    assert isinstance(translate(exc), SourceMisconfigured) and translate(exc).exit_code == 2, exc
+
+    run = subprocess.run(
+        [sys.executable, "-m", "streamproc", "run"],
+        env=daemon_env(make_settings(redis_url=tls.redis_url(ca=tls.wrong_ca), database_url=tls.database_url())),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert run.returncode == 2, run.stdout[-2000:] + run.stderr[-2000:]
+    (fatal,) = [json.loads(x) for x in run.stdout.splitlines() + run.stderr.splitlines() if '"fatal"' in x]
+    assert "certificate verify failed" in fatal["error"].lower() and "ssl_ca_certs" in fatal["error"], fatal
+
+
+def raised_by(call: Callable[[], Any]) -> BaseException:
+    try:
+        call()
+    except rx.RedisError as exc:  # the server's refusal is the point
+        return exc
+    raise AssertionError("the call did not fail")
 
 
 # --- secrets hygiene ---------------------------------------------------------------------------

@@ -8,8 +8,8 @@ into streamproc's own error, which the daemon and the CLI act on:
   MASTERDOWN, TRYAGAIN, BUSY, OOM, MISCONF, ...) -> :class:`SourceUnavailable`:
   the daemon backs off and retries in process, entries stay pending;
 - permanent (NOPERM, WRONGPASS, a server that does not speak Redis, a wrong
-  key type, an unknown command, ...) -> :class:`SourceMisconfigured`: one line,
-  exit 2;
+  key type, an unknown command, a TLS certificate the URL's CA does not verify,
+  ...) -> :class:`SourceMisconfigured`: one line, exit 2;
 - vanished group or stream (NOGROUP, ``UNBLOCKED the stream key no longer
   exists``) -> :class:`GroupMissing`: exit 3, never recreated implicitly.
 
@@ -71,6 +71,13 @@ _PERMANENT_CODES: Final = {
     "CROSSSLOT": "keys of several hash slots in one command: give the stream names one hash tag",
     "NOSCRIPT": "the server forgot a script",
 }
+# The client refused the server's TLS certificate: the URL's CA did not sign it, or it names
+# another host (Python words both "certificate verify failed"). No retry can help.
+_TLS_REFUSED: Final = re.compile(r"certificate verify failed", re.IGNORECASE)
+_TLS_HINT: Final = (
+    "TLS to Redis refused: the server's certificate is not verified by ssl_ca_certs of the Redis URL"
+    " (give the CA that signed it) or names another host than the URL's"
+)
 _STREAM_GONE: Final = re.compile(r"stream key no longer exists|consumer group .* no longer exists")
 _PIPELINE_PREFIX: Final = re.compile(r"^Command # \d+ \(.*?\) of pipeline caused error: ", re.DOTALL)
 
@@ -119,6 +126,8 @@ def classify(exc: BaseException) -> Verdict:
         return Verdict(Kind.TRANSIENT, f"{_TRANSIENT_CODES.get(code, 'Redis is not ready')}: {text}")
     if isinstance(exc, rx.ClusterDownError | rx.SlotNotCoveredError | rx.MaxConnectionsError):
         return Verdict(Kind.TRANSIENT, f"Redis unavailable: {text}")
+    if isinstance(exc, rx.ConnectionError) and _TLS_REFUSED.search(text):
+        return Verdict(Kind.PERMANENT, f"{_TLS_HINT}: {text}")
     if isinstance(exc, rx.ConnectionError | rx.TimeoutError | ConnectionError | TimeoutError):
         return Verdict(Kind.TRANSIENT, f"Redis unreachable: {text}")
     if code in _TRANSIENT_CODES:

@@ -10,8 +10,12 @@ rewinds a group, or when a zombie consumer acks late, the entry is acked again
 but not dead-lettered twice (so ``dlq replay --all`` counts it once). No Lua:
 an optimistic transaction (WATCH the hash, read which ids it holds and which
 are still pending, then MULTI: XADD the new dead letters, HSET their ids, XACK
-all, EXEC) — a Redis user without scripting rights can run it, and an EXEC
-whose reply is lost is simply repeated.
+all, EXEC) — a Redis user without scripting rights can run it. An EXEC whose
+reply is lost is never sent again on its own: the connection error ends the
+WATCH (redis-py raises WatchError) and the whole check is made again, which finds
+the ids marked if the EXEC ran. On a Redis Cluster the transaction runs on the
+node's own client for that reason: redis-py's cluster pipeline re-sends MULTI …
+EXEC on a new connection without the WATCH, which wrote the letters twice.
 
 A mark is needed only while its source entry can be delivered again, that is while the
 entry is still in the stream: :func:`prune_marks` forgets the others (``streamproc trim``
@@ -23,7 +27,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
+import redis
 import redis.exceptions as rx
+from redis.cluster import RedisCluster
 
 from streamproc.core.entryid import split_entry_id
 from streamproc.redis.client import Client
@@ -63,9 +69,9 @@ def write_dead_letters(client: Client, stream: str, group: str, consumer: str, i
     ids = [eid for eid, _, _ in items]
     seen_key = dlq_ids_key(stream)
     for _ in range(_MAX_WATCH_ATTEMPTS):
-        with client.pipeline(transaction=True) as pipe:
+        with _transaction_client(client, seen_key).pipeline(transaction=True) as pipe:
             try:
-                pipe.watch(seen_key)
+                pipe.watch(seen_key)  # type: ignore[no-untyped-call]  # redis-py leaves Pipeline.watch untyped
                 seen = pipe.hmget(seen_key, ids)
                 # Still pending: XCLAIM ... JUSTID moves no delivery count and returns only ids
                 # in the pending list (an entry another consumer acked is not dead-lettered).
@@ -74,7 +80,8 @@ def write_dead_letters(client: Client, stream: str, group: str, consumer: str, i
                 fresh = [item for item, mark in zip(items, seen, strict=True) if mark is None and item[0] in pending]
                 pipe.multi()
                 for eid, fields, reason in fresh:
-                    pipe.execute_command("XADD", dlq_key(stream), "*", *dead_letter_fields(stream, eid, fields, reason))
+                    fields_flat = dead_letter_fields(stream, eid, fields, reason)
+                    pipe.execute_command("XADD", dlq_key(stream), "*", *fields_flat)  # type: ignore[no-untyped-call]  # untyped in redis-py
                 if fresh:
                     pipe.hset(seen_key, mapping={eid: b"1" for eid, _, _ in fresh})
                 pipe.xack(stream, group, *ids)
@@ -82,7 +89,24 @@ def write_dead_letters(client: Client, stream: str, group: str, consumer: str, i
                 return len(fresh)
             except rx.WatchError:
                 continue
+            except (rx.MovedError, rx.AskError):
+                if not isinstance(client, RedisCluster):
+                    raise
+                client.nodes_manager.initialize()  # the slot moved: ask the cluster where it is now
+                continue
     raise rx.TryAgainError(f"dead letters of {stream!r}: the transaction kept being interrupted")
+
+
+def _transaction_client(client: Client, key: str) -> redis.Redis:
+    """Where the transaction on ``key`` runs: ``client`` itself, or on a cluster the plain client
+    of the node that holds ``key``'s slot (see the module docstring)."""
+    if not isinstance(client, RedisCluster):
+        return client
+    node = client.get_node_from_key(key)  # type: ignore[no-untyped-call]  # untyped in redis-py
+    plain: redis.Redis | None = None if node is None else node.redis_connection
+    if plain is None:
+        raise rx.ConnectionError(f"no cluster node known for {key!r} yet")
+    return plain
 
 
 def _b(value: bytes | str) -> bytes:

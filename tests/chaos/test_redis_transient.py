@@ -105,25 +105,14 @@ def test_busy_script_is_waited_out(make_settings, schema, stream, daemons: Daemo
     (its ack among them) until SCRIPT KILL ends the script."""
     server = throwaway.redis()
     c = admin(server.port)
-    looping: list[threading.Thread] = []
-
-    def on() -> None:
-        c.config_set("busy-reply-threshold", "50")
-        script = threading.Thread(target=lambda: _refused(lambda: admin(server.port).eval("while true do end", 0)))
-        script.start()
-        looping.append(script)
-        wait_for(lambda: str(_refused(lambda: admin(server.port).ping(), ok=True)).startswith("BUSY"), BOUND_S, "BUSY")
-
-    def off() -> None:
-        admin(server.port).script_kill()
-        looping[0].join(BOUND_S)
+    script = BusyScript(server.port)
 
     ride_out(
         daemon_settings(make_settings, server),
         c,
         stream,
         daemons,
-        Condition(on, off, readable=False),
+        Condition(script.start, script.kill, readable=False),
         said("busy running a script", "ack"),
     )
 
@@ -185,16 +174,6 @@ def test_loading_after_a_restart_is_waited_out(
     )
 
 
-def _refused(call: Any, ok: bool = False) -> BaseException | None:
-    """The error ``call`` raises; with ``ok``, None when it succeeds (else an AssertionError)."""
-    try:
-        call()
-    except redis.exceptions.RedisError as exc:  # the server's refusal is the point
-        return exc
-    assert ok, "the server accepted the command"
-    return None
-
-
 def test_demoted_to_replica_while_running_is_waited_out(
     make_settings, schema, stream, daemons: Daemons, throwaway: Throwaway
 ) -> None:
@@ -245,18 +224,33 @@ def test_group_check_on_a_busy_server_is_transient_not_a_vanished_group(throwawa
     c = admin(server.port)
     c.xgroup_create("st", "g", id="0", mkstream=True)
     source = RedisSource(server.url, ["st"], "g", "c1", socket_timeout_s=30)
-    c.config_set("busy-reply-threshold", "50")
-    script = threading.Thread(target=lambda: _refused(lambda: admin(server.port).eval("while true do end", 0)))
+    script = BusyScript(server.port)
     script.start()
     try:
-        wait_for(lambda: str(_refused(lambda: admin(server.port).ping(), ok=True)).startswith("BUSY"), BOUND_S, "BUSY")
         with pytest.raises(SourceUnavailable, match="busy running a script"):
             source.ensure_groups("0", known=lambda: {"st"})
     finally:
-        admin(server.port).script_kill()
-        script.join(BOUND_S)
+        script.kill()
     assert source.ensure_groups("0", known=lambda: {"st"}) == []
     source.close()
+
+
+class BusyScript:
+    """A Lua busy loop past a 50 ms busy-reply-threshold: every other command gets BUSY."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.thread = threading.Thread(target=lambda: _refused(lambda: admin(port).eval("while true do end", 0)))
+
+    def start(self) -> None:
+        """Returns once a PING gets BUSY."""
+        admin(self.port).config_set("busy-reply-threshold", "50")
+        self.thread.start()
+        wait_for(lambda: str(_refused(lambda: admin(self.port).ping(), ok=True)).startswith("BUSY"), BOUND_S, "BUSY")
+
+    def kill(self) -> None:
+        admin(self.port).script_kill()
+        self.thread.join(BOUND_S)
 
 
 def _refused(call: Any, ok: bool = False) -> BaseException | None:

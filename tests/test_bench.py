@@ -100,6 +100,15 @@ def test_scaleout_on_a_cluster_smoke_run(tmp_path: Path, redis_url: str, databas
     assert "on a 3-primary cluster" in res.stdout
 
 
+def test_cluster_read_bench_smoke_run(redis_url: str, database_url: str) -> None:
+    """`python -m bench.clusterread` times both ways of reading every shard of a throwaway
+    cluster, each read checked to bring back every entry asked for."""
+    args = ["--primaries", "3", "--shards", "3", "--count", "10", "--reads", "5"]
+    res = run_bench(["bench.clusterread", *args], redis_url, database_url)
+    lines = [line.split(":")[0].strip() for line in res.stdout.splitlines() if "ms per read" in line]
+    assert lines == ["pipelined", "counted"], res.stdout
+
+
 def test_uniques_bench_smoke_run(tmp_path: Path, redis_url: str, database_url: str) -> None:
     """`python -m bench.uniques` runs both modes on one workload and reports errors and space."""
     out = tmp_path / "uniques.json"

@@ -86,8 +86,13 @@ def test_backend_terminated_mid_transaction(make_settings, r, stream, ns: str, p
     whole transaction again; nothing is applied twice."""
 
     def terminate() -> None:
-        waiting = admin.execute("SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock'").fetchall()
-        assert waiting
+        waiting: list[Any] = []
+
+        def found() -> bool:  # (a lock timeout may have sent the daemon to its backoff for a moment)
+            waiting[:] = admin.execute("SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock'").fetchall()
+            return bool(waiting)
+
+        wait_for(found, BOUND_S, "the daemon's transaction to wait on the lock")
         for (pid,) in waiting:
             admin.execute("SELECT pg_terminate_backend(%s, %s)", (pid, int(BOUND_S * 1000)))
 

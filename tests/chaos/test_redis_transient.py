@@ -138,7 +138,7 @@ def test_client_pause_write_is_waited_out(
 def test_loading_after_a_restart_is_waited_out(
     make_settings, schema, stream, daemons: Daemons, throwaway: Throwaway
 ) -> None:
-    """Redis restarts on a large RDB and loads it slowly (20 ms a key, until the test lifts the
+    """Redis restarts on a large RDB and loads it slowly (50 ms a key, until the test lifts the
     delay once the daemon has reported LOADING on its ack): the daemon's connection
     is refused, then every command gets LOADING. It retries until the load ends, and acks the
     batch it committed in the meantime against the reloaded stream."""
@@ -154,7 +154,7 @@ def test_loading_after_a_restart_is_waited_out(
     def on() -> None:
         c.shutdown(save=True)
         server.process.wait(BOUND_S)
-        slow = ("--key-load-delay", "20000", "--loading-process-events-interval-bytes", "1024")
+        slow = ("--key-load-delay", "50000", "--loading-process-events-interval-bytes", "1024")
         restarted.append(start_redis(server.directory, server.port, (*server.args, *slow)))
         throwaway.redises.append(restarted[0])
         assert isinstance(_refused(lambda: admin(server.port).xlen(stream)), redis.exceptions.BusyLoadingError)

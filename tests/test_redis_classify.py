@@ -22,6 +22,7 @@ from redis.retry import Retry
 from streamproc.dev.localservers import RedisServer, free_port, start_redis
 from streamproc.errors import GroupMissing, SourceMisconfigured, SourceUnavailable
 from streamproc.redis.classify import Kind, classify, speaks_postgres, translate
+from streamproc.redis.source import RedisSource
 from tests.chaos.conftest import host_port
 
 
@@ -179,3 +180,17 @@ def _http_like_server() -> int:
 
     threading.Thread(target=serve, daemon=True).start()
     return port
+
+
+def test_group_check_denied_by_the_acl_is_a_permission_problem(server: RedisServer) -> None:
+    """A daemon user that may not run XINFO GROUPS gets NOPERM on the start's group check: a
+    missing right (SourceMisconfigured, exit 2, naming the right), not a missing or vanished group
+    (exit 3): the group is there."""
+    c = client(server.port)
+    c.xgroup_create("st", "g", id="0", mkstream=True)
+    c.acl_setuser("noinfo", enabled=True, passwords=["+pw"], keys=["*"], commands=["+@all", "-xinfo"])
+    source = RedisSource(f"redis://noinfo:pw@127.0.0.1:{server.port}/0", ["st"], "g", "c1", socket_timeout_s=10)
+    with pytest.raises(SourceMisconfigured, match="lacks a permission") as denied:
+        source.ensure_groups("0", known=lambda: {"st"})
+    assert denied.value.exit_code == 2
+    source.close()

@@ -164,9 +164,12 @@ def test_primary_killed_replica_promoted_daemon_carries_on_exactly(
     )
 
 
-def cli_on(cluster: LocalCluster, *args: str, cluster_mode: bool = True) -> subprocess.CompletedProcess[str]:
+def cli_on(
+    cluster: LocalCluster, *args: str, cluster_mode: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    extra = env or {}
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMPROC_")}
-    env.update(STREAMPROC_REDIS_URL=cluster.url, STREAMPROC_REDIS_CLUSTER="1" if cluster_mode else "0")
+    env.update(STREAMPROC_REDIS_URL=cluster.url, STREAMPROC_REDIS_CLUSTER="1" if cluster_mode else "0", **extra)
     return subprocess.run(
         [sys.executable, "-m", "streamproc", *args], env=env, capture_output=True, text=True, timeout=120
     )
@@ -309,3 +312,28 @@ def test_reclaim_on_a_cluster_with_xautoclaim(cluster: LocalCluster, make_settin
     assert all(g["pending"] == 0 for g in settle(client, names).values())
     kept = parts[names[0]][trimmed:]
     assert_totals(settings, [e for s in names[1:] for e in parts[s]] + kept)
+
+
+def test_check_reads_every_primary_of_a_cluster(cluster: LocalCluster, database_url: str, schema: str, ns: str) -> None:
+    """`check` reads the version and maxmemory-policy of each primary holding a stream, not only
+    of the first stream's: an `allkeys-lru` on another primary fails the check, naming it."""
+    client = cluster_client(cluster)
+    names = shards(ns)
+    for s in names:
+        client.xgroup_create(s, "g", id="0", mkstream=True)
+    primaries = {client.get_node_from_key(s).name for s in names}
+    evicting = client.get_node_from_key(names[-1])
+    assert evicting.name != client.get_node_from_key(names[0]).name
+    client.config_set("maxmemory-policy", "allkeys-lru", target_nodes=evicting)
+    try:
+        res = cli_on(
+            cluster, "check", "--json", "--streams", ",".join(names), "--group", "g",
+            "--database-url", database_url, "--schema", schema, env={"STREAMPROC_VISITOR_SECRET": "s" * 32},
+        )  # fmt: skip
+    finally:
+        client.config_set("maxmemory-policy", "noeviction", target_nodes=evicting)
+    assert res.returncode == 1, res.stdout + res.stderr
+    checks = {c["name"]: c["status"] for c in json.loads(res.stdout)["checks"]}
+    assert {name: checks[f"redis {name}"] for name in primaries} == dict.fromkeys(primaries, "ok")
+    policies = {name: checks[f"maxmemory-policy {name}"] for name in primaries}
+    assert policies == {name: "fail" if name == evicting.name else "ok" for name in primaries}

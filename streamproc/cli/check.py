@@ -63,11 +63,13 @@ def _redis_checks(settings: Settings) -> list[Check]:
     client = connect(settings.redis_url, cluster=settings.redis_cluster, socket_timeout=10.0)
     checks: list[Check] = []
     try:
-        facts = preflight.server_facts(client, settings.streams[0])
-        major = int((facts.version or "0").split(".")[0])
-        status: Status = "ok" if major >= 7 else "fail"
-        extra = "" if status == "ok" else " (streamproc needs Redis 7 or later)"
-        checks.append(Check("redis", status, f"Redis {facts.version} ({facts.mode}) at {where}{extra}"))
+        by_node = preflight.server_facts_by_node(client, settings.streams)
+        for node, facts in by_node.items():  # on a cluster, each primary holding a stream
+            major = int((facts.version or "0").split(".")[0])
+            status: Status = "ok" if major >= 7 else "fail"
+            extra = "" if status == "ok" else " (streamproc needs Redis 7 or later)"
+            at = f"node {node} of the cluster at {where}" if node else where
+            checks.append(Check(_on("redis", node), status, f"Redis {facts.version} ({facts.mode}) at {at}{extra}"))
         perms = preflight.probe_permissions(client, settings.streams, settings.group, settings.consumer)
         if perms.denied:
             denied = "; ".join(perms.denied)
@@ -78,13 +80,20 @@ def _redis_checks(settings: Settings) -> list[Check]:
             checks.append(Check("redis permissions", "ok", f"{perms.checked} commands the daemon sends, all allowed"))
         for stream, state in preflight.group_presence(client, settings.streams, settings.group).items():
             checks.append(_group_check(stream, settings.group, state))
-        checks.append(_eviction_check(facts.maxmemory_policy))
+        for node, facts in by_node.items():
+            eviction = _eviction_check(facts.maxmemory_policy)
+            checks.append(Check(_on(eviction.name, node), eviction.status, eviction.detail))
     except (rx.RedisError, rx.RedisClusterException) as exc:
         error = translate(exc, group=settings.group)
         checks.append(Check("redis", "fail", f"{where}: {error}"))
     finally:
         client.close()
     return checks
+
+
+def _on(name: str, node: str) -> str:
+    """A check's name, with the cluster node it is about (none on a single Redis)."""
+    return f"{name} {node}" if node else name
 
 
 def _group_check(stream: str, group: str, state: str) -> Check:

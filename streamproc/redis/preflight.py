@@ -148,6 +148,20 @@ def server_facts(client: Client, stream: str) -> ServerFacts:
         node.connection_pool.release(conn)
 
 
+def server_facts_by_node(client: Client, streams: Sequence[str]) -> dict[str, ServerFacts]:
+    """:func:`server_facts` of every server holding one of ``streams``, keyed ``host:port``: on a
+    Redis Cluster each primary serving one of them (version and maxmemory-policy are per node),
+    otherwise the one server, keyed ``""``. Raises redis-py connection errors."""
+    if not isinstance(client, RedisCluster):
+        return {"": server_facts(client, streams[0])}
+    out: dict[str, ServerFacts] = {}
+    for stream in streams:
+        name = client.get_node_from_key(stream).name  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+        if name not in out:
+            out[name] = server_facts(client, stream)
+    return out
+
+
 def group_presence(client: Client, streams: Sequence[str], group: str) -> dict[str, str]:
     """Stream -> ``"ok"``, ``"no stream"``, ``"no group"`` or ``"denied"`` (the user may not run
     XINFO GROUPS on it). Raises redis-py connection errors."""

@@ -24,7 +24,7 @@ from streamproc.postgres.migrate import migrate
 from streamproc.postgres.sink import PostgresSink
 
 BASE_MS = 1_700_000_000_000
-Prepared = tuple[list[Accepted], dict[str, Shard], frozenset[int]]
+Prepared = tuple[list[Accepted], dict[str, Shard], frozenset[int], list[bytes]]
 
 
 def prepare(entries: list[SynthEntry], batch_size: int, hasher: Hasher) -> list[Prepared]:
@@ -36,9 +36,10 @@ def prepare(entries: list[SynthEntry], batch_size: int, hasher: Hasher) -> list[
     now_ms = int(time.time() * 1000)
     batches = []
     for start in range(0, len(raw), batch_size):
-        accepted = decode_batch(raw[start : start + batch_size], now_ms).accepted
+        decoded = decode_batch(raw[start : start + batch_size], now_ms)
+        accepted, rejected = decoded.accepted, [r.entry_id for r in decoded.rejected]
         cap = KeyCap()
-        batches.append((accepted, fold(accepted, hasher, cap), frozenset(cap.capped)))
+        batches.append((accepted, fold(accepted, hasher, cap), frozenset(cap.capped), rejected))
     return batches
 
 
@@ -60,9 +61,9 @@ def postgres_bound(database_url: str, entries: list[SynthEntry], batch_size: int
     def apply(sink: PostgresSink) -> None:
         try:
             while (job := jobs.get()) is not None:
-                accepted, prefold, capped = job
-                with sink.transaction() as tx:
-                    claim = tx.claim({"bound": accepted}, capped)
+                accepted, prefold, capped, rejected = job
+                with sink.transaction() as tx:  # as the daemon claims a batch read with `>`
+                    claim = tx.claim({"bound": accepted}, capped, {"bound": rejected})
                     tx.write(counted_shards(claim, prefold, bool(capped), hasher, KeyCap().limit, False))
         except BaseException as exc:  # reported by the caller
             errors.append(exc)
@@ -76,11 +77,10 @@ def postgres_bound(database_url: str, entries: list[SynthEntry], batch_size: int
     seconds = time.perf_counter() - started
     if errors:
         raise errors[0]
-    # Schema-qualified: the sink sets search_path per transaction only (it must survive transaction pooling).
-    applied = first.conn.execute(f'SELECT count(*) FROM "{schema}".applied_entries').fetchone()
+    applied = first.covered("bound", [a.entry_id for job in batches for a in job[0]])
     for sink in sinks:
         sink.close()
-    accepted = sum(len(a) for a, _, _ in batches)
-    if applied is None or applied[0] != accepted:
+    accepted = sum(len(job[0]) for job in batches)
+    if applied != accepted:
         raise RuntimeError(f"the bound applied {applied} of {accepted} entries")
     return Run(f"postgres bound ({threads} connections)", len(entries), seconds, {"batch_size": batch_size})

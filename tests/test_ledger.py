@@ -18,7 +18,7 @@ import psycopg
 import pytest
 
 from streamproc.core.decode import Accepted, decode_batch
-from streamproc.postgres.sink import Claim, PostgresSink
+from streamproc.postgres.sink import Claim, PostgresSink, entry_key
 from tests.conftest import wait_for
 from tests.test_crash import assert_totals
 from tests.test_duplicates import run_drain
@@ -49,13 +49,15 @@ def sinks(database_url: str, schema: str, stream: str) -> Iterator[tuple[Postgre
     second.close()
 
 
-def claim_in_thread(sink: PostgresSink, batch: dict[str, list[Accepted]]) -> dict[str, Any]:
+def claim_in_thread(
+    sink: PostgresSink, batch: dict[str, list[Accepted]], read_new: dict[str, list[bytes]] | None = None
+) -> dict[str, Any]:
     """Start a transaction claiming ``batch`` in a thread; commits when the claim returns."""
     out: dict[str, Any] = {}
 
     def run() -> None:
         with sink.transaction() as tx:
-            out["claim"] = tx.claim(batch)
+            out["claim"] = tx.claim(batch, read_new=read_new)
 
     out["thread"] = threading.Thread(target=run, daemon=True)
     out["thread"].start()
@@ -68,17 +70,21 @@ def waiting_on_lock(database_url: str) -> bool:
     return bool(row and row[0])
 
 
+@pytest.mark.parametrize("ranges", [True, False], ids=["read-new", "redelivered"])
 @pytest.mark.parametrize("outcome", ["commit", "rollback"])
-def test_a_second_claim_waits_for_the_batch_in_flight(sinks, database_url, stream, outcome) -> None:
-    """One transaction claims 50 entries and stays open; another claims 30 of them (plus 10 never
-    seen) and waits on the ledger's key. If the first commits, the second skips the 30; if it
-    rolls back, the second counts all 40."""
+def test_a_second_claim_waits_for_the_batch_in_flight(sinks, database_url, stream, outcome, ranges) -> None:
+    """One transaction claims 50 entries and stays open (a batch whose COMMIT is still on its
+    way over a lost connection); another claims 30 of them plus 10 never seen (the retry of a
+    daemon that took the connection for dead, or a second `>` read after a failover) and waits
+    on the ledger. If the first commits, the second skips the 30; if it rolls back, the second
+    counts all 40. Both as ranges (read with `>`) and entry by entry (redeliveries)."""
     first, second = sinks
     batch = entries(50)
     again = batch[20:] + entries(10, first=50)
+    read_new = {stream: []} if ranges else None
     with pytest.raises(RuntimeError) if outcome == "rollback" else nullcontext(), first.transaction() as tx:
-        assert len(tx.claim({stream: batch}).counted) == 50
-        late = claim_in_thread(second, {stream: again})
+        assert len(tx.claim({stream: batch}, read_new=read_new).counted) == 50
+        late = claim_in_thread(second, {stream: again}, read_new)
         wait_for(lambda: waiting_on_lock(database_url), 30, "the second claim to wait on the ledger")
         assert late["thread"].is_alive()
         if outcome == "rollback":
@@ -111,10 +117,10 @@ def test_entries_applied_before_are_skipped_and_a_capped_one_is_no_plain_repeat(
     with psycopg.connect(database_url, options=f"-c search_path={schema}", autocommit=True) as conn:
         (sid,) = conn.execute("SELECT id FROM streams WHERE name = %s", (stream,)).fetchone()  # type: ignore[misc]
         for i, capped in ((1, False), (3, False), (5, True)):
-            ms, seq = batch[i].entry_id.decode().split("-")
+            key = entry_key(batch[i].entry_id)
             conn.execute(
-                "INSERT INTO applied_entries (stream_id, entry_ms, entry_seq, capped) VALUES (%s, %s, %s, %s)",
-                (sid, int(ms), int(seq), capped),
+                "INSERT INTO applied_ranges (stream_id, ids, capped) VALUES (%s, numrange(%s, %s, '[]'), %s)",
+                (sid, key, key, capped),
             )
     with first.transaction() as tx:
         plain = tx.claim({stream: batch[:5]})
@@ -142,3 +148,83 @@ def test_a_group_rewound_to_the_start_counts_nothing_twice(make_settings, schema
     # (`<stream>:dlq:ids` remembers them: test_deadletters.py).
     assert [sum(b[k] for b in second) for k in ("ok", "dead_lettered", "duplicates")] == [0, 0, len(sent) - dead]
     assert_totals(settings, sent)
+
+
+def ledger_rows(database_url: str, schema: str) -> list[tuple[int, int]]:
+    """The ledger's rows as (first key, last key), in order."""
+    with psycopg.connect(database_url, options=f"-c search_path={schema}", autocommit=True) as conn:
+        rows = conn.execute("SELECT lower(ids), upper(ids) FROM applied_ranges ORDER BY lower(ids)").fetchall()
+    return [(int(lo), int(hi)) for lo, hi in rows]
+
+
+def test_a_batch_read_with_gt_is_one_row_split_at_dead_lettered_entries(sinks, database_url, schema, stream) -> None:
+    """A `>` read of 10 entries whose 5th was dead-lettered is claimed as two ranges that leave
+    the 5th out: if it comes back (a redelivery) and is valid then, it is counted, once."""
+    first, _ = sinks
+    batch = entries(10)
+    with first.transaction() as tx:
+        claim = tx.claim({stream: batch[:4] + batch[5:]}, read_new={stream: [batch[4].entry_id]})
+    assert (len(claim.counted), claim.duplicates) == (9, 0)
+    keys = [entry_key(a.entry_id) for a in batch]
+    assert ledger_rows(database_url, schema) == [(keys[0], keys[3]), (keys[5], keys[9])]
+    with first.transaction() as tx:
+        again = tx.claim({stream: batch})  # redelivered: entry by entry
+    assert (len(again.counted), again.duplicates) == (1, 9)
+    assert again.counted[0].entry_id == batch[4].entry_id
+    assert first.covered(stream, [a.entry_id for a in batch]) == 10
+
+
+def test_a_range_overlapping_the_ledger_counts_exactly_the_entries_nobody_covers(sinks, stream) -> None:
+    """Entries 0-9 went as a range, 15 alone (a reclaim); a `>` read of 5-19 (after a group
+    rewind) overlaps both: it falls back to single entries and counts 10-14 and 16-19."""
+    first, _ = sinks
+    batch = entries(20)
+    with first.transaction() as tx:
+        tx.claim({stream: batch[:10]}, read_new={stream: []})
+    with first.transaction() as tx:
+        tx.claim({stream: [batch[15]]})
+    with first.transaction() as tx:
+        claim = tx.claim({stream: batch[5:]}, read_new={stream: []})
+    assert sorted(a.entry_id for a in claim.counted) == sorted(a.entry_id for a in batch[10:15] + batch[16:])
+    assert claim.duplicates == 6 and claim.repeats
+    assert first.covered(stream, [a.entry_id for a in batch]) == 20
+
+
+def test_entry_keys_are_exact_for_every_id_redis_accepts() -> None:
+    """ms and seq are unsigned 64-bit in Redis: the key keeps both, and orders as Redis does."""
+    top = 2**64 - 1
+    assert entry_key(f"{top}-{top}".encode()) == top * 2**64 + top
+    assert entry_key(b"5-18446744073709551615") < entry_key(b"6-0")
+
+
+def test_a_group_rewound_while_a_batch_commits_counts_nothing_twice(sinks, database_url, r, stream) -> None:
+    """Consumer A reads 300 entries with `>` and its transaction stays open; the group is rewound
+    (`XGROUP SETID` to the start, as a failover to a replica that missed the last reads would)
+    and consumer B reads the first 500 with `>`. B's claim waits for A's; when A commits, B
+    counts the 200 A did not hold and skips the 300 it did, and the ledger covers each of the
+    500 entries once."""
+    first, second = sinks
+    payload = {"type": "page_view", "site": "l.example", "ts": BASE, "path": "/"}
+    for i in range(500):
+        r.xadd(stream, {"event": json.dumps(dict(payload, ts=BASE + i))})
+    r.xgroup_create(stream, "g", id="0")
+
+    def read(consumer: str, count: int) -> list[Accepted]:
+        reply: Any = r.xreadgroup("g", consumer, {stream: ">"}, count=count)
+        decoded = decode_batch(reply[0][1], now_ms=BASE + 10_000_000)
+        assert not decoded.rejected
+        return decoded.accepted
+
+    batch_a = read("a", 300)
+    with first.transaction() as tx:
+        assert len(tx.claim({stream: batch_a}, read_new={stream: []}).counted) == 300
+        r.xgroup_setid(stream, "g", "0")
+        batch_b = read("b", 500)
+        assert [a.entry_id for a in batch_b[:300]] == [a.entry_id for a in batch_a]
+        late = claim_in_thread(second, {stream: batch_b}, {stream: []})
+        wait_for(lambda: waiting_on_lock(database_url), 30, "B's claim to wait on A's")
+    late["thread"].join(30)
+    claim: Claim = late["claim"]
+    assert (len(claim.counted), claim.duplicates) == (200, 300)
+    assert {a.entry_id for a in claim.counted} == {a.entry_id for a in batch_b[300:]}
+    assert first.covered(stream, [a.entry_id for a in batch_b]) == 500

@@ -6,6 +6,7 @@
 --                              changes the schema. Used by `streamproc migrate` / `streamproc setup`.
 --   daemon (streamproc_daemon) what `streamproc run` needs and nothing more:
 --                                rollup tables    SELECT, INSERT, UPDATE  (INSERT ... ON CONFLICT DO UPDATE)
+--                                applied_ranges,
 --                                applied_entries,
 --                                producer_ids     SELECT, INSERT, DELETE  (the ledger; DELETE = retention prune)
 --                                streams          SELECT, INSERT          (+ USAGE on its identity sequence)
@@ -124,6 +125,11 @@ GRANT SELECT ON ALL TABLES IN SCHEMA :"schema" TO :"reader";
 REVOKE UPDATE ON :"schema".applied_entries, :"schema".producer_ids FROM :"daemon";
 GRANT DELETE ON :"schema".applied_entries, :"schema".producer_ids TO :"daemon";
 REVOKE SELECT ON :"schema".applied_entries, :"schema".producer_ids FROM :"reader";
+-- Since migration 006 the ledger is applied_ranges (applied_entries is kept empty): the same rules.
+SELECT format('REVOKE UPDATE ON %I.applied_ranges FROM %I; GRANT DELETE ON %I.applied_ranges TO %I;'
+              ' REVOKE SELECT ON %I.applied_ranges FROM %I;',
+              :'schema', :'daemon', :'schema', :'daemon', :'schema', :'reader')
+ WHERE to_regclass(format('%I.%I', :'schema', 'applied_ranges')) IS NOT NULL \gexec
 -- The ledger's partitions (migration 002) got the table-wide grants above: give them the parent's.
 SELECT format('REVOKE UPDATE ON %I.%I FROM %I; REVOKE SELECT ON %I.%I FROM %I;',
               :'schema', c.relname, :'daemon', :'schema', c.relname, :'reader')

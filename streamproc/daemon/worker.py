@@ -251,14 +251,16 @@ class Worker:
     ) -> Claim:
         """Apply the batch in one Postgres transaction; retried until it commits. Entries whose
         data Postgres rejects are isolated (:mod:`.isolate`) and moved to ``decoded``'s rejected
-        (``batch`` has their fields for the dead-letter stream); the others commit."""
+        (``batch`` has their fields for the dead-letter stream); the others commit. A batch read
+        with ``>`` (``batch.read_new``) is claimed as ranges, see :meth:`BatchTransaction.claim`."""
         accepted = {s: d.accepted for s, d in decoded.items() if d.accepted}
+        gaps = {s: [r.entry_id for r in decoded[s].rejected] for s in accepted} if batch and batch.read_new else None
         n = sum(len(v) for v in accepted.values())
         if n == 0:
             return Claim([], 0)
         self.failpoints.hit("before_flush")
         try:
-            return self.retry.commit(lambda: self._commit(accepted, prefold, capped))
+            return self.retry.commit(lambda: self._commit(accepted, prefold, capped, gaps))
         except EntryRejected as exc:
             return self._isolate(decoded, batch, str(exc))
 
@@ -269,18 +271,24 @@ class Worker:
         return merged(claims)
 
     def _commit_part(self, part: Part) -> Claim:
-        """Fold and commit some entries of a batch on their own (retrying transient failures)."""
+        """Fold and commit some entries of a batch on their own (retrying transient failures).
+        Claimed entry by entry: a part leaves out entries between its own, which other parts
+        (or the dead-letter stream) take."""
         decoded = {stream: Decoded(items, []) for stream, items in by_stream(part).items()}
         prefold, capped = self.fold(decoded)
         accepted = {stream: d.accepted for stream, d in decoded.items()}
-        return self.retry.commit(lambda: self._commit(accepted, prefold, capped))
+        return self.retry.commit(lambda: self._commit(accepted, prefold, capped, None))
 
     def _commit(
-        self, accepted: Mapping[str, list[Accepted]], prefold: dict[str, Shard], capped: frozenset[int]
+        self,
+        accepted: Mapping[str, list[Accepted]],
+        prefold: dict[str, Shard],
+        capped: frozenset[int],
+        gaps: Mapping[str, list[bytes]] | None,
     ) -> Claim:
         """One attempt: claim the entries, write the rollups of those counted, commit."""
         with self.sinks.get().transaction() as tx:
-            claim = tx.claim(accepted, capped)
+            claim = tx.claim(accepted, capped, gaps)
             shards = counted_shards(
                 claim,
                 prefold,

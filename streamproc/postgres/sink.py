@@ -4,8 +4,9 @@ A batch is applied in one transaction, in a fixed global order (ledger, then
 producer ids, then each rollup table; rows sorted by key within each
 statement) so concurrent workers wait on each other instead of deadlocking:
 
-1. ``claim``: insert the batch's entry ids into ``applied_entries`` (and the
-   producer idempotency keys into ``producer_ids``); ``RETURNING`` tells
+1. ``claim``: insert the batch's entry ids into the ledger ``applied_ranges``
+   (a range per run of consecutive entries, see migration 006), and the
+   producer idempotency keys into ``producer_ids``; ``RETURNING`` tells
    which entries are new. An entry another consumer already applied — a
    redelivery after a crash between COMMIT and XACK, or a zombie consumer's
    late batch — conflicts and is skipped.
@@ -19,7 +20,7 @@ import hashlib
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import msgspec
 import psycopg
@@ -38,15 +39,16 @@ from streamproc.postgres.sessions import Derived
 from streamproc.postgres.sessions import derive as derive_sessions
 from streamproc.postgres.sessions import prune as prune_sessions
 
-_CLAIM_ENTRIES: Final = (
-    "INSERT INTO applied_entries (stream_id, entry_ms, entry_seq, capped) "
-    "SELECT s, m, q, c FROM unnest(%t::smallint[], %t::bigint[], %t::bigint[], %t::boolean[]) AS t(s, m, q, c) "
-    "ORDER BY s, m, q ON CONFLICT DO NOTHING RETURNING stream_id, entry_ms, entry_seq"
+# The ledger (migration 007): one row per run of consecutive entries, ids as ms * 2^64 + seq.
+_CLAIM_RANGES: Final = (
+    "INSERT INTO applied_ranges (stream_id, ids, capped) "
+    "SELECT s, numrange(lo, hi, '[]'), c "
+    "FROM unnest(%t::smallint[], %t::numeric[], %t::numeric[], %t::boolean[]) AS t(s, lo, hi, c) "
+    "ORDER BY s, lo ON CONFLICT DO NOTHING RETURNING stream_id, lower(ids)"
 )
 _ANY_CAPPED: Final = (
-    "SELECT EXISTS (SELECT 1 FROM applied_entries a "
-    "JOIN unnest(%t::smallint[], %t::bigint[], %t::bigint[]) AS k(s, m, q) "
-    "ON a.stream_id = k.s AND a.entry_ms = k.m AND a.entry_seq = k.q WHERE a.capped)"
+    "SELECT EXISTS (SELECT 1 FROM applied_ranges a JOIN unnest(%t::smallint[], %t::numeric[]) AS k(s, key) "
+    "ON a.stream_id = k.s AND a.ids @> k.key WHERE a.capped)"
 )
 _CLAIM_PRODUCER_IDS: Final = (
     "INSERT INTO producer_ids (site, event_id, entry_ms, digest) "
@@ -159,8 +161,8 @@ class PostgresSink:
                 if sid is None:
                     continue
                 cur = self.conn.execute(
-                    "DELETE FROM applied_entries WHERE stream_id = %s AND entry_ms < %s",
-                    (sid, before_ms),
+                    "DELETE FROM applied_ranges WHERE stream_id = %s AND ids << numrange(%s, NULL)",
+                    (sid, before_ms << KEY_SEQ_BITS),
                 )
                 removed += cur.rowcount
             if keep_from_ms:
@@ -168,6 +170,19 @@ class PostgresSink:
                 removed += cur.rowcount
                 removed += prune_sessions(self.conn, min(keep_from_ms.values()))
         return removed
+
+    def covered(self, stream: str, entry_ids: Sequence[bytes]) -> int:
+        """How many of ``entry_ids`` (entries of ``stream``) the ledger holds as applied."""
+        sid = self._stream_ids.get(stream)
+        if sid is None or not entry_ids:
+            return 0
+        with self._errors(), self.conn.transaction():
+            row = self.conn.execute(
+                "SELECT count(*) FROM unnest(%t::numeric[]) AS k(key) WHERE EXISTS"
+                " (SELECT 1 FROM applied_ranges a WHERE a.stream_id = %t AND a.ids @> k.key)",
+                (array_literal([entry_key(i) for i in entry_ids], text=False), str(sid)),
+            ).fetchone()
+        return int(row[0]) if row else 0
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
@@ -194,33 +209,49 @@ class BatchTransaction:
         self._conn = conn
         self._stream_ids = stream_ids
 
-    def claim(self, accepted: Mapping[str, Sequence[Accepted]], capped: Collection[int] = ()) -> Claim:
-        """Claim the batch's entries; ``capped`` holds the ``id()`` of the entries whose fold
-        mapped a value to "(other)" (recorded, see migration 005)."""
-        items = [item for entries in accepted.values() for item in entries]
-        keys = [
-            (self._stream_ids[stream], *split_entry_id(item.entry_id))
-            for stream, entries in accepted.items()
-            for item in entries
-        ]
-        if not keys:
+    def claim(
+        self,
+        accepted: Mapping[str, Sequence[Accepted]],
+        capped: Collection[int] = (),
+        read_new: Mapping[str, Collection[bytes]] | None = None,
+    ) -> Claim:
+        """Claim the batch's entries in the ledger, then their producer ids.
+
+        ``capped`` holds the ``id()`` of the entries whose fold mapped a value to
+        "(other)" (recorded, see migration 005). ``read_new`` names the streams whose
+        entries all come from one XREADGROUP ``>`` read, each with the ids of that read
+        left out of ``accepted`` (dead-lettered): such entries are consecutive in the
+        stream and are claimed as ranges, one per run between left-out ids. Entries of
+        other streams (own pending, reclaimed) are claimed one by one; so are those of a
+        range that overlaps the ledger, which count only where no other row covers them.
+        """
+        read_new = read_new or {}
+        items: list[Accepted] = []
+        keys: list[tuple[int, int]] = []  # (stream id, entry key) per item
+        ranges: list[_Range] = []
+        for stream, entries in accepted.items():
+            sid = self._stream_ids[stream]
+            start = len(items)
+            items.extend(entries)
+            keys.extend((sid, entry_key(item.entry_id)) for item in entries)
+            gaps = read_new.get(stream)
+            if gaps is None:
+                ranges.extend(_Range(sid, i, i + 1) for i in range(start, len(items)))
+            else:
+                ranges.extend(_runs(sid, keys, start, sorted(map(entry_key, gaps))))
+        if not items:
             return Claim([], 0)
-        sids, mss, seqs = zip(*keys, strict=True)
-        flags = ["t" if id(item) in capped else "f" for item in items] if capped else ["f"] * len(items)
-        new = set(
-            self._conn.execute(
-                _CLAIM_ENTRIES,
-                (
-                    array_literal(sids, text=False),
-                    array_literal(mss, text=False),
-                    array_literal(seqs, text=False),
-                    array_literal(flags, text=False),
-                ),
-            ).fetchall()
-        )
-        fresh = items if len(new) == len(keys) else _first_of_each(keys, items, new)
+        taken = self._insert_ranges(ranges, keys, items, capped)
+        conflicted = [r for r in ranges if r.stop - r.start > 1 and (r.sid, keys[r.start][1]) not in taken]
+        singles: set[tuple[int, int]] = set()
+        if conflicted:  # one range per entry: only the entries no other row covers
+            singles = self._insert_ranges(
+                [_Range(r.sid, i, i + 1) for r in conflicted for i in range(r.start, r.stop)], keys, items, capped
+            )
+        whole = not conflicted and len(taken) == len(ranges)  # the usual case: every run was new
+        fresh = items if whole else _covered(keys, items, ranges, taken, singles)
         counted = self._claim_producer_ids(fresh, capped)
-        total = len(keys)
+        total = len(items)
         if len(counted) == total:
             return Claim(counted, 0)
         kept = {id(i) for i in counted}
@@ -228,6 +259,31 @@ class BatchTransaction:
         claim = Claim(counted, total - len(counted), [i for _, i in skipped])
         claim.repeats = self._all_repeats(skipped)
         return claim
+
+    def _insert_ranges(
+        self, ranges: list[_Range], keys: list[tuple[int, int]], items: list[Accepted], capped: Collection[int]
+    ) -> set[tuple[int, int]]:
+        """Insert the ranges that overlap no ledger row (waiting for transactions in flight
+        that hold an overlapping one); returns ``(stream id, first key)`` of those inserted.
+        The same single entry twice in ``ranges`` is sent once."""
+        seen: set[tuple[int, int]] = set()
+        unique = []
+        for r in ranges:
+            if r.stop - r.start > 1 or keys[r.start] not in seen:
+                seen.add(keys[r.start])
+                unique.append(r)
+        ranges = unique
+        flags = ["t" if capped and any(id(items[i]) in capped for i in range(r.start, r.stop)) else "f" for r in ranges]
+        rows = self._conn.execute(
+            _CLAIM_RANGES,
+            (
+                array_literal([r.sid for r in ranges], text=False),
+                array_literal([keys[r.start][1] for r in ranges], text=False),
+                array_literal([keys[r.stop - 1][1] for r in ranges], text=False),
+                array_literal(flags, text=False),
+            ),
+        ).fetchall()
+        return {(sid, int(lo)) for sid, lo in rows}
 
     def _claim_producer_ids(self, fresh: list[Accepted], capped: Collection[int]) -> list[Accepted]:
         """Drop entries whose producer id was already counted (here or before)."""
@@ -257,19 +313,20 @@ class BatchTransaction:
             or ((item.event.site, item.event.id) in new_keys and winners[(item.event.site, item.event.id)] is item)
         ]
 
-    def _all_repeats(self, skipped: list[tuple[tuple[int, int, int], Accepted]]) -> bool:
+    def _all_repeats(self, skipped: list[tuple[tuple[int, int], Accepted]]) -> bool:
         """Whether every skipped entry repeats an event already counted (see :class:`Claim`).
 
         Without a producer id, an entry is skipped only as already applied: its
-        content was counted then, as it folds now unless that fold was capped.
+        content was counted then, as it folds now unless that fold was capped (or
+        another entry of its ledger range was: the flag is per row).
         With one, its digest must equal the stored digest of the event that won
         the id (in this batch or before; none is stored for a capped winner).
         """
         plain = [key for key, i in skipped if i.event.id is None]
         if plain:
-            sids, mss, seqs = zip(*plain, strict=True)
+            sids, entry_keys = zip(*plain, strict=True)
             row = self._conn.execute(
-                _ANY_CAPPED, tuple(array_literal(column, text=False) for column in (sids, mss, seqs))
+                _ANY_CAPPED, (array_literal(sids, text=False), array_literal(entry_keys, text=False))
             ).fetchone()
             if row is None or row[0]:
                 return False
@@ -342,15 +399,64 @@ def _site_id_literals(keys: Sequence[tuple[str, str]]) -> tuple[str, str]:
     return array_literal([k[0] for k in keys], text=True), array_literal([k[1] for k in keys], text=True)
 
 
-def _first_of_each(
-    keys: list[tuple[int, int, int]], items: list[Accepted], new: set[tuple[Any, ...]]
+KEY_SEQ_BITS: Final = 64
+"""An entry id ``ms-seq`` is the ledger key ``ms * 2**64 + seq``: exact for every id Redis
+accepts (both parts are unsigned 64-bit), ordered as Redis orders ids."""
+
+
+def entry_key(entry_id: bytes) -> int:
+    """``b"1763800000000-3"`` -> ``1763800000000 * 2**64 + 3``."""
+    ms, seq = split_entry_id(entry_id)
+    return ms << KEY_SEQ_BITS | seq
+
+
+class _Range(NamedTuple):
+    """Items ``start:stop`` of a claim, consecutive entries of one stream (``sid``)."""
+
+    sid: int
+    start: int
+    stop: int
+
+
+def _runs(sid: int, keys: list[tuple[int, int]], start: int, gaps: list[int]) -> Iterator[_Range]:
+    """Split ``keys[start:]`` (one ``>`` read of stream ``sid``, in order) into runs that
+    no left-out entry (``gaps``, sorted keys) falls inside."""
+    g = 0
+    run = start
+    for i in range(start + 1, len(keys)):
+        prev, key = keys[i - 1][1], keys[i][1]
+        while g < len(gaps) and gaps[g] < prev:
+            g += 1
+        if key <= prev or (g < len(gaps) and gaps[g] < key):  # out of order (never for `>`), or a gap
+            yield _Range(sid, run, i)
+            run = i
+    if run < len(keys):
+        yield _Range(sid, run, len(keys))
+
+
+def _covered(
+    keys: list[tuple[int, int]],
+    items: list[Accepted],
+    ranges: list[_Range],
+    taken: set[tuple[int, int]],
+    singles: set[tuple[int, int]],
 ) -> list[Accepted]:
-    """The items whose key the claim inserted, each key once (an entry twice in a batch counts once)."""
+    """The items the ledger took for this transaction, each entry once: the runs inserted
+    whole (``taken``, by first key) and the entries inserted one by one (single-entry
+    ranges in ``taken``, entries of conflicting runs in ``singles``)."""
     fresh = []
-    for key, item in zip(keys, items, strict=True):
-        if key in new:
-            new.discard(key)
-            fresh.append(item)
+    for r in ranges:
+        if r.stop - r.start > 1:
+            if (r.sid, keys[r.start][1]) in taken:
+                fresh.extend(items[r.start : r.stop])
+                continue
+            pool = singles
+        else:
+            pool = taken
+        for i in range(r.start, r.stop):
+            if keys[i] in pool:
+                pool.discard(keys[i])  # a second copy of the entry in the batch is not counted again
+                fresh.append(items[i])
     return fresh
 
 

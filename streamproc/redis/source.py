@@ -34,6 +34,9 @@ class Batch:
     lost: dict[str, int] = field(default_factory=dict)  # deleted before the group read them
     alone: bool = False  # one entry redelivered too often to share a batch (see redis.reclaim)
     waiting: bool = False  # such an entry was left unclaimed: this process held other entries
+    # Read with XREADGROUP `>`: each stream's entries are consecutive in the stream (the
+    # ledger claims them as ranges, see migration 009).
+    read_new: bool = False
 
     def __len__(self) -> int:
         return sum(len(v) for v in self.entries.values())
@@ -168,19 +171,23 @@ class RedisSource:
     # -- reading ----------------------------------------------------------------
 
     def read_new(self, count: int, block_ms: int) -> Batch:
-        """New entries: first without blocking, counting entries deleted before the group read
-        them (:mod:`.gaps`, per stream key on a cluster too); if none came, a read blocking up
-        to ``block_ms`` (on a cluster: on one stream, up to ``CLUSTER_IDLE_BLOCK_MS``)."""
+        """New entries (read with ``>``: consecutive in each stream, ``read_new``): first
+        without blocking, counting entries deleted before the group read them (:mod:`.gaps`, per
+        stream key on a cluster too); if none came, a read blocking up to ``block_ms`` (on a
+        cluster: on one stream, up to ``CLUSTER_IDLE_BLOCK_MS``)."""
         with self._errors():
             reply, lost = read_counting_gaps(self.client, self.streams, self.group, self.consumer, count)
         if reply or lost:
             batch = _batch_from_reply(reply)
             batch.lost = lost
-            return batch
-        with self._errors():
-            if is_cluster(self.client):
-                return _batch_from_reply(self._wait_on_next_stream(count, min(block_ms, CLUSTER_IDLE_BLOCK_MS)))
-        return _batch_from_reply(self._read(">", count, block_ms))
+        else:
+            with self._errors():
+                if is_cluster(self.client):
+                    batch = _batch_from_reply(self._wait_on_next_stream(count, min(block_ms, CLUSTER_IDLE_BLOCK_MS)))
+                else:
+                    batch = _batch_from_reply(self._read(">", count, block_ms))
+        batch.read_new = True
+        return batch
 
     def read_own_pending(self, count: int) -> Batch:
         """This consumer's pending entries (after a restart), oldest first."""

@@ -5,7 +5,7 @@ producer ids, then each rollup table; rows sorted by key within each
 statement) so concurrent workers wait on each other instead of deadlocking:
 
 1. ``claim``: insert the batch's entry ids into the ledger ``applied_ranges``
-   (a range per run of consecutive entries, see migration 006), and the
+   (a range per run of consecutive entries, see migration 007), and the
    producer idempotency keys into ``producer_ids``; ``RETURNING`` tells
    which entries are new. An entry another consumer already applied — a
    redelivery after a crash between COMMIT and XACK, or a zombie consumer's

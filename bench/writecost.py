@@ -118,12 +118,15 @@ def measure(
     client.delete(stream, f"{stream}:dlq")
     n = run.events
     per_table: dict[str, float] = {}
+    hot_by_table: dict[str, float] = {}
     written = hot = updated = 0
     for table, now in sorted(after.items()):
         was = before.get(table, (0, 0, 0, 0))
         ins, upd, dele, hot_upd = (a - b for a, b in zip(now, was, strict=True))
         if ins + upd + dele:
             per_table[table] = round((ins + upd + dele) / n, 3)
+        if upd:
+            hot_by_table[table] = round(hot_upd / upd, 3)
         written += ins + upd + dele
         updated += upd
         hot += hot_upd
@@ -136,6 +139,7 @@ def measure(
         "wal_bytes_per_event": round(wal / n),
         "hot_update_share": round(hot / updated, 3) if updated else None,
         "rows_per_event_by_table": per_table,
+        "hot_update_share_by_table": hot_by_table,
     }
 
 

@@ -491,7 +491,7 @@ def test_prometheus_sees_lag_rise_while_flush_is_blocked_then_drain(
     assert bad > 0
     with psycopg.connect(database_url) as lock:
         # The daemon's first statement of every flush inserts into the ledger: hold it back.
-        lock.execute(sql.SQL("LOCK TABLE {}.applied_entries IN EXCLUSIVE MODE").format(sql.Identifier(schema)))
+        lock.execute(sql.SQL("LOCK TABLE {}.applied_ranges IN EXCLUSIVE MODE").format(sql.Identifier(schema)))
         produced_at = time.time()
         assert produce(r, stream, entries) == len(entries)
         backlog = f"streamproc_consumer_lag{{{sel}}} + streamproc_pending_entries{{{sel}}}"

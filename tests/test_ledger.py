@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import nullcontext
 from typing import Any
@@ -204,14 +205,15 @@ def test_a_group_rewound_while_a_batch_commits_counts_nothing_twice(sinks, datab
     counts the 200 A did not hold and skips the 300 it did, and the ledger covers each of the
     500 entries once."""
     first, second = sinks
-    payload = {"type": "page_view", "site": "l.example", "ts": BASE, "path": "/"}
+    now_ms = int(time.time() * 1000)  # events as old as their entries (max_event_age_days)
+    payload = {"type": "page_view", "site": "l.example", "path": "/"}
     for i in range(500):
-        r.xadd(stream, {"event": json.dumps(dict(payload, ts=BASE + i))})
+        r.xadd(stream, {"event": json.dumps(dict(payload, ts=now_ms + i))})
     r.xgroup_create(stream, "g", id="0")
 
     def read(consumer: str, count: int) -> list[Accepted]:
         reply: Any = r.xreadgroup("g", consumer, {stream: ">"}, count=count)
-        decoded = decode_batch(reply[0][1], now_ms=BASE + 10_000_000)
+        decoded = decode_batch(reply[0][1], now_ms=now_ms + 3_600_000)
         assert not decoded.rejected
         return decoded.accepted
 

@@ -86,8 +86,6 @@ def test_setup_provisions_schema_and_groups(redis_url: str, database_url: str, n
         "003_producer_digest",
         "004_cheaper_hot_path",
         "005_capped_entries",
-        "006_enrichment",
-        "007_range_ledger",
     ]
     assert data["partitions_created"] > 0
     assert data["groups_created"] == [f"{ns}:{{{i}}}" for i in range(3)]

@@ -5,7 +5,7 @@ producer ids, then each rollup table; rows sorted by key within each
 statement) so concurrent workers wait on each other instead of deadlocking:
 
 1. ``claim``: insert the batch's entry ids into the ledger ``applied_ranges``
-   (a range per run of consecutive entries, see migration 007), and the
+   (a range per run of consecutive entries, see migration 008), and the
    producer idempotency keys into ``producer_ids``; ``RETURNING`` tells
    which entries are new. An entry another consumer already applied — a
    redelivery after a crash between COMMIT and XACK, or a zombie consumer's
@@ -16,6 +16,7 @@ statement) so concurrent workers wait on each other instead of deadlocking:
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
@@ -39,7 +40,7 @@ from streamproc.postgres.sessions import Derived
 from streamproc.postgres.sessions import derive as derive_sessions
 from streamproc.postgres.sessions import prune as prune_sessions
 
-# The ledger (migration 007): one row per run of consecutive entries, ids as ms * 2^64 + seq.
+# The ledger (migration 008): one row per run of consecutive entries, ids as ms * 2^64 + seq.
 _CLAIM_RANGES: Final = (
     "INSERT INTO applied_ranges (stream_id, ids, capped) "
     "SELECT s, numrange(lo, hi, '[]'), c "
@@ -172,17 +173,21 @@ class PostgresSink:
         return removed
 
     def covered(self, stream: str, entry_ids: Sequence[bytes]) -> int:
-        """How many of ``entry_ids`` (entries of ``stream``) the ledger holds as applied."""
+        """How many of ``entry_ids`` (entries of ``stream``) the ledger holds as applied
+        (reads the stream's whole ledger: for checks and tests, not the batch path)."""
         sid = self._stream_ids.get(stream)
         if sid is None or not entry_ids:
             return 0
         with self._errors(), self.conn.transaction():
-            row = self.conn.execute(
-                "SELECT count(*) FROM unnest(%t::numeric[]) AS k(key) WHERE EXISTS"
-                " (SELECT 1 FROM applied_ranges a WHERE a.stream_id = %t AND a.ids @> k.key)",
-                (array_literal([entry_key(i) for i in entry_ids], text=False), str(sid)),
-            ).fetchone()
-        return int(row[0]) if row else 0
+            rows = self.conn.execute(
+                "SELECT lower(ids), upper(ids) FROM applied_ranges WHERE stream_id = %s ORDER BY lower(ids)", (sid,)
+            ).fetchall()
+        lows = [int(lo) for lo, _ in rows]
+        n = 0
+        for key in map(entry_key, entry_ids):
+            i = bisect.bisect_right(lows, key) - 1  # the last range starting at or before the key
+            n += i >= 0 and key <= int(rows[i][1])
+        return n
 
     @contextmanager
     def _errors(self) -> Iterator[None]:

@@ -151,6 +151,18 @@ def test_a_group_rewound_to_the_start_counts_nothing_twice(make_settings, schema
     assert_totals(settings, sent)
 
 
+def ledger_covers(conn: psycopg.Connection[Any], entry_ids: list[bytes]) -> int:
+    """How many of ``entry_ids`` some ledger row covers (``conn`` on the test's schema)."""
+    keys = "{" + ",".join(str(entry_key(i)) for i in entry_ids) + "}"
+    row = conn.execute(
+        "SELECT count(*)::int FROM unnest(%s::numeric[]) AS k(key)"
+        " WHERE EXISTS (SELECT 1 FROM applied_ranges a WHERE a.ids @> k.key)",
+        (keys,),
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
 def ledger_rows(database_url: str, schema: str) -> list[tuple[int, int]]:
     """The ledger's rows as (first key, last key), in order."""
     with psycopg.connect(database_url, options=f"-c search_path={schema}", autocommit=True) as conn:

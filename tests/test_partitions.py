@@ -491,7 +491,7 @@ def test_daemon_totals_exact_across_partitions_and_ledger_dedups_moved_rows(
 ) -> None:
     """Events over 80 days (several monthly partitions, some ranges only in DEFAULT), entry ids over
     six days. A daemon crashes between COMMIT and XACK of its second batch (the ledger, unpartitioned
-    since migration 008, holds a range per batch); `maintain` then moves the committed rollup rows out
+    since migration 009, holds a range per batch); `maintain` then moves the committed rollup rows out
     of DEFAULT into new partitions; the restarted daemon gets the unacked batch again and the ledger
     recognises every entry of it. Every report total equals the truth."""
     settings = make_settings(batch_size=500)

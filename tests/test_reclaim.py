@@ -49,7 +49,7 @@ def ledger_locked(database_url: str, schema: str) -> Iterator[None]:
     """Every batch commit blocks (its ledger insert waits for this lock) until the block ends."""
     blocker = psycopg.connect(database_url, options=f"-c search_path={schema}")
     try:
-        blocker.execute("LOCK TABLE applied_entries IN EXCLUSIVE MODE")
+        blocker.execute("LOCK TABLE applied_ranges IN EXCLUSIVE MODE")
         yield
     finally:
         blocker.rollback()

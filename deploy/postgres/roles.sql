@@ -125,7 +125,7 @@ GRANT SELECT ON ALL TABLES IN SCHEMA :"schema" TO :"reader";
 REVOKE UPDATE ON :"schema".applied_entries, :"schema".producer_ids FROM :"daemon";
 GRANT DELETE ON :"schema".applied_entries, :"schema".producer_ids TO :"daemon";
 REVOKE SELECT ON :"schema".applied_entries, :"schema".producer_ids FROM :"reader";
--- Since migration 008 the ledger is applied_ranges (applied_entries is kept empty): the same rules.
+-- Since migration 009 the ledger is applied_ranges (applied_entries is kept empty): the same rules.
 SELECT format('REVOKE UPDATE ON %I.applied_ranges FROM %I; GRANT DELETE ON %I.applied_ranges TO %I;'
               ' REVOKE SELECT ON %I.applied_ranges FROM %I;',
               :'schema', :'daemon', :'schema', :'daemon', :'schema', :'reader')

@@ -5,7 +5,7 @@ producer ids, then each rollup table; rows sorted by key within each
 statement) so concurrent workers wait on each other instead of deadlocking:
 
 1. ``claim``: insert the batch's entry ids into the ledger ``applied_ranges``
-   (a range per run of consecutive entries, see migration 008), and the
+   (a range per run of consecutive entries, see migration 009), and the
    producer idempotency keys into ``producer_ids``; ``RETURNING`` tells
    which entries are new. An entry another consumer already applied — a
    redelivery after a crash between COMMIT and XACK, or a zombie consumer's
@@ -40,7 +40,7 @@ from streamproc.postgres.sessions import Derived
 from streamproc.postgres.sessions import derive as derive_sessions
 from streamproc.postgres.sessions import prune as prune_sessions
 
-# The ledger (migration 008): one row per run of consecutive entries, ids as ms * 2^64 + seq.
+# The ledger (migration 009): one row per run of consecutive entries, ids as ms * 2^64 + seq.
 _CLAIM_RANGES: Final = (
     "INSERT INTO applied_ranges (stream_id, ids, capped) "
     "SELECT s, numrange(lo, hi, '[]'), c "

@@ -1,4 +1,4 @@
--- streamproc 008: the exactly-once ledger as ranges of entry ids.
+-- streamproc 009: the exactly-once ledger as ranges of entry ids.
 --
 -- `applied_entries` took a row and an index entry per event: a fifth of the rows
 -- and of the WAL a batch writes. A batch read with XREADGROUP `>` holds

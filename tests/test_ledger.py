@@ -23,6 +23,7 @@ from streamproc.postgres.sink import Claim, PostgresSink, entry_key
 from tests.conftest import wait_for
 from tests.test_crash import assert_totals
 from tests.test_duplicates import run_drain
+from tests.truth import valid_events
 
 BASE = 1_763_800_000_000
 
@@ -242,3 +243,94 @@ def test_a_group_rewound_while_a_batch_commits_counts_nothing_twice(sinks, datab
     assert (len(claim.counted), claim.duplicates) == (200, 300)
     assert {a.entry_id for a in claim.counted} == {a.entry_id for a in batch_b[300:]}
     assert first.covered(stream, [a.entry_id for a in batch_b]) == 500
+
+
+def in_process_worker(settings: Any) -> Any:
+    """A daemon's worker in this process, started (groups, ledger streams) but not looping: the
+    test calls its steps - read, prepare, finish - by hand, in the order it chooses."""
+    from streamproc.daemon.worker import Worker
+    from streamproc.postgres.sink import PostgresSink as Sink
+    from streamproc.redis.source import RedisSource
+
+    worker = Worker(
+        settings, RedisSource.from_settings(settings), Sink(settings.database_url, settings.db_schema), drain=True
+    )
+    worker.start()
+    return worker
+
+
+def read_ids(batch: Any, stream: str) -> list[bytes]:
+    return [eid for eid, _ in batch.entries.get(stream, [])]
+
+
+def test_interleaved_reads_of_two_workers_each_claim_their_own_range(
+    make_settings, schema, r, stream, database_url
+) -> None:
+    """Worker A reads 40 entries with `>`, worker B the next 40, A the 40 after: A's two reads
+    hold B's entries between them. A commits its second read, then its first; B commits last.
+    Each read is claimed as its own ranges (split at dead-lettered entries), never one range
+    over two reads of a worker, so B's batch counts all its valid entries: nothing lost. Then
+    a third worker reads all 120 again (a rewound group) and counts none: nothing doubled. The
+    totals equal the truth and every ledger row lies inside one read."""
+    from streamproc.dev.synth import Generator, produce
+
+    sent = list(Generator(seed=16, days=1, bad_ratio=0.05).entries(120))
+    produce(r, stream, sent)
+    r.xgroup_create(stream, "g", id="0")
+    a = in_process_worker(make_settings(consumer="a", batch_size=40, enrich=False))
+    b = in_process_worker(make_settings(consumer="b", batch_size=40, enrich=False))
+    try:
+        a1, b1, a2 = a.read(), b.read(), a.read()
+        reads = [read_ids(x, stream) for x in (a1, b1, a2)]
+        assert [len(ids) for ids in reads] == [40, 40, 40] and reads[0][-1] < reads[1][0] < reads[2][0]
+        results = [a.finish(a.prepare(a2)), a.finish(a.prepare(a1)), b.finish(b.prepare(b1))]
+        assert sum(x.dead_lettered for x in results) == sum(1 for e in sent if e.event is None) > 0
+        assert sum(x.ok for x in results) == len(valid_events(sent))  # B's read too: nothing lost
+        by_key = {entry_key(i): n for n, ids in enumerate(reads) for i in ids}
+        for lo, hi in ledger_rows(database_url, schema):
+            assert by_key[lo] == by_key[hi], "a ledger row spans two reads"
+        r.xgroup_setid(stream, "g", "0")
+        c = in_process_worker(make_settings(consumer="c", batch_size=200, enrich=False))
+        again = c.finish(c.prepare(c.read()))
+        c.close_sinks()
+        assert again.ok == 0
+    finally:
+        a.close_sinks()
+        b.close_sinks()
+    assert_totals(make_settings(enrich=False), sent)
+
+
+def test_a_read_bisected_after_a_rejected_entry_covers_only_what_it_counted(
+    make_settings, schema, r, stream, database_url
+) -> None:
+    """Worker A's `>` read of 20 holds a page view Postgres refuses (its daily counter is at the
+    bigint maximum); worker B's read of the next 20 sits between A's reads. A's batch is
+    bisected, its parts claimed entry by entry: the ledger covers the 19 A counted, not the
+    refused one (dead-lettered) nor any of B's, and B then counts all 20: nothing lost."""
+    with psycopg.connect(database_url, options=f"-c search_path={schema}", autocommit=True) as conn:
+        conn.execute("INSERT INTO pageviews_daily VALUES ('l.example', '2025-11-22', '/full', 9223372036854775807)")
+    ids = [
+        r.xadd(
+            stream,
+            {"event": json.dumps({"type": "page_view", "site": "l.example", "ts": BASE + n, "path": path})},
+        )
+        for n, path in ((n, "/full" if n == 7 else f"/p{n % 3}") for n in range(40))
+    ]
+    r.xgroup_create(stream, "g", id="0")
+    a = in_process_worker(make_settings(consumer="a", batch_size=20, enrich=False))
+    b = in_process_worker(make_settings(consumer="b", batch_size=20, enrich=False))
+    try:
+        a1, b1 = a.read(), b.read()
+        first = a.finish(a.prepare(a1))
+        assert (first.ok, first.dead_lettered) == (19, 1)
+        with psycopg.connect(database_url, options=f"-c search_path={schema}", autocommit=True) as conn:
+            assert ledger_covers(conn, ids[:20]) == 19 and ledger_covers(conn, [ids[7]]) == 0
+            assert ledger_covers(conn, ids[20:]) == 0
+        second = b.finish(b.prepare(b1))
+        assert (second.ok, second.duplicates) == (20, 0)
+    finally:
+        a.close_sinks()
+        b.close_sinks()
+    with psycopg.connect(database_url, options=f"-c search_path={schema}", autocommit=True) as conn:
+        row = conn.execute("SELECT sum(views)::int FROM pageviews_daily WHERE path <> '/full'").fetchone()
+    assert row == (39,)

@@ -18,7 +18,7 @@ from streamproc.postgres.faults import translate
 from streamproc.postgres.session import Session
 
 WRITE: Final = ("SELECT", "INSERT", "UPDATE")
-LEDGER: Final = {"applied_entries": ("SELECT", "INSERT"), "producer_ids": ("SELECT", "INSERT")}
+LEDGER: Final = {"applied_ranges": ("SELECT", "INSERT"), "producer_ids": ("SELECT", "INSERT")}
 OTHERS: Final = {"streams": ("SELECT", "INSERT"), "schema_migrations": ("SELECT",)}
 
 

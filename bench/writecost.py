@@ -12,8 +12,9 @@ fresh stream and schema, reporting:
   ``pg_stat_user_tables``, partitions summed into their table) and **WAL bytes per
   event** (``pg_current_wal_lsn`` delta; a CHECKPOINT before each run, so every run
   pays its full-page images alike). These two barely move with machine noise: they
-  are the primary figures. Per-table rows per event, and the share of updates that
-  were HOT, are in the JSON.
+  are the primary figures. Per-table rows per event, the share of updates that
+  were HOT and the full-page images per 1 000 events (``pg_stat_wal.wal_fpi``: what
+  ``wal_compression`` shrinks; ``--wal-compression`` sets it) are in the JSON.
 
 Postgres keeps its default durability (fsync, synchronous_commit, full_page_writes)
 unless ``--non-durable``. ``--ab DIR`` runs the streamproc checked out in DIR (its own
@@ -75,6 +76,13 @@ def settled_stats(conn: psycopg.Connection[Any], schema: str) -> dict[str, tuple
     return last
 
 
+def wal_fpi(conn: psycopg.Connection[Any]) -> int:
+    """Full-page images written to the WAL since the server started (``pg_stat_wal``)."""
+    conn.execute("SELECT pg_stat_clear_snapshot()")
+    row = conn.execute("SELECT wal_fpi FROM pg_stat_wal").fetchone()
+    return int(row[0]) if row else 0
+
+
 def wal_lsn(conn: psycopg.Connection[Any]) -> str:
     row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
     assert row is not None
@@ -109,11 +117,12 @@ def measure(
     yardsticks.load(client, stream, entries)
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("CHECKPOINT")
-        before, lsn = settled_stats(conn, schema), wal_lsn(conn)
+        before, lsn, fpi = settled_stats(conn, schema), wal_lsn(conn), wal_fpi(conn)
         run = yardsticks.streamproc_run(client, env, stream, None, 1, batch_size, logdir, cwd=cwd)
         row = conn.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s::pg_lsn)", (lsn,)).fetchone()
         wal = int(row[0]) if row else 0
         after = settled_stats(conn, schema)
+        fpi = wal_fpi(conn) - fpi
         conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
     client.delete(stream, f"{stream}:dlq")
     n = run.events
@@ -137,6 +146,7 @@ def measure(
         "cpu_us_per_event": round(run.extra["cpu_seconds"] / n * 1e6, 1),
         "rows_per_event": round(written / n, 3),
         "wal_bytes_per_event": round(wal / n),
+        "full_page_images_per_1000_events": round(fpi / n * 1000, 1),
         "hot_update_share": round(hot / updated, 3) if updated else None,
         "rows_per_event_by_table": per_table,
         "hot_update_share_by_table": hot_by_table,
@@ -154,6 +164,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ab", type=Path, default=None, help="a checkout whose streamproc runs each case right after")
     p.add_argument("--repeat", type=int, default=1, help="runs of each case (alternated with --ab)")
     p.add_argument("--non-durable", action="store_true", help="fsync, synchronous_commit, full_page_writes off")
+    p.add_argument(
+        "--wal-compression",
+        default=None,
+        help="the benchmark Postgres's wal_compression (off, pglz, lz4, zstd; default: the server's, off)",
+    )
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
     shapes = [s for s in args.shapes.split(",") if s]
@@ -163,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     out: dict[str, Any] = {"events": args.events, "durable": not args.non_durable, "cases": []}
     with local_servers(durable=not args.non_durable) as s, tempfile.TemporaryDirectory() as logdir:
         client = redis.Redis.from_url(s.redis.url)
+        out["wal_compression"] = set_wal_compression(s.postgres.url, args.wal_compression)
         for shape in shapes:
             entries = workload(shape, args.events)
             say(f"{shape}: ceiling on {args.events:,} entries")
@@ -188,13 +204,27 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def set_wal_compression(database_url: str, value: str | None) -> str:
+    """Set the server's ``wal_compression`` (when ``value``); returns the setting in force."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        if value is not None:
+            conn.execute(f"ALTER SYSTEM SET wal_compression = '{value}'")  # a bench flag, not user input
+            conn.execute("SELECT pg_reload_conf()")
+            time.sleep(0.5)  # the reload reaches the backends started next
+        row = conn.execute("SHOW wal_compression").fetchone()
+    return str(row[0]) if row else "unknown"
+
+
 def say(text: str) -> None:
     print(f"-- {text}", file=sys.stderr, flush=True)
 
 
 def print_table(out: dict[str, Any]) -> None:
     durability = "durable" if out["durable"] else "NON-DURABLE (fsync, synchronous_commit, full_page_writes off)"
-    print(f"\nwrite cost per event, Postgres {durability}, {out['events']:,} events per run")
+    print(
+        f"\nwrite cost per event, Postgres {durability}, wal_compression {out.get('wal_compression', 'off')},"
+        f" {out['events']:,} events per run"
+    )
     print(f"{'shape':6} {'mode':12} {'code':24} {'events/s':>9} {'x ceil':>7} {'cpu us':>7} {'rows':>6} {'WAL B':>6}")
     for r in out["cases"]:
         print(

@@ -98,6 +98,10 @@ ALTER ROLE :"reader" SET search_path = :"schema";
 GRANT CONNECT ON DATABASE :"DBNAME" TO :"owner";
 GRANT CONNECT ON DATABASE :"DBNAME" TO :"daemon", :"reader";
 
+-- The range ledger (migration 009) needs btree_gist for its exclusion constraint. Created here,
+-- by the superuser running this script, so the owner needs no CREATE on the database either.
+CREATE EXTENSION IF NOT EXISTS btree_gist SCHEMA public;
+
 CREATE SCHEMA IF NOT EXISTS :"schema" AUTHORIZATION :"owner";
 ALTER SCHEMA :"schema" OWNER TO :"owner";
 REVOKE ALL ON SCHEMA :"schema" FROM PUBLIC;

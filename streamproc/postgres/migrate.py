@@ -111,7 +111,8 @@ def _migrate(conn: Session, schema: str, approximate: bool, applied: list[Migrat
             except psycopg.errors.InsufficientPrivilege as exc:
                 if "extension" not in str(exc):
                     raise
-                raise SinkError(_HLL_MISSING.format(error=str(exc).strip())) from exc
+                missing = _GIST_MISSING if "btree_gist" in str(exc) else _HLL_MISSING
+                raise SinkError(missing.format(error=str(exc).strip())) from exc
             conn.execute(
                 "INSERT INTO schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
                 (mig.version, mig.name, mig.checksum),
@@ -119,6 +120,12 @@ def _migrate(conn: Session, schema: str, approximate: bool, applied: list[Migrat
         applied.append(mig)
 
 
+_GIST_MISSING: Final = (
+    "the exactly-once ledger (migration 009) needs the Postgres `btree_gist` extension, which the"
+    " migrating role may not create ({error}). Have a superuser run `CREATE EXTENSION btree_gist"
+    " SCHEMA public` in this database (deploy/postgres/roles.sql does), or grant the role CREATE on"
+    " the database, then migrate again"
+)
 _HLL_MISSING: Final = (
     "approximate uniques need the Postgres `hll` extension ({error}). Install it on the database"
     " server (Debian/Ubuntu: `apt-get install postgresql-<version>-hll`), have a superuser run"

@@ -135,7 +135,7 @@ class RedisSource:
                 if self._has_group(stream):
                     continue  # no XGROUP CREATE attempt: a least-privilege user would log NOPERM
                 consumed = known() if consumed is None else consumed
-                if stream in consumed:
+                if stream in consumed and not self._has_group(stream):  # (a worker starting alongside made it)
                     raise GroupMissing(
                         f"consumer group {self.group!r} is missing on stream {stream!r}, which this deployment"
                         " consumed before: the stream was deleted, flushed or evicted, or Redis restarted empty."

@@ -80,6 +80,7 @@ class Redelivery:
         self.notifier = notifier
         self.stopping = stopping
         self.process = process
+        self._alone = False  # the last reclaim handed out an entry alone
 
     def recover_own_pending(self) -> None:
         """After a restart, finish this consumer's own pending entries first (before any
@@ -113,11 +114,15 @@ class Redelivery:
         batch = self._claim()
         if batch.waiting and not batch.entries:
             wait_idle()
-            batch = self._claim()
+            again = self._claim()
+            for stream, ids in batch.trimmed.items():  # XAUTOCLAIM reported them once: keep them
+                again.trimmed.setdefault(stream, []).extend(ids)
+            batch = again
         if not batch.is_empty():
             self.accounting.reclaimed(batch)
-        if batch.alone:
-            log.warning("reclaimed an entry alone: workers died holding it before", entries=len(batch))
+        if batch.alone and not self._alone:  # once per run of such entries, not once per entry
+            log.warning("reclaiming entries one at a time: workers died holding them twice before")
+        self._alone = batch.alone or (self._alone and batch.is_empty())
         return batch
 
     def _claim(self) -> Batch:

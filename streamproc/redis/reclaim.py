@@ -67,8 +67,11 @@ def reclaim_stream(
     delivery count back (XCLAIM RETRYCOUNT JUSTID) and stay pending here, not handed out.
     ``skip``: ids this process holds (claimed anyway, they are left out). Raises redis-py errors.
     """
-    rows = client.xpending_range(stream, group, min=cursor.decode(), max="+", count=want, idle=min_idle_ms)
-    rows = [row for row in rows if _b(row["message_id"]) not in skip]
+    # Entries in hand look idle only when their refresh failed; asked for on top, so they never
+    # hide the idle entries behind them.
+    page = want + len(skip)
+    rows = client.xpending_range(stream, group, min=cursor.decode(), max="+", count=page, idle=min_idle_ms)
+    rows = [row for row in rows if _b(row["message_id"]) not in skip][:want]
     if not rows:
         return Reclaimed(CURSOR_START)  # nothing idle after the cursor: the next turn starts over
     first = _b(rows[0]["message_id"])

@@ -17,9 +17,11 @@ from typing import Any
 import pytest
 import redis
 from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
 from redis.retry import Retry
 
-from streamproc.dev.localservers import RedisServer, free_port, start_redis
+from streamproc.dev.localservers import RedisCluster as LocalCluster
+from streamproc.dev.localservers import RedisServer, free_port, start_redis, start_redis_cluster
 from streamproc.errors import GroupMissing, SourceMisconfigured, SourceUnavailable
 from streamproc.redis.classify import Kind, classify, speaks_postgres, translate
 from streamproc.redis.source import RedisSource
@@ -194,3 +196,78 @@ def test_group_check_denied_by_the_acl_is_a_permission_problem(server: RedisServ
         source.ensure_groups("0", known=lambda: {"st"})
     assert denied.value.exit_code == 2
     source.close()
+
+
+@pytest.fixture
+def small_cluster() -> Iterator[LocalCluster]:
+    c = start_redis_cluster(primaries=3, replicas=0)
+    yield c
+    c.stop()
+
+
+def test_a_moving_slot_is_transient_on_a_cluster_client_and_a_setting_on_a_plain_one(
+    small_cluster: LocalCluster,
+) -> None:
+    """MOVED (a plain client on a node that does not serve the slot), ASK (a slot migrating,
+    the stream already on the importing node), the same ASK from a cluster MULTI/EXEC (redis-py
+    does not redirect a transaction with ASKING), TRYAGAIN (a read of two streams of a slot half
+    migrated) and redis-py's `TTL exhausted` (two nodes sending each other's MOVED): on a
+    cluster client all are the slot map changing, transient; on a plain client MOVED and ASK
+    name the `redis_cluster` setting (exit 2). Through :class:`RedisSource` the MULTI's redirect
+    is a retry, and the read succeeds once the migration ends."""
+    rc = RedisCluster.from_url(small_cluster.url, socket_timeout=10)
+    stream, other = "cls:{r}", "cls:other:{r}"
+    for key in (stream, other):
+        rc.xgroup_create(key, "g", id="0", mkstream=True)
+        rc.xadd(key, {"n": "1"})
+    slot = int(rc.keyslot(stream))
+    source = client(int(rc.get_node_from_key(stream).port))
+    target = next(client(n.port) for n in small_cluster.nodes if n.port != int(rc.get_node_from_key(stream).port))
+    source_id, target_id = (str(c.execute_command("CLUSTER", "MYID").decode()) for c in (source, target))
+    target_port = int(target.connection_pool.connection_kwargs["port"])
+
+    redirects: dict[str, BaseException] = {"MOVED": raised(lambda: target.xreadgroup("g", "c", {stream: ">"}))}
+    target.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+    source.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+    source.execute_command("MIGRATE", "127.0.0.1", target_port, "", 0, 10_000, "KEYS", stream)
+    redirects["ASK"] = raised(lambda: source.xinfo_groups(stream))
+
+    def multi() -> None:
+        pipe = rc.pipeline(transaction=True)
+        pipe.xinfo_stream(stream)
+        pipe.xreadgroup("g", "c", {stream: ">"})
+        pipe.execute()
+
+    redirects["MULTI"] = raised(multi)
+    transient = {"TRYAGAIN": raised(lambda: source.xreadgroup("g", "c", {stream: ">", other: ">"}))}
+
+    reader = RedisSource(small_cluster.url, [stream], "g", "c", socket_timeout_s=10, cluster=True)
+    with pytest.raises(SourceUnavailable, match="slot map changed"):
+        reader.read_new(10, 0)
+    for node in small_cluster.nodes:
+        client(node.port).execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+    assert len(reader.read_new(10, 0)) == 1  # the new slot map, on the importing node
+    reader.close()
+
+    # Two nodes each naming the other as the owner of an empty slot: redis-py gives up.
+    lost = "cls:{lost}"
+    owner = client(int(rc.get_node_from_key(lost).port))
+    elsewhere = next(n for n in small_cluster.nodes if n.port != int(rc.get_node_from_key(lost).port))
+    owner.execute_command(
+        "CLUSTER",
+        "SETSLOT",
+        int(rc.keyslot(lost)),
+        "NODE",
+        client(elsewhere.port).execute_command("CLUSTER", "MYID").decode(),
+    )
+    transient["TTL exhausted"] = raised(lambda: RedisCluster.from_url(small_cluster.url, socket_timeout=10).get(lost))
+    rc.close()
+
+    for name, exc in {**redirects, **transient}.items():
+        assert classify(exc, cluster=True).kind is Kind.TRANSIENT, (name, exc)
+        assert isinstance(translate(exc, cluster=True), SourceUnavailable), name
+    for name, exc in redirects.items():
+        plain = translate(exc)
+        assert classify(exc).kind is Kind.PERMANENT, (name, exc)
+        assert isinstance(plain, SourceMisconfigured) and plain.exit_code == 2, name
+        assert "STREAMPROC_REDIS_CLUSTER=1" in str(plain) and name.replace("MULTI", "ASK") in str(plain), str(plain)

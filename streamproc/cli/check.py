@@ -84,7 +84,7 @@ def _redis_checks(settings: Settings) -> list[Check]:
             eviction = _eviction_check(facts.maxmemory_policy)
             checks.append(Check(_on(eviction.name, node), eviction.status, eviction.detail))
     except (rx.RedisError, rx.RedisClusterException) as exc:
-        error = translate(exc, group=settings.group)
+        error = translate(exc, group=settings.group, cluster=settings.redis_cluster)
         checks.append(Check("redis", "fail", f"{where}: {error}"))
     finally:
         client.close()

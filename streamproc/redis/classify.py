@@ -10,6 +10,13 @@ into streamproc's own error, which the daemon and the CLI act on:
 - permanent (NOPERM, WRONGPASS, a server that does not speak Redis, a wrong
   key type, an unknown command, a TLS certificate the URL's CA does not verify,
   ...) -> :class:`SourceMisconfigured`: one line, exit 2;
+- a redirect (MOVED, ASK) depends on the client: on a cluster client
+  (``cluster=True``) it is the slot map changing under the command (a slot being
+  migrated or just migrated, a failover) that outlasted redis-py's own
+  redirection handling, or came back from a per-slot MULTI/EXEC, which redis-py
+  does not redirect with ASKING: transient, and :func:`slot_map_changed` tells
+  the caller to refresh its slot map; on a plain client it means the URL names a
+  cluster node and ``redis_cluster`` is not set: permanent;
 - vanished group or stream (NOGROUP, ``UNBLOCKED the stream key no longer
   exists``) -> :class:`GroupMissing`: exit 3, never recreated implicitly.
 
@@ -55,6 +62,11 @@ _TRANSIENT_CODES: Final = {
     "NOREPLICAS": "not enough replicas acknowledge writes",
     "UNBLOCKED": "the server changed role while the read waited (a failover)",
 }
+_REDIRECT_CODES: Final = ("MOVED", "ASK")
+_SLOT_MAP_CHANGED: Final = (
+    "the cluster's slot map changed under the command (a slot being migrated or just migrated,"
+    " or a failover): refreshing it"
+)
 _CLUSTER_HINT: Final = (
     "the server is a Redis Cluster node: set redis_cluster = true (STREAMPROC_REDIS_CLUSTER=1)"
     " and name any node as the seed in the Redis URL"
@@ -66,8 +78,6 @@ _PERMANENT_CODES: Final = {
     "NOAUTH": "Redis needs a password: put it in the Redis URL",
     "WRONGTYPE": "a configured stream key holds another type of value",
     "NOPROTO": "the server does not speak the requested protocol version",
-    "MOVED": _CLUSTER_HINT,
-    "ASK": _CLUSTER_HINT,
     "CROSSSLOT": "keys of several hash slots in one command: give the stream names one hash tag",
     "NOSCRIPT": "the server forgot a script",
 }
@@ -99,11 +109,28 @@ def no_such_key(exc: BaseException) -> bool:
     return isinstance(exc, rx.ResponseError) and "no such key" in _PIPELINE_PREFIX.sub("", str(exc)).lower()
 
 
-def classify(exc: BaseException) -> Verdict:
+def slot_map_changed(exc: BaseException) -> bool:
+    """Whether ``exc`` says the cluster's slot map moved under a command: a MOVED or ASK
+    redirect (redis-py's MovedError / AskError, also inside a pipeline's reply) or redis-py's
+    ``TTL exhausted`` (it followed redirects, or retried TRYAGAIN, until it gave up)."""
+    if isinstance(exc, rx.AskError) or error_code(exc) in _REDIRECT_CODES:  # MovedError is an AskError
+        return True
+    return isinstance(exc, rx.ClusterError) and "TTL exhausted" in str(exc)
+
+
+def _redirect(exc: BaseException, text: str) -> str:
+    """The redirect in the server's words: redis-py strips the code off MovedError / AskError."""
+    code = error_code(exc) or ("MOVED" if isinstance(exc, rx.MovedError) else "ASK")
+    return text if text.startswith(code) else f"{code} {text}"
+
+
+def classify(exc: BaseException, *, cluster: bool = False) -> Verdict:
     """The class of a Redis failure.
 
     ``exc`` is what redis-py raised (or a :class:`StreamprocError` already
-    translated, which keeps its class). Returns a :class:`Verdict`; never raises.
+    translated, which keeps its class); ``cluster``: it came through a Redis Cluster
+    client (``redis_cluster = true``), which decides what a MOVED or ASK means.
+    Returns a :class:`Verdict`; never raises.
     """
     if isinstance(exc, GroupMissing):
         return Verdict(Kind.VANISHED, str(exc))
@@ -122,6 +149,12 @@ def classify(exc: BaseException) -> Verdict:
         return Verdict(Kind.VANISHED, f"the stream or its consumer group vanished while the daemon ran: {text}")
     if isinstance(exc, rx.InvalidResponse):
         return Verdict(Kind.PERMANENT, f"the server at the Redis URL does not speak the Redis protocol ({text})")
+    if isinstance(exc, rx.AskError) or code in _REDIRECT_CODES:
+        if cluster:
+            return Verdict(Kind.TRANSIENT, f"{_SLOT_MAP_CHANGED}: {_redirect(exc, text)}")
+        return Verdict(Kind.PERMANENT, f"{_CLUSTER_HINT}: {_redirect(exc, text)}")
+    if cluster and slot_map_changed(exc):
+        return Verdict(Kind.TRANSIENT, f"{_SLOT_MAP_CHANGED}: redis-py gave up following redirects ({text})")
     if isinstance(exc, rx.ReadOnlyError | rx.BusyLoadingError | rx.OutOfMemoryError | rx.TryAgainError):
         return Verdict(Kind.TRANSIENT, f"{_TRANSIENT_CODES.get(code, 'Redis is not ready')}: {text}")
     if isinstance(exc, rx.ClusterDownError | rx.SlotNotCoveredError | rx.MaxConnectionsError):
@@ -145,17 +178,23 @@ def classify(exc: BaseException) -> Verdict:
 
 
 def translate(
-    exc: BaseException, hint: str = "", *, group: str | None = None, probe: tuple[str, int] | None = None
+    exc: BaseException,
+    hint: str = "",
+    *,
+    group: str | None = None,
+    probe: tuple[str, int] | None = None,
+    cluster: bool = False,
 ) -> SourceError:
     """streamproc's error for ``exc`` (raise it ``from exc``).
 
     ``hint``: what to do, appended to a permanent problem's message.
+    ``cluster``: ``exc`` came through a Redis Cluster client (see :func:`classify`).
     ``group``: the consumer group, named in the vanished-group message.
     ``probe``: the host and port of the Redis URL. A server that closes the connection
     without a word is transient (a proxy with no backend does that during a failover)
     unless it answers the Postgres protocol: then the URL points at Postgres (permanent).
     """
-    verdict = classify(exc)
+    verdict = classify(exc, cluster=cluster)
     if verdict.kind is Kind.TRANSIENT:
         if probe is not None and "closed by server" in str(exc) and speaks_postgres(probe):
             return SourceMisconfigured(

@@ -28,9 +28,11 @@ shape the rest of the code:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import suppress
 from typing import Any, Final, TypeAlias
 
 import redis
+import redis.exceptions as rx
 from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
 from redis.commands.core import Script
@@ -88,6 +90,18 @@ def _without_db(url: str) -> str:
 
 def is_cluster(client: Client) -> bool:
     return isinstance(client, RedisCluster)
+
+
+def refresh_slot_map(client: Client) -> None:
+    """Ask a cluster for its slot map again (CLUSTER SLOTS); nothing on a single Redis.
+
+    redis-py patches its map after a MOVED to a single command, but not after one inside a
+    MULTI/EXEC, nor after it gave up following redirects (``TTL exhausted``). Raises nothing:
+    if the cluster does not answer, the caller's retry meets the same condition and says so.
+    """
+    if isinstance(client, RedisCluster):
+        with suppress(rx.RedisError, rx.RedisClusterException):
+            client.nodes_manager.initialize()
 
 
 def run_script(client: Client, script: Script, calls: Sequence[tuple[Sequence[str], Sequence[Any]]]) -> list[Any]:

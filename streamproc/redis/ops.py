@@ -162,7 +162,7 @@ def redis_client(settings: Settings) -> Iterator[Client]:
 
 
 def _translated(exc: Exception, settings: Settings, probe: tuple[str, int] | None) -> SourceError:
-    error = translate(exc, group=settings.group, probe=probe)
+    error = translate(exc, group=settings.group, probe=probe, cluster=settings.redis_cluster)
     if isinstance(error, GroupMissing):  # an operator command: exit 1, nothing restarts here
         return NoSuchGroup(f"consumer group {settings.group!r} does not exist: {exc}")
     if isinstance(error, SourceUnavailable):

@@ -29,7 +29,7 @@ from redis.retry import Retry
 from streamproc.core.decode import DEFAULT_MAX_ENTRY_BYTES, Rejected, decode_entry
 from streamproc.errors import StreamprocError
 from streamproc.redis.classify import translate
-from streamproc.redis.client import Client
+from streamproc.redis.client import Client, is_cluster
 
 DEFAULT_TIMEOUT_S: Final = 0.5
 _NO_ID: Final = b"0-0"  # the decoder wants an entry id; the real one comes from XADD
@@ -115,6 +115,8 @@ def produce(
         entry_id = client.xadd(stream, {"event": raw})
     except (redis.exceptions.RedisError, OSError) as exc:
         raise translate(
-            exc, hint=f"the event was not written to {stream!r}; producers connect as streamproc-producer"
+            exc,
+            hint=f"the event was not written to {stream!r}; producers connect as streamproc-producer",
+            cluster=is_cluster(client),
         ) from exc
     return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)

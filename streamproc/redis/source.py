@@ -12,8 +12,8 @@ import redis.exceptions as rx
 from streamproc.config import Settings
 from streamproc.core.entryid import split_entry_id
 from streamproc.errors import GroupMissing, SourceUnavailable
-from streamproc.redis.classify import no_such_key, translate
-from streamproc.redis.client import Client, connect, is_cluster
+from streamproc.redis.classify import no_such_key, slot_map_changed, translate
+from streamproc.redis.client import Client, connect, is_cluster, refresh_slot_map
 from streamproc.redis.deadletters import DeadLetter, write_dead_letters
 from streamproc.redis.gaps import read_counting_gaps
 from streamproc.redis.reclaim import CURSOR_START, Entry, pending_here, reclaim_stream, refresh_held
@@ -107,11 +107,16 @@ class RedisSource:
     def _errors(self) -> Iterator[None]:
         """Every Redis failure classified once (:func:`streamproc.redis.classify.translate`):
         transient -> SourceUnavailable (retried), permanent -> SourceMisconfigured (exit 2),
-        vanished stream or group -> GroupMissing (exit 3)."""
+        vanished stream or group -> GroupMissing (exit 3). On a cluster client a MOVED/ASK
+        (whatever the command: read, per-slot MULTI, reclaim, ack, dead letter, XINFO) is
+        transient and the slot map is refreshed before the retry."""
         try:
             yield
         except (rx.RedisError, rx.RedisClusterException) as exc:
-            raise translate(exc, group=self.group, probe=self._probe) from exc
+            cluster = self._connect_args[1] or (self._client is not None and is_cluster(self._client))
+            if self._client is not None and slot_map_changed(exc):
+                refresh_slot_map(self._client)  # nothing on a single Redis
+            raise translate(exc, group=self.group, probe=self._probe, cluster=cluster) from exc
 
     def ping(self) -> None:
         with self._errors():

@@ -62,3 +62,31 @@ def test_daemons_killed_holding_reclaimed_batches_never_dead_letter_good_entries
     assert_totals(settings, good)
     assert set(exits[:-1]) == {-signal.SIGKILL}, exits
     assert len(exits) > 5, "fewer deaths than the poison limit: the test proves nothing"
+
+
+def test_an_entry_committed_each_time_before_the_worker_dies_is_never_dead_lettered(
+    make_settings, schema, r: redis.Redis, stream: str, daemons: Daemons
+) -> None:
+    """Three good entries, pending under a consumer that died. Every daemon started after it
+    is SIGKILLed right after its first COMMIT, before its XACK (a failpoint): each entry, handed
+    out alone, is committed and then redelivered until it passes max_deliveries. The ledger
+    says it was applied, so it is acked, not dead-lettered: no dead letter, totals exact.
+
+    Before, such an entry was dead-lettered as "delivered 6 times" although it was counted,
+    and `dlq replay` would have counted it a second time."""
+    good = list(Generator(seed=72, days=1, bad_ratio=0).entries(3))
+    r.xgroup_create(stream, "g", id="0", mkstream=True)
+    produce(r, stream, good)
+    r.xreadgroup("g", "dead", {stream: ">"}, count=10)
+
+    exits = []
+    for i in range(RESTARTS):
+        settings = make_settings(consumer=f"w{i}", enrich=False, filter_bots=False)
+        exits.append(exit_code(daemons.start(settings, "--drain", STREAMPROC_FAILPOINTS="after_commit@1"), 120))
+        if exits[-1] == 0:
+            break
+    assert exits[-1] == 0, (exits, daemons.logs()[-3000:])
+    assert letters(r, stream) == []
+    assert r.xpending(stream, "g")["pending"] == 0
+    assert_totals(settings, good)
+    assert len(exits) > 5, "fewer deaths than the poison limit: the test proves nothing"

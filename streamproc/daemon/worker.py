@@ -211,7 +211,7 @@ class Worker:
         started = time.perf_counter()
         claim = self.flush(job.decoded, job.prefold, job.capped, job.batch)
         flush_s = time.perf_counter() - started
-        written = self.ack(job.batch, job.decoded)
+        written = self.ack(job.batch, job.decoded, self.applied_poison(job))
         self.in_hand.discard(job.batch)
         result = self.accounting.batch(job.batch, job.decoded, claim, written, flush_s)
         self.maybe_prune()
@@ -306,13 +306,31 @@ class Worker:
         self.enrichment.committed(shards, sessions)
         return claim
 
-    def ack(self, batch: Batch, decoded: Mapping[str, Decoded]) -> dict[str, int]:
-        """XACK the batch; dead-letter the rejected entries in the same round trip."""
+    def applied_poison(self, job: Job) -> dict[str, set[bytes]]:
+        """Entries past max_deliveries that the ledger holds as applied: a worker died after
+        committing them and before its XACK. They never crashed anything; acked, not dead-lettered."""
+        out: dict[str, set[bytes]] = {}
+        for stream, d in job.decoded.items():
+            counts = job.batch.delivery_counts.get(stream, {})
+            over = [r.entry_id for r in d.rejected if counts.get(r.entry_id, 1) > self.settings.max_deliveries]
+            if over:
+                out[stream] = self._applied(stream, over)
+        return out
+
+    def _applied(self, stream: str, ids: list[bytes]) -> set[bytes]:
+        found: set[bytes] = self.retry.call(lambda: self.sinks.get().applied(stream, ids), "postgres", "ledger")
+        return found
+
+    def ack(
+        self, batch: Batch, decoded: Mapping[str, Decoded], applied: Mapping[str, set[bytes]] | None = None
+    ) -> dict[str, int]:
+        """XACK the batch; dead-letter the rejected entries (but those ``applied`` in Postgres)."""
         acks: dict[str, list[bytes]] = {}
         dead: dict[str, list[tuple[bytes, Mapping[bytes, bytes], str]]] = {}
         for stream, d in decoded.items():
-            acks[stream] = [a.entry_id for a in d.accepted]
-            dead[stream] = [(r.entry_id, r.fields, r.reason) for r in d.rejected]
+            done = (applied or {}).get(stream, set())
+            acks[stream] = [a.entry_id for a in d.accepted] + sorted(done)
+            dead[stream] = [(r.entry_id, r.fields, r.reason) for r in d.rejected if r.entry_id not in done]
         for stream, ids in batch.trimmed.items():
             acks.setdefault(stream, []).extend(ids)
         return self.retry.call(lambda: self.source.ack(acks, dead), "redis", "ack")

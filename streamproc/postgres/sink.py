@@ -189,6 +189,21 @@ class PostgresSink:
             n += i >= 0 and key <= int(rows[i][1])
         return n
 
+    def applied(self, stream: str, entry_ids: Sequence[bytes]) -> set[bytes]:
+        """Those of ``entry_ids`` (entries of ``stream``) the ledger holds as applied: one query
+        over their keys (for the few entries past max_deliveries, not the batch path)."""
+        sid = self._stream_ids.get(stream)
+        if sid is None or not entry_ids:
+            return set()
+        keys = {entry_key(eid): eid for eid in entry_ids}
+        with self._errors(), self.conn.transaction():
+            rows = self.conn.execute(
+                "SELECT k.key FROM unnest(%t::numeric[]) AS k(key) WHERE EXISTS"
+                " (SELECT 1 FROM applied_ranges a WHERE a.stream_id = %s AND a.ids @> k.key)",
+                (list(keys), sid),
+            ).fetchall()
+        return {keys[int(key)] for (key,) in rows}
+
     @contextmanager
     def _errors(self) -> Iterator[None]:
         """Translate psycopg errors into streamproc's at the edge (see :mod:`.faults`)."""

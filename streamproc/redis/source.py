@@ -242,12 +242,10 @@ class RedisSource:
         consumers' entries, and this consumer's own entries that it does not hold.
 
         Each stream's PEL is walked from a cursor kept between calls. Own entries *not* in hand
-        are ones whose delivery never reached us (a reply lost to a cut connection) or whose
-        XACK was lost (a failover): they are recovered like anyone else's. Batches in hand
-        (``in_hand``: stream and id of every entry read and not yet acked) look busy because
-        :class:`~streamproc.daemon.inhand.Refresher` resets their idle time; should one be
-        claimed anyway, it is left out of the batch, not processed twice. Entries deleted from
-        the stream while pending come back as XAUTOCLAIM's deleted ids (Redis >= 7): ``trimmed``.
+        (a delivery or an XACK lost) are recovered like anyone else's. Entries in hand
+        (``in_hand``: stream and id) look busy (:class:`~streamproc.daemon.inhand.Refresher`);
+        should one be claimed anyway, it is left out of the batch. Entries deleted from the
+        stream while pending come back as XAUTOCLAIM's deleted ids (Redis >= 7): ``trimmed``.
 
         An entry delivered ``BATCH_DELIVERIES`` times before comes in a batch of its own
         (``alone``), and only with ``alone_ok`` and nothing else claimed in this call; else the
@@ -260,18 +258,9 @@ class RedisSource:
                 if want <= 0 or batch.alone:
                     break
                 skip = {eid for s, eid in in_hand if s == stream}
-                cursor = self._cursors.get(stream, CURSOR_START)
-                got = reclaim_stream(
-                    self.client,
-                    stream,
-                    self.group,
-                    self.consumer,
-                    min_idle_ms,
-                    want,
-                    cursor,
-                    skip,
-                    alone_ok and not batch.entries,
-                )
+                cursor, alone = self._cursors.get(stream, CURSOR_START), alone_ok and not batch.entries
+                args = (stream, self.group, self.consumer, min_idle_ms, want, cursor, skip, alone)
+                got = reclaim_stream(self.client, *args)
                 self._cursors[stream] = got.cursor
                 batch.waiting = batch.waiting or got.waiting
                 batch.alone = got.alone

@@ -36,9 +36,7 @@ class Hasher:
 
     def _hash(self, base: hashlib.blake2b, site: str, value: str) -> int:
         h = base.copy()
-        h.update(site.encode())
-        h.update(b"\0")
-        h.update(value.encode())
+        h.update(f"{site}\0{value}".encode())  # one update: the same bytes, the same digest
         return int.from_bytes(h.digest(), "big", signed=True)
 
     def visitor(self, site: str, visitor: str) -> int:

@@ -60,12 +60,16 @@ def session_points(
     return out
 
 
+_SESSION_ID: Final = hashlib.blake2b(digest_size=8, person=b"derived")  # copied per id, never updated
+
+
 def session_id(site: str, visitor: int, first_ms: int) -> int:
     """The id of a run first stored with its first event at ``first_ms`` (64 bits, signed).
 
     Built from already keyed values (the visitor hash), so it needs no secret of its own."""
-    digest = hashlib.blake2b(f"{site}\0{visitor}\0{first_ms}".encode(), digest_size=8, person=b"derived").digest()
-    return int.from_bytes(digest, "big", signed=True)
+    h = _SESSION_ID.copy()
+    h.update(f"{site}\0{visitor}\0{first_ms}".encode())
+    return int.from_bytes(h.digest(), "big", signed=True)
 
 
 def producer_session_points(
@@ -133,6 +137,8 @@ def merge(site: str, visitor: int, runs: list[Run], points: list[Point], gap_ms:
     decomposition of (events of ``runs``) + ``points`` whatever order batches come in.
     A merged run keeps the id of its earliest old run; a run of new points only gets
     :func:`session_id` of its first point."""
+    if not runs:
+        return _runs_of(site, visitor, points, gap_ms)
     items: list[tuple[int, int, Run | None, Point | None]] = [(r.first_ms, r.last_ms, r, None) for r in runs]
     items += [(p[0], p[0], None, p) for p in points]
     items.sort(key=lambda i: (i[0], i[1], i[2] is None))
@@ -160,3 +166,30 @@ def _close(site: str, visitor: int, group: list[tuple[int, int, Run | None, Poin
     kept = old[0] if old else None
     session = kept.session if kept is not None else session_id(site, visitor, first)
     out.append(Merged(session, first, last, absorbed=old[1:], points=new, kept=kept))
+
+
+def _ts(point: Point) -> int:
+    return point[0]
+
+
+def _runs_of(site: str, visitor: int, points: list[Point], gap_ms: int) -> list[Merged]:
+    """:func:`merge` of ``points`` with no stored runs (a visitor's first batch, and the plan
+    every visitor gets before its row is known to exist): the same runs, the same ids, the
+    points in the same order, without the general merge's work."""
+    if len(points) == 1:
+        ts = points[0][0]
+        return [Merged(session_id(site, visitor, ts), ts, ts, points=list(points))]
+    ordered = sorted(points, key=_ts)  # stable: ties keep their order, as in merge's sort
+    out: list[Merged] = []
+    start = 0
+    for i in range(1, len(ordered)):
+        if ordered[i][0] - ordered[i - 1][0] > gap_ms:
+            out.append(_new_run(site, visitor, ordered[start:i]))
+            start = i
+    out.append(_new_run(site, visitor, ordered[start:]))
+    return out
+
+
+def _new_run(site: str, visitor: int, points: list[Point]) -> Merged:
+    first = points[0][0]
+    return Merged(session_id(site, visitor, first), first, points[-1][0], points=points)

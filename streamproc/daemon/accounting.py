@@ -160,4 +160,7 @@ def _id_range(batch: Batch) -> dict[str, str]:
     ids = [eid for entries in batch.entries.values() for eid, _ in entries]
     if not ids:
         return {}
-    return {"first_id": min(ids, key=split_entry_id).decode(), "last_id": max(ids, key=split_entry_id).decode()}
+    keys = list(map(split_entry_id, ids))  # each id split once, not once for min and once for max
+    first = min(range(len(ids)), key=keys.__getitem__)
+    last = max(range(len(ids)), key=keys.__getitem__)
+    return {"first_id": ids[first].decode(), "last_id": ids[last].decode()}

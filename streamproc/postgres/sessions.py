@@ -20,7 +20,7 @@ redelivered entry never reaches step 1 (the ledger skipped it).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any, Final
 
 import psycopg
@@ -103,10 +103,9 @@ def derive(
     # one whenever a visitor's row appears meanwhile, and deadlock with a batch in order.
     fresh = {k: _plan(k, [], points[k], gap_ms) for k in keys}
     created = _write(conn, _CREATE, [(k, fresh[k], []) for k in keys], keep_from_ms, returning=True)
-    stored = _lock(conn, keys)
+    stored = _lock(conn, keys, created)
     if any(k not in stored for k in keys):  # a prune deleted it meanwhile: start the batch over
         raise psycopg.errors.SerializationFailure("visitor_runs rows deleted while a batch created them")
-    stored.update({k: [] for k in created})
     plans = {k: fresh[k] if k in created else _plan(k, stored[k], points[k], gap_ms) for k in keys}
     changed = [k for k in keys if k not in created and any(m.changed for m in plans[k])]
     _write(conn, _UPDATE, [(k, plans[k], stored[k]) for k in changed], keep_from_ms)
@@ -132,13 +131,18 @@ def derive(
     return out
 
 
-def _lock(conn: psycopg.Connection[Any], keys: list[VisitorKey]) -> dict[VisitorKey, list[Run]]:
-    """Lock the stored rows of ``keys`` (in key order, like every other write) and read their runs."""
+def _lock(
+    conn: psycopg.Connection[Any], keys: list[VisitorKey], created: set[VisitorKey]
+) -> dict[VisitorKey, list[Run]]:
+    """Lock the stored rows of ``keys`` (in key order, like every other write) and read their
+    runs; rows this transaction ``created`` have none yet (their runs are this batch's own)."""
     rows = conn.execute(
         _LOCK_RUNS, (array_literal([s for s, _ in keys], text=True), array_literal([v for _, v in keys], text=False))
     ).fetchall()
     return {
-        (site, visitor): [Run(x, f, last) for x, f, last in zip(sessions, firsts, lasts, strict=True)]
+        (site, visitor): []
+        if (site, visitor) in created
+        else [Run(x, f, last) for x, f, last in zip(sessions, firsts, lasts, strict=True)]
         for site, visitor, sessions, firsts, lasts in rows
     }
 
@@ -158,31 +162,43 @@ def _write(
     re-planned ones, plus the merged ones, without those that ended before ``keep_from_ms``."""
     if not rows:
         return set()
-    columns: list[list[Any]] = [[], [], [], [], [], []]
+    sites: list[str] = []
+    visitors: list[int] = []
+    ids: list[str] = []
+    firsts: list[str] = []
+    lasts: list[str] = []
+    last_ms: list[int] = []
     for (site, visitor), merged, runs in rows:
-        gone = {m.kept.session for m in merged if m.kept is not None} | {r.session for m in merged for r in m.absorbed}
-        after = [r for r in runs if r.session not in gone] + [Run(m.session, m.first_ms, m.last_ms) for m in merged]
-        after = sorted(r for r in after if r.last_ms >= keep_from_ms) or [max(after, key=lambda r: r.last_ms)]
-        for column, value in zip(
-            columns,
-            (
-                site,
-                visitor,
-                _array(r.session for r in after),
-                _array(r.first_ms for r in after),
-                _array(r.last_ms for r in after),
-                max(r.last_ms for r in after),
-            ),
-            strict=True,
-        ):
-            column.append(value)
-    params = tuple(array_literal(c, text=i in (0, 2, 3, 4)) for i, c in enumerate(columns))
+        fresh = [Run(m.session, m.first_ms, m.last_ms) for m in merged]
+        if runs:
+            gone = {m.kept.session for m in merged if m.kept is not None}
+            gone.update(r.session for m in merged for r in m.absorbed)
+            fresh = [r for r in runs if r.session not in gone] + fresh
+        after = sorted(r for r in fresh if r.last_ms >= keep_from_ms) or [max(fresh, key=_last_ms)]
+        sites.append(site)
+        visitors.append(visitor)
+        ids.append(_array([r.session for r in after]))
+        firsts.append(_array([r.first_ms for r in after]))
+        lasts.append(_array([r.last_ms for r in after]))
+        last_ms.append(max(r.last_ms for r in after))
+    params = (
+        array_literal(sites, text=True),
+        array_literal(visitors, text=False),
+        array_literal(ids, text=True),
+        array_literal(firsts, text=True),
+        array_literal(lasts, text=True),
+        array_literal(last_ms, text=False),
+    )
     cur = conn.execute(statement, params)
     return {(site, visitor) for site, visitor in cur.fetchall()} if returning else set()
 
 
-def _array(values: Iterable[int]) -> str:
-    return "{" + ",".join(str(v) for v in values) + "}"
+def _last_ms(run: Run) -> int:
+    return run.last_ms
+
+
+def _array(values: list[int]) -> str:
+    return "{" + ",".join(map(str, values)) + "}"
 
 
 def _take(

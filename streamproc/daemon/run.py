@@ -5,7 +5,7 @@ from __future__ import annotations
 import structlog
 
 from streamproc.config import Settings
-from streamproc.daemon import metrics
+from streamproc.daemon import heap, metrics
 from streamproc.daemon.backoff import Failpoints
 from streamproc.daemon.health import Health, PostgresProbe
 from streamproc.daemon.notify import Notifier
@@ -38,6 +38,7 @@ def run_daemon(settings: Settings, drain: bool = False) -> int:
     notifier = Notifier(health=health)
     worker = build_worker(settings, drain=drain, notifier=notifier)
     worker.enrichment.warm_up()  # seconds of rule loading, before anything says the daemon is up
+    heap.settle()  # the rules just loaded never die: out of the collector's scans (see heap)
     metrics.init(settings.streams, settings.group)
     metrics.serve(settings.metrics_port, settings.metrics_addr, health)
     refresher = metrics.GroupStateRefresher(

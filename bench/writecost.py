@@ -7,7 +7,9 @@ Zipf-weighted paths) and each uniques mode, one `streamproc run --drain` on a
 fresh stream and schema, reporting:
 
 - events/s and the ratio to the ceiling (XREADGROUP + XACK only) of the same shape;
-- daemon CPU per event (µs, from ``/proc``);
+- daemon CPU per event (µs, from ``/proc``), and apart: the CPU spent before ``ready``
+  (imports, the user-agent rules compiled at start-up: a fixed cost, seconds) and the
+  CPU per event after it (sampled every 50 ms);
 - **rows written per event** (``n_tup_ins + n_tup_upd + n_tup_del`` deltas of
   ``pg_stat_user_tables``, partitions summed into their table) and **WAL bytes per
   event** (``pg_current_wal_lsn`` delta; a CHECKPOINT before each run, so every run
@@ -144,6 +146,10 @@ def measure(
         "seconds": round(run.seconds, 3),
         "events_per_s": round(run.rate),
         "cpu_us_per_event": round(run.extra["cpu_seconds"] / n * 1e6, 1),
+        "startup_cpu_seconds": run.extra["startup_cpu_seconds"],
+        "cpu_us_per_event_after_ready": round(
+            (run.extra["cpu_seconds"] - run.extra["startup_cpu_seconds"]) / n * 1e6, 1
+        ),
         "rows_per_event": round(written / n, 3),
         "wal_bytes_per_event": round(wal / n),
         "full_page_images_per_1000_events": round(fpi / n * 1000, 1),
@@ -225,11 +231,15 @@ def print_table(out: dict[str, Any]) -> None:
         f"\nwrite cost per event, Postgres {durability}, wal_compression {out.get('wal_compression', 'off')},"
         f" {out['events']:,} events per run"
     )
-    print(f"{'shape':6} {'mode':12} {'code':24} {'events/s':>9} {'x ceil':>7} {'cpu us':>7} {'rows':>6} {'WAL B':>6}")
+    print(
+        f"{'shape':6} {'mode':12} {'code':24} {'events/s':>9} {'x ceil':>7} {'cpu us':>7} {'start s':>7}"
+        f" {'run us':>7} {'rows':>6} {'WAL B':>6}"
+    )
     for r in out["cases"]:
         print(
             f"{r['shape']:6} {r['mode']:12} {Path(r['code']).name[:24]:24} {r['events_per_s']:>9,}"
-            f" {r['ratio_to_ceiling']:>7.3f} {r['cpu_us_per_event']:>7.1f} {r['rows_per_event']:>6.2f}"
+            f" {r['ratio_to_ceiling']:>7.3f} {r['cpu_us_per_event']:>7.1f} {r['startup_cpu_seconds']:>7.2f}"
+            f" {r['cpu_us_per_event_after_ready']:>7.1f} {r['rows_per_event']:>6.2f}"
             f" {r['wal_bytes_per_event']:>6,}"
         )
         tables = ", ".join(f"{t} {v:.2f}" for t, v in r["rows_per_event_by_table"].items())

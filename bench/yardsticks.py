@@ -187,14 +187,18 @@ def streamproc_run(
                 )
             )
     peak_rss, cpu_by_pid = 0, {p.pid: 0.0 for p, _ in procs}
+    ready_cpu: dict[int, float] = {}  # CPU seconds when `ready` was first seen (start-up: imports, rule loading)
     while any(p.poll() is None for p, _ in procs):
-        for p, _ in procs:
+        for p, log in procs:
             sample = _proc_sample(p.pid)
             if sample:
                 peak_rss = max(peak_rss, sample[0])
                 cpu_by_pid[p.pid] = max(cpu_by_pid[p.pid], sample[1])
+                if p.pid not in ready_cpu and _logged(log, "ready"):
+                    ready_cpu[p.pid] = sample[1]
         time.sleep(0.05)
     cpu = sum(cpu_by_pid.values())
+    startup_cpu = sum(ready_cpu.values())
     starts, ends, counted = [], [], 0
     for p, log in procs:
         if p.returncode != 0:
@@ -213,9 +217,21 @@ def streamproc_run(
         {
             "peak_rss_mb": round(peak_rss / 2**20, 1),
             "cpu_seconds": round(cpu, 2),
+            "startup_cpu_seconds": round(startup_cpu, 2),
             "batch_size": batch_size,
             "workers": workers,
         },
+    )
+
+
+def _logged(log: Path, event: str) -> bool:
+    """Whether the daemon's JSON log has a line with this ``event`` yet."""
+    try:
+        text = log.read_text()
+    except OSError:
+        return False
+    return f'"{event}"' in text and any(
+        json.loads(x).get("event") == event for x in text.splitlines() if x.startswith("{") and x.endswith("}")
     )
 
 

@@ -155,6 +155,7 @@ def test_write_cost_bench_smoke_run(tmp_path: Path) -> None:
         assert 0 < case["rows_per_event"] < 20 and 100 < case["wal_bytes_per_event"] < 20_000
         assert case["rows_per_event_by_table"]["applied_ranges"] < 0.05  # a row per batch, not per event
         assert case["cpu_us_per_event"] > 0 and case["ratio_to_ceiling"] > 0
+        assert 0 <= case["cpu_us_per_event_after_ready"] <= case["cpu_us_per_event"]  # start-up apart
     hard = cases[("hard", "exact")]["rows_per_event_by_table"]
     assert hard["producer_ids"] > 0.9  # the hard shape: a producer id on every event
     assert "rows/event" in res.stdout

@@ -82,7 +82,7 @@ def ride_out(
     # The locker's connection stays open until the condition ends: closing it would free a
     # connection slot that a condition (no slot left) may have taken on purpose.
     with psycopg.connect(settings.database_url, options=f"-c search_path={settings.db_schema}") as locker:
-        locker.execute("LOCK TABLE applied_entries IN SHARE MODE")  # no ledger insert gets through
+        locker.execute("LOCK TABLE applied_ranges IN SHARE MODE")  # no ledger insert gets through
         produce(client, stream, second)
         wait_for(lambda: waiting_on_lock(settings.database_url), BOUND_S, "the daemon's commit to wait on the lock")
         condition.on()

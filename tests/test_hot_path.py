@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamproc.core.entryid import split_entry_id
-from streamproc.core.fold import Hasher
+from streamproc.core.fold import HASH_MEMO_SIZE, Hasher
 from streamproc.core.sessionize import Merged, merge, session_id
 from streamproc.daemon.accounting import _id_range
 from streamproc.redis.source import Batch
@@ -86,3 +86,16 @@ def test_a_batch_log_line_names_its_lowest_and_highest_entry_ids() -> None:
     want = sorted(ids, key=lambda e: tuple(int(x) for x in e.split(b"-")))
     assert _id_range(batch) == {"first_id": want[0].decode(), "last_id": want[-1].decode()}
     assert _id_range(Batch()) == {}
+
+
+def test_the_hash_memos_stay_bounded_and_answer_like_the_definition() -> None:
+    """More distinct visitors and sessions than the memo holds: each memo stays within its
+    bound, and a hash answered from the memo is the computed one."""
+    h = Hasher(SECRET)
+    for i in range(HASH_MEMO_SIZE + 100):
+        assert h.visitor("s", f"v{i}") == h.visitor("s", f"v{i}")
+        h.session("s", f"x{i}")
+    assert len(h._visitors) <= HASH_MEMO_SIZE and len(h._sessions) <= HASH_MEMO_SIZE
+    for i in (0, HASH_MEMO_SIZE + 99):
+        assert h.visitor("s", f"v{i}") == keyed(b"visitor", SECRET, "s", f"v{i}")
+        assert h.session("s", f"x{i}") == keyed(b"session", SECRET, "s", f"x{i}")

@@ -158,7 +158,8 @@ def _decode_flat(fields: Mapping[bytes, bytes]) -> Event | str:
         attrs: dict[str, object] = {k.decode(): v.decode() for k, v in fields.items()}
     except UnicodeDecodeError as exc:
         return f"flat entry is not valid UTF-8: {exc}"
-    if any(k.startswith(_FLAT_PROPS) for k in fields):  # custom properties as `props.<key>` fields
+    # Custom properties as `props.<key>` fields; one C-level look at all keys first (the usual: none).
+    if _FLAT_PROPS in b"".join(fields) and any(k.startswith(_FLAT_PROPS) for k in fields):
         props = {k[len(FLAT_PREFIX) :]: attrs.pop(k) for k in list(attrs) if k.startswith(FLAT_PREFIX)}
         if any("\x00" in k for k in props):
             return "invalid event: a `props` key contains a NUL character (\\u0000) - at `$.props`"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any, Final
 
 import msgspec
@@ -22,10 +22,16 @@ GRID: Final = 20  # heatmap cells per axis
 DEFAULT_URLS: Final = UrlRules()
 
 
+HASH_MEMO_SIZE: Final = 32_768
+
+
 class Hasher:
     """Keyed 64-bit hashes for visitor and session ids (never stored in clear).
 
     The site is part of the input, so one visitor is not linkable across sites.
+    Visitor and session hashes are memoised per ``(site, id)``, each memo emptied when it
+    reaches :data:`HASH_MEMO_SIZE` entries (a few MB at most): the fold, the derived
+    sessions and the next batches of an active visitor hash it once.
     """
 
     def __init__(self, secret: bytes) -> None:
@@ -33,6 +39,8 @@ class Hasher:
         self._visitor = hashlib.blake2b(key=secret, digest_size=8, person=b"visitor")
         self._session = hashlib.blake2b(key=secret, digest_size=8, person=b"session")
         self._day_salts: dict[int, hashlib.blake2b] = {}
+        self._visitors: dict[tuple[str, str], int] = {}
+        self._sessions: dict[tuple[str, str], int] = {}
 
     def _hash(self, base: hashlib.blake2b, site: str, value: str) -> int:
         h = base.copy()
@@ -40,10 +48,22 @@ class Hasher:
         return int.from_bytes(h.digest(), "big", signed=True)
 
     def visitor(self, site: str, visitor: str) -> int:
-        return self._hash(self._visitor, site, visitor)
+        key = (site, visitor)
+        hashed = self._visitors.get(key)
+        if hashed is None:
+            if len(self._visitors) >= HASH_MEMO_SIZE:
+                self._visitors.clear()
+            hashed = self._visitors[key] = self._hash(self._visitor, site, visitor)
+        return hashed
 
     def session(self, site: str, session: str) -> int:
-        return self._hash(self._session, site, session)
+        key = (site, session)
+        hashed = self._sessions.get(key)
+        if hashed is None:
+            if len(self._sessions) >= HASH_MEMO_SIZE:
+                self._sessions.clear()
+            hashed = self._sessions[key] = self._hash(self._session, site, session)
+        return hashed
 
     def anonymous(self, site: str, day: int, ip: str, ua: str) -> int:
         """Visitor id for an event that carries an IP address and user agent instead.
@@ -133,7 +153,7 @@ def fold(
     also before the key cap.
 
     Per batch, not per event: visitor and session hashes are computed once per
-    distinct id, and the eight dimension counts once per distinct combination of
+    distinct id (:class:`Hasher` memoises them), and the eight dimension counts once per distinct combination of
     dimension values (a *profile*) rather than once per page view."""
     items = events if isinstance(events, list) else list(events)
     cap = cap or KeyCap()
@@ -141,8 +161,6 @@ def fold(
     shards = R.new_shards(approximate)
     batch = _Batch(shards, approximate, urls)
     normalize = urls.normalize_paths
-    visitors: dict[tuple[str, str], int] = {}  # per-batch memo of the keyed hashes
-    sessions: dict[tuple[str, str], int] = {}
     s_events = shards[R.EVENTS.table].rows
     s_sessions = shards[R.SESSIONS.table].rows
     s_bots = shards[R.BOTS.table].rows
@@ -171,12 +189,12 @@ def fold(
             ev = capped
         site, hour, day = ev.site, ts // HOUR_MS, ts // DAY_MS
         if ev.visitor:
-            visitor: int | None = _memo(visitors, hasher.visitor, site, ev.visitor)
+            visitor: int | None = hasher.visitor(site, ev.visitor)
         elif ev.ip:
             visitor = hasher.anonymous(site, day, ev.ip, ev.ua or "")
         else:
             visitor = None
-        session = _memo(sessions, hasher.session, site, ev.session) if ev.session else None
+        session = hasher.session(site, ev.session) if ev.session else None
         kind = type(ev)
         name = ev.name if kind is Custom else ""  # type: ignore[union-attr]  # narrowed by kind
         R.count_into(s_events, (site, hour, _TAGS[kind], name))
@@ -206,15 +224,6 @@ _TAGS: Final[dict[type, str]] = {
     kind: kind.__struct_config__.tag  # type: ignore[misc]  # every event type is a tagged struct
     for kind in (PageView, Click, ApiRequest, Conversion, Custom)
 }
-
-
-def _memo(memo: dict[tuple[str, str], int], keyed: Callable[[str, str], int], site: str, value: str) -> int:
-    """``keyed(site, value)``, computed once per batch for each distinct pair."""
-    key = (site, value)
-    hashed = memo.get(key)
-    if hashed is None:
-        hashed = memo[key] = keyed(site, value)
-    return hashed
 
 
 def _session(rows: dict[tuple[Any, ...], list[Any]], key: tuple[str, int], ts: int, page_view: bool) -> None:

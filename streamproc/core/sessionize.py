@@ -81,7 +81,6 @@ def producer_session_points(
     instead of stretching the session over days). Bots' page views and clicks are left out,
     as the fold leaves them out of every session."""
     out: dict[VisitorKey, list[Point]] = {}
-    memo: dict[tuple[str, str], int] = {}
     for item in items:
         ev = item.event
         if not ev.session:
@@ -89,10 +88,7 @@ def producer_session_points(
         kind = type(ev)
         if enricher is not None and kind in _BROWSER_EVENTS and enricher.bot(ev.ua):
             continue
-        key = (ev.site, ev.session)
-        owner = memo.get(key)
-        if owner is None:
-            owner = memo[key] = hasher.session(ev.site, ev.session)
+        owner = hasher.session(ev.site, ev.session)  # memoised by the hasher
         out.setdefault((ev.site, owner), []).append((item.ts_ms, kind is PageView))
     return out
 

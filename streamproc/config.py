@@ -36,6 +36,12 @@ OTHER_ENV: Final = frozenset(
     for n in ("CONFIG", "RETAIN", "FAILPOINTS", "PRODUCER_URL", "IMAGE", "REDIS_IMAGE", "POSTGRES_IMAGE", "BASE_IMAGE")
 )
 SECRET_FIELDS: Final = ("visitor_secret",)
+# Settings whose empty environment variable means something (no parameters kept, the secret from
+# a systemd credential, no country database); for every other setting an empty value is a mistake.
+EMPTY_ALLOWED: Final = frozenset({"path_keep_params", "visitor_secret", "country_db"})
+SCHEMA_PATTERN: Final = r"^[a-z_][a-z0-9_]{0,62}$"
+# The most stream keys one `{LOW..HIGH}` range may expand to.
+MAX_STREAMS_PER_RANGE: Final = 4096
 
 
 def default_consumer() -> str:
@@ -48,7 +54,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_cluster: bool = False  # redis_url names one seed node of a Redis Cluster
     database_url: str = "postgresql://127.0.0.1:5432/streamproc"
-    db_schema: Annotated[str, msgspec.Meta(pattern=r"^[a-z_][a-z0-9_]{0,62}$")] = "streamproc"
+    db_schema: Annotated[str, msgspec.Meta(pattern=SCHEMA_PATTERN)] = "streamproc"
     streams: Annotated[tuple[str, ...], msgspec.Meta(min_length=1)] = ("events",)
     group: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] = "streamproc"
     consumer: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] = msgspec.field(
@@ -61,7 +67,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     # At least 3: an entry is delivered in a batch at most twice; from the third delivery on it
     # is handed out alone (see streamproc.daemon.redelivery).
     max_deliveries: Annotated[int, msgspec.Meta(ge=3, le=1000)] = 5
-    drain_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+    drain_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=86_400)] = 30.0
     max_entry_bytes: Annotated[int, msgspec.Meta(ge=256)] = 64 * 1024
     max_keys_per_batch: Annotated[int, msgspec.Meta(ge=10)] = 10_000
     # Events whose `ts` is older than this when written to the stream go to the DLQ (raise it for a backfill).
@@ -88,9 +94,9 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     log_level: Literal["debug", "info", "warning", "error"] = "info"  # any case on input
     metrics_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 9464
     metrics_addr: str = "127.0.0.1"
-    metrics_interval_s: Annotated[float, msgspec.Meta(gt=0)] = 5.0
+    metrics_interval_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 5.0
     # /healthz fails once the main loop has not turned for this long (it turns every block_ms).
-    liveness_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 60.0
+    liveness_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=86_400)] = 60.0
     # The longest a daemon transaction may sit waiting on the daemon while holding row locks
     # (a frozen or stuck worker): Postgres ends the session after this long.
     idle_in_transaction_timeout_ms: Annotated[int, msgspec.Meta(ge=100, le=3_600_000)] = 15_000
@@ -237,9 +243,20 @@ def database_url_problem(url: str) -> str | None:
 _RANGE = re.compile(r"\{(\d+)\.\.(\d+)\}")
 
 
-def expand_streams(spec: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
-    """``"events:{0..3},audit"`` -> events:{0}, events:{1}, events:{2}, events:{3}, audit."""
-    items = spec.split(",") if isinstance(spec, str) else list(spec)
+def expand_streams(spec: object) -> tuple[str, ...]:
+    """``"events:{0..3},audit"`` -> events:{0}, events:{1}, events:{2}, events:{3}, audit.
+
+    ``spec``: a comma-separated string or a list of strings. Raises ConfigError for any
+    other shape, a reversed range or one naming more than MAX_STREAMS_PER_RANGE streams."""
+    if isinstance(spec, str):
+        items = spec.split(",")
+    elif isinstance(spec, list | tuple) and all(isinstance(item, str) for item in spec):
+        items = list(spec)
+    else:
+        raise ConfigError(
+            f"invalid streams (STREAMPROC_STREAMS / --streams): expected a string or a list of strings,"
+            f' got {_kind(spec)} (e.g. streams = ["events"])'
+        )
     out: list[str] = []
     for raw in items:
         item = raw.strip()
@@ -250,8 +267,13 @@ def expand_streams(spec: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
             out.append(item)
             continue
         lo, hi = int(m.group(1)), int(m.group(2))
-        if hi < lo or hi - lo > 4096:
+        if hi < lo:
             raise ConfigError(f"invalid stream range {item!r}: expected {{LOW..HIGH}} with LOW <= HIGH")
+        if hi - lo + 1 > MAX_STREAMS_PER_RANGE:
+            raise ConfigError(
+                f"invalid stream range {item!r}: it names {hi - lo + 1} streams, at most"
+                f" {MAX_STREAMS_PER_RANGE} are allowed per range"
+            )
         out.extend(f"{item[: m.start()]}{{{i}}}{item[m.end() :]}" for i in range(lo, hi + 1))
     if len(set(out)) != len(out):
         raise ConfigError(f"stream list names a stream twice: {', '.join(out)}")
@@ -272,6 +294,10 @@ def load_settings(
     merged.update(_read_credentials(env))
     for name in FIELDS:
         value = env.get(env_name(name))
+        if value == "" and name not in EMPTY_ALLOWED:
+            raise ConfigError(
+                f"{env_name(name)} is set but empty: give it a value or remove the line to use the default"
+            )
         if value is not None and value != "":
             merged[name] = value
     for name, value in (overrides or {}).items():
@@ -286,7 +312,7 @@ def load_settings(
     try:
         settings = msgspec.convert(merged, Settings, strict=False)
     except msgspec.ValidationError as exc:
-        raise ConfigError(_explain(exc)) from None
+        raise ConfigError(_explain(exc, merged)) from None
     hide(*settings.secrets())
     url_problem = database_url_problem(settings.database_url)
     if url_problem:
@@ -303,9 +329,13 @@ def load_settings(
 
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_bytes().decode("utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config file {path} is not UTF-8 text (byte {exc.start}): save it as UTF-8, as TOML requires"
+        ) from None
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"cannot read config file {path}: {exc}") from None
     section = data.get("streamproc", data)
@@ -323,9 +353,56 @@ def _read_toml(path: Path) -> dict[str, Any]:
         if key not in FIELDS:
             kind = "table" if isinstance(section[key], dict) else "setting"
             problems.append(f"unknown {kind} {key!r}{_did_you_mean(key, FIELDS)}")
+        else:
+            problem = _type_problem(key, section[key])
+            if problem:
+                problems.append(f"{key} {problem}")
     if problems:
         raise ConfigError(f"config file {path}: " + "; ".join(problems))
     return dict(section)
+
+
+def _kind(value: object) -> str:
+    """A value's TOML kind in words, for messages."""
+    if isinstance(value, bool):
+        return f"a boolean ({str(value).lower()})"
+    if isinstance(value, int | float):
+        return f"a number ({value})"
+    if isinstance(value, str):
+        return f"a string ({value!r})"
+    if isinstance(value, list | tuple):
+        odd = [item for item in value if not isinstance(item, str)]
+        return f"a list holding {_kind(odd[0])}" if odd else "a list"
+    if isinstance(value, dict):
+        return "a table"
+    return f"a {type(value).__name__}"
+
+
+def _expects(t: msgspec.inspect.Type) -> tuple[tuple[type, ...], str]:
+    """The Python types a TOML value of a setting of type ``t`` may have, and their name in words."""
+    if isinstance(t, msgspec.inspect.UnionType):
+        kinds = [_expects(u) for u in t.types if not isinstance(u, msgspec.inspect.NoneType)]
+        return kinds[0]
+    if isinstance(t, msgspec.inspect.BoolType):
+        return (bool,), "true or false"
+    if isinstance(t, msgspec.inspect.IntType):
+        return (int,), "an integer"
+    if isinstance(t, msgspec.inspect.FloatType):
+        return (int, float), "a number"
+    if isinstance(t, msgspec.inspect.VarTupleType):
+        return (list, str), "a list of strings (or one comma-separated string)"
+    return (str,), "a string"
+
+
+def _type_problem(field: str, value: object) -> str | None:
+    """What is wrong with the kind of a TOML value for ``field`` (a list where a number is
+    expected, a number in a list of strings...), or None. Ranges are checked later."""
+    (info,) = (f for f in _INFO.fields if f.name == field)
+    allowed, words = _expects(info.type)
+    wrong = not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed)
+    if isinstance(value, list) and not all(isinstance(item, str) for item in value):
+        wrong = True
+    return f"must be {words}, not {_kind(value)}" if wrong else None
 
 
 def _did_you_mean(name: str, known: Any) -> str:
@@ -377,7 +454,7 @@ def _read_credentials(env: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
-def _explain(exc: msgspec.ValidationError) -> str:
+def _explain(exc: msgspec.ValidationError, given: Mapping[str, Any]) -> str:
     text = str(exc)
     m = re.search(r"at `\$\.(\w+)", text)
     if m is None:
@@ -390,7 +467,30 @@ def _explain(exc: msgspec.ValidationError) -> str:
         detail += "; choose one of " + ", ".join(map(str, choices[0].values))
     if field == "group_start_id":
         detail = "expected $ (new entries only), 0 (the whole stream) or an entry id such as 1700000000000-0"
+    elif field == "db_schema":
+        detail = "expected lower-case letters, digits and underscores, at most 63 characters, not starting with a digit"
+    detail = _in_words(detail)
+    value = given.get(field)
+    if isinstance(value, str | int | float) and field not in (*SECRET_FIELDS, "redis_url", "database_url"):
+        detail += f", got {value!r}"
     return f"invalid {field} ({env_name(field)} / {flag}): {detail}"
+
+
+_WORDS: Final = {
+    "`int`": "an integer",
+    "`float`": "a number",
+    "`bool`": "true or false",
+    "`str`": "a string",
+    "`array`": "a list",
+}
+
+
+def _in_words(detail: str) -> str:
+    """msgspec's ``Expected `int`, got `str``` as a person would say it: ``expected an integer``."""
+    m = re.fullmatch(r"Expected (`\w+`)(?:, got `\w+`)?(.*)", detail)
+    if m is None:
+        return detail
+    return f"expected {_WORDS.get(m.group(1), m.group(1))}{m.group(2)}"
 
 
 _INFO: Final = cast(msgspec.inspect.StructType, msgspec.inspect.type_info(Settings))

@@ -14,7 +14,7 @@ import typer
 
 from streamproc import __version__
 from streamproc.cli import check, consumers, demo, dlq, maintain, ops, provision, report, run
-from streamproc.cli.options import App, err, out
+from streamproc.cli.options import App, err, flush_stdout, out, quiet_on_closed_stdout, silence_stdout, stdout_closed
 from streamproc.errors import ConfigError
 
 app = App(
@@ -64,8 +64,18 @@ maintain.register(app)
 
 
 def main() -> None:
+    """Run the CLI. A reader that closes stdout early (`streamproc status | head -1`) ends
+    any command quietly with exit 0: nothing failed, the reader chose to stop reading."""
+    quiet_on_closed_stdout()
     try:
         app()
     except ConfigError as exc:  # raised outside a command, e.g. while parsing
         err.print(f"streamproc: error: {exc}", markup=False, highlight=False)
         sys.exit(2)
+    except BrokenPipeError:  # outside a command (e.g. --version)
+        if not stdout_closed():
+            raise
+        silence_stdout()
+        sys.exit(0)
+    finally:
+        flush_stdout()

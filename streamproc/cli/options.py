@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
+import select
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar
@@ -65,10 +68,79 @@ class Command(TyperCommand):
 
 
 class Group(TyperGroup):
-    """A typer command group whose --help shows no value placeholder on flags."""
+    """A typer command group whose --help shows no value placeholder on flags and whose
+    commands end quietly (exit 0) when the reader of stdout goes away."""
 
     def get_params(self, ctx: Any) -> list[Any]:  # ctx: the vendored click Context typer keeps private
         return _plain_flags(super().get_params(ctx))
+
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:  # --help, --version print while parsing
+        try:
+            return super().make_context(*args, **kwargs)
+        except BrokenPipeError:
+            reader_gone()
+            raise
+
+    def invoke(self, ctx: Any) -> Any:  # ctx: the vendored click Context typer keeps private
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            reader_gone()
+            raise
+
+
+# --- a reader that stops reading (`streamproc status | head -1`) ----------------------
+
+
+def stdout_closed() -> bool:
+    """True when stdout is a pipe or socket whose reading end is gone (poll says POLLERR/POLLHUP)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.__stdout__.fileno() if sys.__stdout__ else 1, select.POLLOUT)
+        events = poller.poll(0)
+    except (OSError, ValueError):
+        return False
+    return any(mask & (select.POLLERR | select.POLLHUP) for _, mask in events)
+
+
+def reader_gone() -> None:
+    """Called on a BrokenPipeError: when stdout's reader is gone, end quietly with exit 0
+    (raises ``typer.Exit(0)``); otherwise return so the caller re-raises."""
+    if stdout_closed():
+        silence_stdout()
+        raise typer.Exit(0) from None
+
+
+def quiet_on_closed_stdout() -> None:
+    """Make every rich console (ours and typer's help) end with exit 0, not rich's 1, when
+    stdout's reader is gone; a closed stderr keeps rich's own handling. Called once by ``main``."""
+    rich_default = Console.on_broken_pipe
+
+    def on_broken_pipe(self: Console) -> None:
+        if stdout_closed():
+            self.quiet = True
+            reader_gone()
+        rich_default(self)
+
+    Console.on_broken_pipe = on_broken_pipe  # type: ignore[method-assign]  # one rule for the whole CLI
+
+
+def silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's last flush cannot fail again
+    (the Python docs' "Note on SIGPIPE")."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.__stdout__.fileno() if sys.__stdout__ else 1)
+    os.close(devnull)
+
+
+def flush_stdout() -> None:
+    """Flush stdout at exit; a reader gone by then changes nothing but where the rest goes."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        silence_stdout()
+    except (OSError, ValueError):
+        pass
 
 
 class App(typer.Typer):

@@ -10,7 +10,9 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import functools
+import json
 import math
+import re
 import time
 from collections.abc import Iterable, Mapping
 from typing import Final, NamedTuple
@@ -113,6 +115,7 @@ def _decode_entry(
         problem = _check_revenue(result.revenue)
         if problem is None:
             result = _round_revenue(result, result.revenue)
+            problem = _check_rounded_revenue(result)
     if problem is not None:
         return Rejected(entry_id, fields, problem)
     return Accepted(entry_id, result, ts_ms)
@@ -148,9 +151,42 @@ def _decode_json(raw: bytes) -> Event | str:
     except msgspec.ValidationError as exc:
         return f"invalid event: {exc}"
     except msgspec.DecodeError as exc:
-        return f"`event` field is not valid JSON: {exc}"
+        lone = _lone_surrogate(raw) if b"\\u" in raw else None
+        return f"`event` field is not valid JSON: {lone or exc}"
     except RecursionError:
         return "`event` field is nested too deeply"
+
+
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+
+
+def _lone_surrogate(raw: bytes) -> str | None:
+    """Where ``raw`` holds a ``\\uD800``-``\\uDFFF`` escape that is not half of a UTF-16 pair
+    (msgspec reports it as "Input data was truncated"), as a reason; None if it holds none."""
+    try:
+        doc = json.loads(raw)  # the standard library keeps a lone surrogate as a code point
+    except (ValueError, RecursionError):
+        return None
+    stack: list[tuple[str, object]] = [("$", doc)]
+    while stack:
+        at, value = stack.pop()
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if _SURROGATE.search(key):
+                    return _surrogate_reason(key, f"a key of `{at}`")
+                stack.append((f"{at}.{key}", item))
+        elif isinstance(value, list):
+            stack.extend((f"{at}[{i}]", item) for i, item in enumerate(value))
+        elif isinstance(value, str) and _SURROGATE.search(value):
+            return _surrogate_reason(value, f"`{at}`")
+    return None
+
+
+def _surrogate_reason(text: str, where: str) -> str:
+    found = _SURROGATE.search(text)
+    assert found is not None
+    escape = f"\\u{ord(found.group()):04x}"
+    return f"invalid Unicode: a lone surrogate escape ({escape}) not part of a UTF-16 pair - at {where}"
 
 
 def _decode_flat(fields: Mapping[bytes, bytes]) -> Event | str:
@@ -263,6 +299,18 @@ def _check_revenue(revenue: decimal.Decimal) -> str | None:
             " trailing zeros included) - at `$.revenue`"
         )
     return None
+
+
+def _check_rounded_revenue(event: Conversion) -> str | None:
+    """The bound again after rounding: 999999999999.9999999 EUR rounds to 1000000000000.00."""
+    revenue = event.revenue
+    if revenue is None or not revenue or revenue.adjusted() < REVENUE_DIGITS:
+        return None
+    places = revenue_places(event.currency)
+    return (
+        f"invalid event: `revenue` rounds to {revenue} ({places} decimal places for"
+        f" {event.currency or 'no currency'}), and its magnitude must be below 10^12 - at `$.revenue`"
+    )
 
 
 @functools.lru_cache(maxsize=512)

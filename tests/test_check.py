@@ -15,7 +15,7 @@ import psycopg
 import pytest
 import redis
 
-from streamproc.dev.localservers import RedisServer, start_redis
+from streamproc.dev.localservers import RedisServer, start_postgres, start_redis
 from streamproc.postgres.partitions import maintain
 from tests.test_security import AclRedis, acl_redis, cli, run_roles_sql, with_user  # noqa: F401  # the ACL server fixture
 
@@ -65,7 +65,8 @@ def provision(acl: AclRedis, database_url: str, schema: str, streams: str) -> No
 
 def test_all_ok_under_the_acl_file(acl_redis: AclRedis, database_url: str, schema: str, ns: str) -> None:  # noqa: F811
     """Provisioned with `setup`, checked as the daemon's `streamproc` Redis user: every check ok but
-    maxmemory-policy, which that user may not read (a warning); exit 0. The JSON output carries the
+    maxmemory-policy and persistence, which that user may not read, and the suite's Postgres, which
+    runs without durable commits (warnings, each named); exit 0. The JSON output carries the
     effective configuration with the Redis password masked."""
     streams = "events:{0..1}"
     provision(acl_redis, database_url, schema, streams)
@@ -73,6 +74,9 @@ def test_all_ok_under_the_acl_file(acl_redis: AclRedis, database_url: str, schem
     code, statuses, text = check(redis_url=url, database_url=database_url, schema=schema, streams=streams)
     assert code == 0, text
     assert statuses.pop("maxmemory-policy") == "warn"
+    assert statuses.pop("redis persistence") == "warn" and "may run neither CONFIG GET nor INFO" in text
+    for name in ("fsync", "synchronous_commit", "full_page_writes"):  # tests/testservers.py turns them off
+        assert statuses.pop(name) == "warn" and f"{name} = off" in text
     assert statuses == {
         "config": "ok",
         "visitor secret": "ok",
@@ -207,3 +211,41 @@ def test_all_ok_as_the_daemon_role_of_roles_sql(acl_redis: AclRedis, database_ur
             for role in roles.values():
                 su.execute(f'DROP OWNED BY "{role}"')
                 su.execute(f'DROP ROLE "{role}"')
+
+
+def test_non_durable_servers_are_warned_about_each_setting_named(
+    plain_redis: RedisServer, database_url: str, ns: str
+) -> None:
+    """Acking after COMMIT relies on durable commits and a Redis that keeps the stream: fsync,
+    synchronous_commit, full_page_writes off (the suite's Postgres) and a Redis with appendonly no
+    and no save points each give one warn line naming the setting, in text and JSON; a
+    durable Postgres and a Redis with AOF or save points give ok lines instead."""
+    plain = f"redis://127.0.0.1:{plain_redis.port}/0"
+    admin = redis.Redis(port=plain_redis.port)
+    admin.xgroup_create("ev", "g", id="0", mkstream=True)
+    _, statuses, text = check(redis_url=plain, database_url=database_url, schema=ns, streams="ev")
+    assert statuses["redis persistence"] == "warn" and "appendonly no, no save points" in text, text
+    for name in ("fsync", "synchronous_commit", "full_page_writes"):
+        assert statuses[name] == "warn" and f"set {name} = on" in text, text
+    assert "postgres durability" not in statuses
+    res = cli(
+        "check", "--json", "--redis-url", plain, "--database-url", database_url, "--schema", ns,
+        "--streams", "ev", "--group", "g", env=SECRET_ENV,
+    )  # fmt: skip
+    warned = {c["name"] for c in json.loads(res.stdout)["checks"] if c["status"] == "warn"}
+    assert warned >= {"redis persistence", "fsync", "synchronous_commit", "full_page_writes"}
+
+    admin.config_set("appendonly", "yes")
+    durable = start_postgres(durable=True)  # its own temp dir, readable by the postgres user
+    try:
+        _, statuses, text = check(redis_url=plain, database_url=durable.url, schema=ns, streams="ev")
+    finally:
+        durable.destroy()
+    assert statuses["redis persistence"] == "ok" and "appendonly yes" in text, text
+    assert statuses["postgres durability"] == "ok", text
+    assert not {"fsync", "synchronous_commit", "full_page_writes"} & set(statuses)
+    admin.config_set("appendonly", "no")
+    admin.config_set("save", "3600 1")
+    _, statuses, text = check(redis_url=plain, database_url=database_url, schema=ns, streams="ev")
+    assert statuses["redis persistence"] == "ok" and "save 3600 1" in text, text
+    admin.close()

@@ -55,7 +55,7 @@ def _config_checks(settings: Settings) -> list[Check]:
 
 
 def _redis_checks(settings: Settings) -> list[Check]:
-    from streamproc.redis import preflight
+    from streamproc.redis import durability, preflight
     from streamproc.redis.classify import translate
     from streamproc.redis.client import connect
 
@@ -83,6 +83,9 @@ def _redis_checks(settings: Settings) -> list[Check]:
         for node, facts in by_node.items():
             eviction = _eviction_check(facts.maxmemory_policy)
             checks.append(Check(_on(eviction.name, node), eviction.status, eviction.detail))
+        for node, kept in durability.persistence(client, settings.streams).items():
+            ok, detail = durability.check_line(kept)
+            checks.append(Check(_on("redis persistence", node), "ok" if ok else "warn", detail))
     except (rx.RedisError, rx.RedisClusterException) as exc:
         error = translate(exc, group=settings.group, cluster=settings.redis_cluster)
         checks.append(Check("redis", "fail", f"{where}: {error}"))
@@ -134,6 +137,7 @@ def _postgres_checks(settings: Settings) -> list[Check]:
     except StreamprocError as exc:
         return [Check("postgres", "fail", f"{where}: {exc}")]
     checks = [Check("postgres", "ok", f"PostgreSQL {facts.version} at {where} as role {facts.role}")]
+    checks += _durability_checks(settings)
     if settings.approximate_uniques:
         checks.append(Check("hll extension", "fail" if facts.hll else "ok", facts.hll or "installed"))
     if facts.schema:
@@ -154,6 +158,19 @@ def _postgres_checks(settings: Settings) -> list[Check]:
     return checks
 
 
+def _durability_checks(settings: Settings) -> list[Check]:
+    """One warn line per setting that makes an acknowledged COMMIT less than durable."""
+    from streamproc.postgres import durability
+
+    try:
+        unsafe = durability.unsafe_settings(settings.database_url, settings.db_schema)
+    except StreamprocError as exc:
+        return [Check("postgres durability", "warn", f"cannot tell: {exc}")]
+    if not unsafe:
+        return [Check("postgres durability", "ok", "fsync, synchronous_commit and full_page_writes on")]
+    return [Check(name, "warn", durability.warning(name, value)) for name, value in unsafe.items()]
+
+
 def run_checks(settings: Settings) -> list[Check]:
     """Every check, in order; never raises for a server's failure (that is a failed check)."""
     steps: list[Callable[[Settings], list[Check]]] = [_config_checks, _redis_checks, _postgres_checks]
@@ -170,8 +187,9 @@ def check(
     Takes the same settings as `run` (flags, STREAMPROC_*, --config). One line per
     check: ok, warn or fail. Checks: the effective configuration (passwords masked),
     Redis reachable and its version, every command the daemon sends allowed for its
-    user, each stream and the group present, maxmemory-policy noeviction; Postgres
-    reachable, the schema migrated, the daemon's grants, partitions created ahead, the
+    user, each stream and the group present, maxmemory-policy noeviction, persistence
+    (appendonly or save points); Postgres reachable, commits durable (fsync,
+    synchronous_commit, full_page_writes on), the schema migrated, the daemon's grants, partitions created ahead, the
     hll extension (approximate uniques).
 
     Exit codes: 0 every check ok (warnings allowed); 1 a check failed; 2 invalid configuration.

@@ -69,6 +69,18 @@ def test_sigterm_while_waiting_for_redis_at_start_exits_0_at_once(make_settings,
     assert line["before_ready"] is True and line["batches"] == 0
 
 
+def test_sigterm_during_start_up_work_exits_0(make_settings, schema, stream, daemons: Daemons) -> None:
+    """A stop sent as soon as the daemon says `starting` (systemd stopping a unit that is
+    still loading its user-agent rules, seconds of work) ends it cleanly with exit 0 and a
+    `shutdown` line, never killed by the signal's default action (exit -15). Whether the
+    signal lands during the warm-up or just after `ready`, only a handled stop passes."""
+    proc = daemons.start(make_settings())
+    wait_for(lambda: bool(log_lines(proc.logfile, "starting")), 60, "the starting line")  # type: ignore[attr-defined]
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0, daemons.logs()[-2000:]
+    assert log_lines(proc.logfile, "shutdown"), daemons.logs()[-2000:]  # type: ignore[attr-defined]
+
+
 def test_lost_group_is_an_error_not_a_silent_restart(make_settings, schema, r, stream, daemons: Daemons) -> None:
     """If the consumer group vanishes while running (Redis restarted empty), the daemon logs a
     clear fatal error and exits 3 (which the systemd units do not restart) without recreating

@@ -33,10 +33,11 @@ def run_daemon(settings: Settings, drain: bool = False) -> int:
     configure(settings.log_level)
     settings.require_secret()
     parse_redis_url(settings.redis_url, cluster=settings.redis_cluster)  # a bad URL: exit 2 before anything starts
-    log.info("starting", **settings.redacted())
     health = Health(settings.liveness_timeout_s)
     notifier = Notifier(health=health)
     worker = build_worker(settings, drain=drain, notifier=notifier)
+    worker.install_signals()  # from here on a stop, even during the warm-up below, exits 0
+    log.info("starting", **settings.redacted())
     worker.enrichment.warm_up()  # seconds of rule loading, before anything says the daemon is up
     heap.settle()  # the rules just loaded never die: out of the collector's scans (see heap)
     metrics.init(settings.streams, settings.group)

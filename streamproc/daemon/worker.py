@@ -107,7 +107,7 @@ class Worker:
 
     def run(self) -> int:
         """Run until drained (``drain``) or signalled; returns the exit code."""
-        self._install_signals()
+        self.install_signals()
         try:
             self.start()
         except StoppedBeforeReady:
@@ -158,7 +158,9 @@ class Worker:
             log.info("stopping", reason=self._stop_reason, drain_timeout_s=self.settings.drain_timeout_s)
             self.notifier.stopping()
 
-    def _install_signals(self) -> None:
+    def install_signals(self) -> None:
+        """SIGTERM/SIGINT stop the daemon gracefully (a second one exits at once); idempotent.
+        Installed before the seconds of start-up work, so a stop during start-up exits 0."""
         if threading.current_thread() is not threading.main_thread():
             return
 

@@ -271,3 +271,55 @@ def test_a_moving_slot_is_transient_on_a_cluster_client_and_a_setting_on_a_plain
         assert classify(exc).kind is Kind.PERMANENT, (name, exc)
         assert isinstance(plain, SourceMisconfigured) and plain.exit_code == 2, name
         assert "STREAMPROC_REDIS_CLUSTER=1" in str(plain) and name.replace("MULTI", "ASK") in str(plain), str(plain)
+
+
+def _silent_server() -> int:
+    """A loopback socket that accepts connections and never says a word; returns its port."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = int(listener.getsockname()[1])
+    held: list[socket.socket] = []
+
+    def serve() -> None:
+        with listener:
+            while True:
+                try:
+                    held.append(listener.accept()[0])
+                except OSError:
+                    return
+
+    threading.Thread(target=serve, daemon=True).start()
+    return port
+
+
+def test_tls_url_on_a_plain_text_redis_port_is_configuration(server: RedisServer) -> None:
+    """rediss:// to a plain-text Redis: the server reads the TLS hello as an unfinished inline
+    command and waits, so the client times out. The port answers a plain PING, so it is known
+    for sure to be no TLS port: permanent (exit 2), naming the fix. Without `tls` the same
+    timeout stays transient."""
+    tls_client = redis.Redis(port=server.port, ssl=True, ssl_cert_reqs="none", socket_timeout=1)
+    exc = raised(tls_client.ping)
+    assert classify(exc).kind is Kind.TRANSIENT
+    error = translate(exc, probe=("127.0.0.1", server.port), tls=True)
+    assert isinstance(error, SourceMisconfigured)
+    assert "is rediss:// (TLS) but" in str(error) and "answers plain-text Redis: use redis://" in str(error)
+    assert isinstance(translate(exc, probe=("127.0.0.1", server.port)), SourceUnavailable)
+
+
+def test_tls_url_on_a_silent_port_says_so_in_the_retry_line() -> None:
+    """rediss:// to a port that answers neither TLS nor plain Redis: transient (it may be a TLS
+    port whose server hangs), and the retry line asks whether the port is a TLS port."""
+    port = _silent_server()
+    tls_client = redis.Redis(port=port, ssl=True, ssl_cert_reqs="none", socket_timeout=1)
+    error = translate(raised(tls_client.ping), probe=("127.0.0.1", port), tls=True)
+    assert isinstance(error, SourceUnavailable)
+    assert "no TLS handshake answer: is the port a TLS port?" in str(error)
+
+
+def test_status_with_a_tls_url_on_a_plain_port_exits_2(server: RedisServer) -> None:
+    """The command line: one line naming the Redis URL, exit 2, no endless retry."""
+    from tests.test_config import run_cli
+
+    url = f"rediss://127.0.0.1:{server.port}/0?ssl_cert_reqs=none"
+    res = run_cli("status", env={"STREAMPROC_REDIS_URL": url})
+    assert res.returncode == 2, res.stderr
+    assert "answers plain-text Redis" in res.stderr and "Traceback" not in res.stderr

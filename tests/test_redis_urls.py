@@ -46,6 +46,15 @@ def bad_urls(database_url: str, redis_url: str) -> dict[str, str]:
         "RESP3": f"{redis_url}?protocol=3",
         "decode_responses": f"{redis_url}?decode_responses=true",
         "sentinel without service": "redis+sentinel://127.0.0.1:26379",
+        "port 0": "redis://127.0.0.1:0/0",
+        "a TLS option on redis://": f"{redis_url}?ssl_cert_reqs=required",
+        "an empty TLS option on redis://": f"{redis_url}?ssl_ca_certs=",
+        "a TLS option on unix://": "unix:///tmp/redis.sock?ssl_certfile=/etc/hosts",
+        "an invalid ssl_cert_reqs": f"rediss://{redis_url.partition('://')[2]}?ssl_cert_reqs=banana",
+        "an invalid ssl_check_hostname": f"rediss://{redis_url.partition('://')[2]}?ssl_check_hostname=maybe",
+        "a missing CA file": f"rediss://{redis_url.partition('://')[2]}?ssl_ca_certs=/nonexistent/ca.pem",
+        "a missing key file": f"rediss://{redis_url.partition('://')[2]}?ssl_keyfile=/nonexistent/k.pem",
+        "an empty option": f"rediss://{redis_url.partition('://')[2]}?ssl_ca_certs=",
         "a Postgres server": f"redis://{pg_host}:{pg_port}/0",
         "an HTTP server": f"redis://127.0.0.1:{_http_like_server()}/0",
     }
@@ -87,6 +96,33 @@ def test_every_command_refuses_bad_redis_urls_with_exit_2(
         assert res.returncode == 2, (name, res.returncode, res.stderr[-2000:])
         assert "Traceback" not in res.stderr and len(lines) == 1, (name, res.stderr[-2000:])
         assert any("Redis URL" in line for line in lines), (name, res.stderr)
+
+
+def test_option_messages_say_what_to_do(redis_url: str) -> None:
+    """Port 0 (redis-py would connect to 6379), TLS options on a plain URL (silently ignored),
+    values redis-py would misread and files that do not exist are each named with the fix."""
+    tls = f"rediss://{redis_url.partition('://')[2]}"
+    cases = {
+        "redis://127.0.0.1:0/0": "port 0 is no port Redis listens on",
+        f"{redis_url}?ssl_cert_reqs=banana": "?ssl_cert_reqs= is a TLS option but the URL is not a TLS URL: use rediss://",
+        f"{tls}?ssl_cert_reqs=banana": "?ssl_cert_reqs=banana is invalid; choose one of none, optional, required",
+        f"{tls}?ssl_ca_certs=/nonexistent": "?ssl_ca_certs=/nonexistent: no such file on this host",
+        f"{tls}?ssl_ca_path=/nonexistent": "?ssl_ca_path=/nonexistent: no such directory on this host",
+        f"{tls}?ssl_ca_certs=": "?ssl_ca_certs= has no value",
+    }
+    for url, needle in cases.items():
+        with pytest.raises(ConfigError) as info:
+            parse_redis_url(url)
+        assert needle in str(info.value), url
+    assert parse_redis_url(f"{tls}?ssl_cert_reqs=none&ssl_check_hostname=false").kwargs["ssl_cert_reqs"] == "none"
+
+
+@pytest.mark.parametrize("command", [("run",), ("status",)], ids=lambda c: c[0])
+def test_an_empty_redis_url_is_refused(command: tuple[str, ...]) -> None:
+    """`STREAMPROC_REDIS_URL=` (an env file line left empty) is a mistake, not the default URL."""
+    res = run_cli(*command, env={"STREAMPROC_REDIS_URL": "", "STREAMPROC_VISITOR_SECRET": SECRET})
+    assert res.returncode == 2, res.stderr
+    assert "STREAMPROC_REDIS_URL is set but empty" in res.stderr and "Traceback" not in res.stderr
 
 
 def test_refused_credentials_exit_2(redis_url: str, database_url: str, ns: str, r) -> None:  # type: ignore[no-untyped-def]

@@ -88,6 +88,9 @@ _TLS_HINT: Final = (
     "TLS to Redis refused: the server's certificate is not verified by ssl_ca_certs of the Redis URL"
     " (give the CA that signed it) or names another host than the URL's"
 )
+# A rediss:// client whose handshake gets no answer: a plain-text port reads the TLS hello as
+# an unfinished command and waits, so the client times out.
+TLS_SILENT_HINT: Final = "no TLS handshake answer: is the port a TLS port? (rediss:// needs Redis's tls-port)"
 _STREAM_GONE: Final = re.compile(r"stream key no longer exists|consumer group .* no longer exists")
 _PIPELINE_PREFIX: Final = re.compile(r"^Command # \d+ \(.*?\) of pipeline caused error: ", re.DOTALL)
 
@@ -184,6 +187,7 @@ def translate(
     group: str | None = None,
     probe: tuple[str, int] | None = None,
     cluster: bool = False,
+    tls: bool = False,
 ) -> SourceError:
     """streamproc's error for ``exc`` (raise it ``from exc``).
 
@@ -193,6 +197,9 @@ def translate(
     ``probe``: the host and port of the Redis URL. A server that closes the connection
     without a word is transient (a proxy with no backend does that during a failover)
     unless it answers the Postgres protocol: then the URL points at Postgres (permanent).
+    ``tls``: the URL is rediss://. A TLS connection that fails or times out to a port that
+    answers a plain-text PING is a plain-text port (permanent); if the port does not answer
+    that either, the retry says that the TLS handshake went unanswered.
     """
     verdict = classify(exc, cluster=cluster)
     if verdict.kind is Kind.TRANSIENT:
@@ -201,6 +208,13 @@ def translate(
                 f"the Redis URL points at a Postgres server ({probe[0]}:{probe[1]} answers the Postgres"
                 " protocol): set STREAMPROC_REDIS_URL / --redis-url to the Redis server"
             )
+        if tls and probe is not None and _connecting(exc):
+            if speaks_plain_redis(probe):
+                return SourceMisconfigured(
+                    f"the Redis URL is rediss:// (TLS) but {probe[0]}:{probe[1]} answers plain-text Redis:"
+                    " use redis:// for this port, or Redis's tls-port, in STREAMPROC_REDIS_URL / --redis-url"
+                )
+            return SourceUnavailable(f"{verdict.reason} ({TLS_SILENT_HINT})")
         return SourceUnavailable(verdict.reason)
     if verdict.kind is Kind.VANISHED:
         if isinstance(exc, GroupMissing):
@@ -214,6 +228,26 @@ def translate(
     if isinstance(exc, SourceError):
         return exc
     return SourceMisconfigured(f"{verdict.reason}; {hint}" if hint else verdict.reason)
+
+
+def _connecting(exc: BaseException) -> bool:
+    """Whether ``exc`` is a failure to set a connection up (timeout, TLS error, reset)."""
+    text = str(exc).lower()
+    return isinstance(exc, rx.ConnectionError | rx.TimeoutError) and (
+        "connecting" in text or "ssl" in text or "tls" in text or "closed by server" in text
+    )
+
+
+def speaks_plain_redis(address: tuple[str, int], timeout_s: float = 2.0) -> bool:
+    """True if the server at ``address`` answers a plain-text ``PING`` in RESP (``+PONG``, or an
+    error reply such as ``-NOAUTH``): a TLS port answers with a TLS alert or nothing."""
+    try:
+        with socket.create_connection(address, timeout=timeout_s) as sock:
+            sock.sendall(b"PING\r\n")
+            reply = sock.recv(64)
+    except OSError:
+        return False
+    return reply.startswith((b"+PONG", b"-NOAUTH", b"-ERR", b"-WRONGPASS", b"-NOPERM"))
 
 
 def speaks_postgres(address: tuple[str, int], timeout_s: float = 2.0) -> bool:

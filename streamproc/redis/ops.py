@@ -24,7 +24,7 @@ from streamproc.config import Settings, mask_url
 from streamproc.core.decode import DEFAULT_MAX_AGE_DAYS, Accepted, decode_entry
 from streamproc.core.entryid import split_entry_id
 from streamproc.errors import GroupMissing, SourceError, SourceUnavailable, StreamprocError
-from streamproc.redis.classify import translate
+from streamproc.redis.classify import TLS_SILENT_HINT, translate
 from streamproc.redis.client import Client, connect
 from streamproc.redis.groupstate import read_group_state
 from streamproc.redis.url import parse_redis_url
@@ -148,25 +148,32 @@ def xclaim_ids(client: Client, stream: str, group: str, to: str, ids: Sequence[s
 def redis_client(settings: Settings) -> Iterator[Client]:
     """A short-lived client; Redis errors come out as streamproc errors naming the (masked) URL,
     classified by :func:`streamproc.redis.classify.translate` (a bad URL: ConfigError, exit 2)."""
-    probe = parse_redis_url(settings.redis_url, cluster=settings.redis_cluster).address
+    target = parse_redis_url(settings.redis_url, cluster=settings.redis_cluster)
+    probe = target.address if target.scheme == "redis" else None
+    tls_probe = target.address if target.scheme == "rediss" else None
     try:
         client = connect(settings.redis_url, cluster=settings.redis_cluster, socket_timeout=OPS_SOCKET_TIMEOUT_S)
     except (rx.RedisError, rx.RedisClusterException) as exc:
-        raise _translated(exc, settings, probe) from exc
+        raise _translated(exc, settings, probe, tls_probe) from exc
     try:
         yield client
     except (rx.RedisError, rx.RedisClusterException) as exc:
-        raise _translated(exc, settings, probe) from exc
+        raise _translated(exc, settings, probe, tls_probe) from exc
     finally:
         client.close()
 
 
-def _translated(exc: Exception, settings: Settings, probe: tuple[str, int] | None) -> SourceError:
-    error = translate(exc, group=settings.group, probe=probe, cluster=settings.redis_cluster)
+def _translated(
+    exc: Exception, settings: Settings, probe: tuple[str, int] | None, tls_probe: tuple[str, int] | None = None
+) -> SourceError:
+    error = translate(
+        exc, group=settings.group, probe=probe or tls_probe, cluster=settings.redis_cluster, tls=bool(tls_probe)
+    )
     if isinstance(error, GroupMissing):  # an operator command: exit 1, nothing restarts here
         return NoSuchGroup(f"consumer group {settings.group!r} does not exist: {exc}")
     if isinstance(error, SourceUnavailable):
-        return SourceUnavailable(f"Redis unreachable at {mask_url(settings.redis_url)}: {exc}")
+        hint = f" ({TLS_SILENT_HINT})" if TLS_SILENT_HINT in str(error) else ""
+        return SourceUnavailable(f"Redis unreachable at {mask_url(settings.redis_url)}: {exc}{hint}")
     return error
 
 

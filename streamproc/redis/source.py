@@ -72,6 +72,7 @@ class RedisSource:
         self._client = client
         self._connect_args = (url, cluster, socket_timeout_s)
         self._probe: tuple[str, int] | None = None  # host and port of a plain URL, for a non-Redis server
+        self._tls = False
         self._idle_turn = 0
         self._cursors: dict[str, bytes] = {}  # XAUTOCLAIM's cursor per stream, kept between turns
 
@@ -82,7 +83,8 @@ class RedisSource:
         if self._client is None:
             try:
                 url, cluster, timeout = self._connect_args
-                self._probe = parse_redis_url(url, cluster=cluster).address
+                target = parse_redis_url(url, cluster=cluster)
+                self._probe, self._tls = target.address, target.scheme == "rediss"
                 self._client = connect(url, cluster=cluster, socket_timeout=timeout, health_check_interval=30)
             except rx.RedisClusterException as exc:
                 raise SourceUnavailable(
@@ -116,7 +118,7 @@ class RedisSource:
             cluster = self._connect_args[1] or (self._client is not None and is_cluster(self._client))
             if self._client is not None and slot_map_changed(exc):
                 refresh_slot_map(self._client)  # nothing on a single Redis
-            raise translate(exc, group=self.group, probe=self._probe, cluster=cluster) from exc
+            raise translate(exc, group=self.group, probe=self._probe, cluster=cluster, tls=self._tls) from exc
 
     def ping(self) -> None:
         with self._errors():

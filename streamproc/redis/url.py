@@ -19,6 +19,7 @@ Every problem is a :class:`ConfigError` (exit 2) naming the setting.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -54,6 +55,11 @@ _ALLOWED: Final = frozenset(
     }
 )
 _SENTINEL_ONLY: Final = frozenset({"sentinel_username", "sentinel_password"})
+_TLS_ONLY: Final = frozenset(name for name in _ALLOWED if name.startswith("ssl_"))
+_BOOLEANS: Final = {"true", "false", "1", "0", "yes", "no", "on", "off"}
+# Options naming a file (or, for ssl_ca_path, a directory) that must exist when the daemon starts.
+_FILES: Final = {"ssl_ca_certs": "file", "ssl_certfile": "file", "ssl_keyfile": "file", "ssl_ca_path": "directory"}
+_CERT_REQS: Final = ("none", "optional", "required")
 # Options whose value the daemon owns: its socket timeout must outlast the longest BLOCK,
 # and it retries and reconnects itself.
 _OWNED: Final = frozenset(
@@ -112,12 +118,16 @@ def parse_redis_url(url: str, *, cluster: bool = False) -> RedisUrl:
     try:
         parts = urlsplit(url)
         query = parse_qsl(parts.query, keep_blank_values=True)
-        _check_options(query, sentinel=scheme.endswith("+sentinel"))
+        _check_options(query, sentinel=scheme.endswith("+sentinel"), tls=scheme.startswith("rediss"))
         if scheme.endswith("+sentinel"):
             return _sentinel(url, parts.netloc, parts.path, query, tls=scheme.startswith("rediss"))
         if scheme != "unix" and not parts.hostname:
             raise ConfigError(f"{SETTING} names no host: {shown!r}")
-        _ = parts.port  # raises ValueError on a port that is not a number
+        if parts.port == 0:  # raises ValueError on a port that is not a number
+            # redis-py reads port 0 as "no port" and connects to 6379: refuse it.
+            raise ConfigError(
+                f"{SETTING}: port 0 is no port Redis listens on; give the server's port (6379 by default)"
+            )
         if scheme != "unix" and parts.path.strip("/"):
             _db(unquote(parts.path).strip("/"))
         kwargs: dict[str, Any] = parse_url(url)  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
@@ -131,8 +141,13 @@ def parse_redis_url(url: str, *, cluster: bool = False) -> RedisUrl:
     return RedisUrl(url, scheme, kwargs)
 
 
-def _check_options(query: list[tuple[str, str]], *, sentinel: bool) -> None:
+def _check_options(query: list[tuple[str, str]], *, sentinel: bool, tls: bool) -> None:
     for name, value in query:
+        if name in _TLS_ONLY and not tls:
+            raise ConfigError(
+                f"{SETTING}: ?{name}= is a TLS option but the URL is not a TLS URL: use rediss:// (or"
+                " rediss+sentinel://) for TLS, or remove the option"
+            )
         if name == "protocol":
             if value.strip() != "2":
                 raise ConfigError(
@@ -149,6 +164,25 @@ def _check_options(query: list[tuple[str, str]], *, sentinel: bool) -> None:
             raise ConfigError(f"{SETTING}: unknown or unsupported option ?{name}=; remove it")
         if name == "db":
             _db(value)
+        _check_value(name, value)
+
+
+def _check_value(name: str, value: str) -> None:
+    """Refuse a value the client would silently drop (an empty one), read as something else
+    (``ssl_check_hostname=banana`` is true to redis-py) or fail on later (a missing file)."""
+    if name in _SENTINEL_ONLY or name in ("password", "username", "client_name"):
+        return
+    if value == "":
+        raise ConfigError(f"{SETTING}: ?{name}= has no value; give one or remove the option")
+    if name == "ssl_cert_reqs" and value not in _CERT_REQS:
+        raise ConfigError(f"{SETTING}: ?ssl_cert_reqs={value} is invalid; choose one of {', '.join(_CERT_REQS)}")
+    if name in ("ssl_check_hostname", "socket_keepalive") and value.lower() not in _BOOLEANS:
+        raise ConfigError(f"{SETTING}: ?{name}={value} is invalid; choose true or false")
+    kind = _FILES.get(name)
+    if kind is not None:
+        path = Path(value)
+        if not (path.is_dir() if kind == "directory" else path.is_file()):
+            raise ConfigError(f"{SETTING}: ?{name}={value}: no such {kind} on this host; give the path of the {kind}")
 
 
 def _db(text: str) -> int:

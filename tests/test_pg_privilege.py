@@ -49,3 +49,30 @@ def run_without_then_with_insert(settings, schema: str, role: str, r, stream: st
     assert proc.wait(timeout=120) == 0, daemons.logs()[-3000:]
     assert r.xlen(f"{stream}:dlq") == 0
     assert pg.execute("SELECT sum(views)::int FROM pageviews_daily").fetchone() == (N,)
+
+
+def test_no_usage_on_the_schema_names_the_grant_not_migrate(
+    make_settings, schema, database_url: str, r, stream, pg, daemons: Daemons
+) -> None:
+    """A role that may connect but lacks USAGE on the schema sees none of its tables, which
+    used to read "the database is not migrated: run streamproc migrate" (wrong advice: migrating
+    again changes nothing). It exits 2 naming the role and the `GRANT USAGE ON SCHEMA` to run,
+    before reading any entry; granted, the next run counts every entry."""
+    for n in range(N):
+        r.xadd(stream, page_view(n))
+    role = f"{schema}_daemon"
+    with daemon_role(database_url, schema, role) as url:
+        pg.execute(f'REVOKE USAGE ON SCHEMA "{schema}" FROM "{role}"')
+        settings = make_settings(database_url=url)
+        proc = daemons.start(settings, "--drain")
+        assert proc.wait(timeout=120) == 2, daemons.logs()[-3000:]
+        fatal = [json.loads(line) for line in daemons.logs().splitlines() if '"fatal"' in line]
+        assert len(fatal) == 1, daemons.logs()[-3000:]
+        assert f"GRANT USAGE ON SCHEMA {schema} TO {role}" in fatal[0]["error"], fatal
+        assert "migrate" not in fatal[0]["error"] and fatal[0]["kind"] == "SinkMisconfigured", fatal
+        assert r.xlen(f"{stream}:dlq") == 0
+        assert all(int(g["pending"]) == 0 for g in r.xinfo_groups(stream))
+        pg.execute(f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"')
+        proc = daemons.start(settings, "--drain")
+        assert proc.wait(timeout=120) == 0, daemons.logs()[-3000:]
+    assert pg.execute("SELECT sum(views)::int FROM pageviews_daily").fetchone() == (N,)

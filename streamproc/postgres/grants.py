@@ -8,7 +8,8 @@ read, and each restart would add a delivery to them until good entries reach
 
 from __future__ import annotations
 
-from typing import Final
+import re
+from typing import Any, Final
 
 import psycopg
 
@@ -60,3 +61,27 @@ def check_privileges(conn: Session, approximate: bool) -> None:
         f"the Postgres role {role} lacks privileges the daemon needs: `{grants}`"
         " (deploy/postgres/roles.sql lists every grant); no entry was read, start the daemon again once granted"
     )
+
+
+def schema_usage_problem(conn: psycopg.Connection[Any], schema: str) -> str | None:
+    """The one-line problem when the connected role may not use ``schema`` (no USAGE: its
+    tables then look missing, as if the schema were not migrated), else None (also when the
+    schema does not exist). Raises psycopg.Error if the question itself fails."""
+    with conn.transaction():
+        row = conn.execute(
+            "SELECT current_user, has_schema_privilege(n.oid, 'USAGE') FROM pg_namespace n WHERE n.nspname = %s",
+            (schema,),
+        ).fetchone()
+    if row is None or row[1]:
+        return None
+    role = _ident(str(row[0]))
+    return (
+        f"the Postgres role {role} may not use schema {schema} (no USAGE privilege, so its tables look"
+        f" missing): run `GRANT USAGE ON SCHEMA {_ident(schema)} TO {role}` as the schema's owner"
+        " (deploy/postgres/roles.sql lists every grant), then start again; no entry was read"
+    )
+
+
+def _ident(name: str) -> str:
+    """``name`` as SQL would need it written: plain when it may be, else double-quoted."""
+    return name if re.fullmatch(r"[a-z_][a-z0-9_$]*", name) else '"' + name.replace('"', '""') + '"'

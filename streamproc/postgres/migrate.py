@@ -21,8 +21,9 @@ from typing import Any, Final
 import psycopg
 from psycopg import sql
 
-from streamproc.errors import SchemaNotReady, SinkError
+from streamproc.errors import SchemaNotReady, SinkError, SinkMisconfigured
 from streamproc.postgres.faults import translate
+from streamproc.postgres.grants import schema_usage_problem
 from streamproc.postgres.session import Session, Timeouts, advisory_xact_lock, connect
 
 _NAME: Final = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
@@ -133,12 +134,26 @@ _HLL_MISSING: Final = (
 )
 
 
+def _schema_of(conn: psycopg.Connection[Any]) -> str:
+    """The schema the connection works in: a Session's own, else the first of its search_path."""
+    schema = getattr(conn, "schema", None)
+    if isinstance(schema, str) and schema:
+        return schema
+    with conn.transaction():
+        row = conn.execute("SELECT current_setting('search_path')").fetchone()
+    first = str(row[0]).split(",")[0].strip().strip('"') if row else ""
+    return first or "public"
+
+
 def check_migrated(conn: psycopg.Connection[Any], approximate: bool = False) -> None:
     """Fail early with a clear message when the schema lags behind the code."""
     try:
         with conn.transaction():
             present = {v for (v,) in conn.execute("SELECT version FROM schema_migrations").fetchall()}
     except psycopg.errors.UndefinedTable:
+        problem = schema_usage_problem(conn, _schema_of(conn))
+        if problem:
+            raise SinkMisconfigured(problem) from None
         raise SchemaNotReady("the database is not migrated: run `streamproc migrate`") from None
     missing = sorted({m.version for m in load_migrations()} - present)
     if missing:

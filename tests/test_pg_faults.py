@@ -141,3 +141,57 @@ def test_wrong_database_or_role_is_permanent_and_unmigrated_schema_says_migrate(
     assert classify(exc) is Fault.SCHEMA
     error = translate(exc, "commit", "s1")
     assert isinstance(error, SchemaNotReady) and "streamproc migrate" in str(error) and error.exit_code == 2
+
+
+# Every connection option whose value libpq checks itself, with a value it refuses.
+INVALID_OPTIONS = [
+    "sslmode=banana",
+    "target_session_attrs=banana",
+    "gssencmode=banana",
+    "channel_binding=banana",
+    "load_balance_hosts=banana",
+    "sslnegotiation=banana",
+    "sslcertmode=banana",
+    "require_auth=banana",
+    "ssl_min_protocol_version=banana",
+    "ssl_max_protocol_version=TLSv1.2&ssl_min_protocol_version=TLSv1.3",
+    "min_protocol_version=9",
+    "hostaddr=banana",
+    "port=banana",
+]
+
+
+@pytest.mark.parametrize("option", INVALID_OPTIONS)
+def test_every_option_libpq_refuses_is_configuration(database_url: str, option: str) -> None:
+    """libpq refuses an invalid option value before any network I/O (`invalid <option> value`,
+    `invalid integer value`, `invalid SSL protocol version range`, a hostaddr that is no address):
+    configuration, exit 2, like sslmode already was; never retried forever as "cannot connect"."""
+    from streamproc.postgres.session import connect
+
+    sep = "&" if "?" in database_url else "?"
+    with pytest.raises(SinkMisconfigured, match="Postgres refused the connection"):
+        connect(f"{database_url}{sep}{option}", "public")
+
+
+def test_a_postgres_url_at_a_redis_port_is_configuration(redis_url: str) -> None:
+    """libpq's SSLRequest has no newline: Redis waits for the rest of the command and never
+    answers, and the connection times out. The port answers a Redis PING, so this is certainly
+    no Postgres server: configuration naming STREAMPROC_DATABASE_URL, not an endless retry."""
+    from streamproc.postgres.session import connect
+
+    host, _, port = redis_url.partition("://")[2].partition("/")[0].rpartition(":")
+    with pytest.raises(SinkMisconfigured, match=r"points at a Redis server .* STREAMPROC_DATABASE_URL"):
+        connect(f"postgresql://u@{host}:{port}/db", "public")
+
+
+def test_a_silent_port_stays_transient() -> None:
+    """A port that accepts and answers nothing (a server hanging, a half-open proxy) may come
+    back: transient, retried."""
+    import socket
+
+    from streamproc.postgres.session import connect
+
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        with pytest.raises(SinkUnavailable, match="timeout expired"):
+            connect(f"postgresql://u@127.0.0.1:{port}/db", "public")

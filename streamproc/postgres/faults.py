@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import enum
 import re
+import socket
 from typing import Final
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
 from streamproc.errors import (
     EntryRejected,
@@ -69,7 +71,12 @@ _PERMANENT_CONNECT: Final = re.compile(
     r"|database \S+ does not exist|no pg_hba\.conf entry|pg_hba\.conf rejects|permission denied"
     r"|password is required|no password supplied|server does not support SSL|SSL is required"
     r"|certificate|invalid (?:connection option|sslmode|integer value|port)"
-    r"|unsupported startup parameter|not allowed to log in|invalid dsn|missing \"=\"",
+    r"|unsupported startup parameter|not allowed to log in|invalid dsn|missing \"=\""
+    # An option libpq itself refuses before any network I/O (every `invalid <option> value`:
+    # sslmode, target_session_attrs, gssencmode, channel_binding, load_balance_hosts, require_auth,
+    # ssl_min_protocol_version...), a hostaddr that is no address, a missing key file.
+    r"|invalid \"?\w+\"? value|invalid value \S+ for (?:minimum|maximum) SSL protocol version"
+    r"|invalid SSL protocol version range|could not parse network address|private key",
     re.IGNORECASE,
 )
 
@@ -120,6 +127,52 @@ def translate(exc: psycopg.Error, doing: str, schema: str = "", role: str = "") 
     if exc.sqlstate is None:
         return SinkUnavailable(f"cannot connect to Postgres ({doing}): {text}")
     return SinkUnavailable(f"Postgres unavailable during {doing}: {text}")
+
+
+def translate_connect(exc: psycopg.Error, database_url: str, schema: str = "") -> SinkError:
+    """:func:`translate` for a failed connection to ``database_url``. libpq's first message
+    (an SSLRequest or a StartupMessage) carries no newline, so a Redis server on that port waits
+    for the rest of a command and never answers: the connection times out, which alone looks
+    transient. A host:port of the URL that answers a Redis ``PING`` is certainly no Postgres
+    server: configuration (SinkMisconfigured). A port that answers nothing stays transient."""
+    error = translate(exc, "connection", schema)
+    if not isinstance(error, SinkUnavailable) or "timeout expired" not in str(exc):
+        return error
+    for host, port in _addresses(database_url):
+        if speaks_redis(host, port):
+            return SinkMisconfigured(
+                f"the Postgres URL points at a Redis server ({host}:{port} answers a Redis PING, not the"
+                " Postgres protocol): set STREAMPROC_DATABASE_URL / --database-url to the Postgres server"
+            )
+    return error
+
+
+def _addresses(database_url: str) -> list[tuple[str, int]]:
+    """The TCP host:port pairs of a Postgres URL (none for Unix sockets or a URL libpq cannot read)."""
+    try:
+        parts = conninfo_to_dict(database_url)
+    except psycopg.Error:
+        return []
+    hosts = str(parts.get("hostaddr") or parts.get("host") or "").split(",")
+    ports = str(parts.get("port") or "5432").split(",")
+    ports += [ports[-1]] * (len(hosts) - len(ports))
+    out = []
+    for host, port in zip(hosts, ports, strict=False):
+        if host and not host.startswith("/") and port.isdigit():
+            out.append((host, int(port)))
+    return out
+
+
+def speaks_redis(host: str, port: int, timeout_s: float = 2.0) -> bool:
+    """True if ``host:port`` answers a plain-text ``PING`` in RESP (``+PONG``, or an error reply
+    such as ``-NOAUTH``). Postgres reads those bytes as a malformed startup packet and closes."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s) as sock:
+            sock.sendall(b"PING\r\n")
+            reply = sock.recv(64)
+    except OSError:
+        return False
+    return reply.startswith((b"+PONG", b"-NOAUTH", b"-ERR", b"-WRONGPASS", b"-NOPERM", b"-DENIED"))
 
 
 _DENIED_ON: Final = re.compile(r"permission denied for (?:table|relation|sequence|schema) (\S+)")

@@ -35,7 +35,7 @@ from typing import Any, Final
 import psycopg
 from psycopg import pq
 
-from streamproc.postgres.faults import translate
+from streamproc.postgres.faults import translate_connect
 
 CONNECT_TIMEOUT_S: Final = 5
 # Client side: notice a server (or network) that is gone within about half a minute.
@@ -132,7 +132,7 @@ def connect(
             **CLIENT_KEEPALIVES,
         )
     except psycopg.Error as exc:
-        raise translate(exc, "connection", schema) from exc
+        raise translate_connect(exc, database_url, schema) from exc
     conn.schema = schema
     conn.timeouts = timeouts or Timeouts()
     return conn

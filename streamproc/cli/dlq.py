@@ -59,6 +59,12 @@ def dlq_list(
 
         streamproc dlq list --reason 'invalid json'
     """
+    if not call.as_json:  # streamed, a page of letters at a time: any --limit in bounded memory
+        with call.redis() as client:
+            for s in call.chosen(stream):
+                length, letters = dead.dead_letters(client, s, limit, reason)
+                ops_render.stream_dead_letters(out.file.write, s, length, letters, limit, reason)
+        return
     with call.redis() as client:
         listed = [(s, *dead.list_dead(client, s, limit, reason)) for s in call.chosen(stream)]
     if call.as_json:
@@ -70,9 +76,6 @@ def dlq_list(
                 ]
             }
         )
-    else:
-        for s, n, letters in listed:
-            ops_render.print_dead_letters(out, s, n, letters, limit, reason)
 
 
 @dlq_app.command("stats", epilog=EXIT_CODES)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from rich.console import Console
@@ -13,6 +13,7 @@ from rich.table import Table
 from streamproc.redis.dlq import DeadLetter, ReplayResult
 from streamproc.redis.maintenance import Consumer, DrainResult, PruneResult, TrimPlan
 from streamproc.redis.ops import PendingReport, RepairResult, format_ms
+from streamproc.reports.literal import visible
 
 
 def _n(value: int | None) -> str:
@@ -95,20 +96,27 @@ def print_repair(console: Console, verb: str, result: RepairResult) -> None:
         console.print(f"deleted from the stream, dropped from pending: {', '.join(result.vanished)}", highlight=False)
 
 
-def print_dead_letters(
-    console: Console, stream: str, length: int, letters: list[DeadLetter], limit: int, reason: str | None = None
+ID_WIDTH = 21  # "1700000000000-0" and longer stream ids; a longer one pushes its row, nothing is cut
+
+
+def stream_dead_letters(
+    write: Callable[[str], object], stream: str, length: int, letters: Iterable[DeadLetter], limit: int,
+    reason: str | None = None,
 ) -> None:
-    """The letters listed, then what they are out of: the oldest ``limit``, or those whose reason
-    contains ``reason``."""
-    table = _table(f"{stream}:dlq - {length:,} dead letters", "dlq id", "source id", "reason")
+    """The letters listed, then what they are out of (the oldest ``limit``, or those whose reason
+    contains ``reason``), as plain aligned lines written one letter at a time: any ``limit`` in
+    bounded memory (no table held). Control characters in reasons are shown as escapes."""
+    write(f"{visible(stream)}:dlq - {length:,} dead letters\n")
+    write(f"{'dlq id':<{ID_WIDTH}}  {'source id':<{ID_WIDTH}}  reason\n")
+    shown = 0
     for d in letters:
-        table.add_row(d.id, d.source_id or "-", escape(d.reason or "-"))
-    console.print(table)
-    more = " (the oldest; see --limit)" if len(letters) >= limit else ""
+        write(f"{d.id:<{ID_WIDTH}}  {visible(d.source_id or '-'):<{ID_WIDTH}}  {visible(d.reason or '-')}\n")
+        shown += 1
+    more = " (the oldest; see --limit)" if shown >= limit else ""
     if reason is not None:
-        console.print(f"{len(letters):,} whose reason contains {reason!r}{more}", highlight=False, markup=False)
-    elif len(letters) < length:
-        console.print(f"oldest {len(letters):,} shown (see --limit)", highlight=False)
+        write(f"{shown:,} whose reason contains {visible(repr(reason))}{more}\n")
+    elif shown < length:
+        write(f"oldest {shown:,} shown (see --limit; --json for machines)\n")
 
 
 def print_dead_letter(console: Console, d: DeadLetter) -> None:

@@ -105,6 +105,34 @@ def list_dead(client: Client, stream: str, limit: int, reason: str | None = None
     return dlq_length(client, stream), found[:limit]
 
 
+def dead_letters(
+    client: Client, stream: str, limit: int, reason: str | None = None, page: int = 1000
+) -> tuple[int, Iterator[DeadLetter]]:
+    """The DLQ's length and an iterator over its ``limit`` oldest dead letters (with ``reason``:
+    only those whose reason contains it, any case), read from Redis ``page`` at a time as the
+    iterator is consumed: memory bounded by one page whatever ``limit``. Letters added after
+    this call are left out. Raises like :func:`list_dead`."""
+    check_dlq(client, stream)
+    last = xrevrange(client, dlq_key(stream), 1)
+    length = dlq_length(client, stream)
+
+    def letters() -> Iterator[DeadLetter]:
+        if not last or limit <= 0:
+            return
+        wanted, given, start = None if reason is None else reason.lower(), 0, "-"
+        while rows := xrange(client, dlq_key(stream), start, text(last[0][0]), page):
+            for eid, raw in rows:
+                d = _dead_letter(stream, eid, raw)
+                if wanted is None or wanted in (d.reason or "").lower():
+                    yield d
+                    given += 1
+                    if given >= limit:
+                        return
+            start = "(" + text(rows[-1][0])
+
+    return length, letters()
+
+
 @dataclass
 class DlqStats:
     stream: str

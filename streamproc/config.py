@@ -367,7 +367,15 @@ def _read_credentials(env: Mapping[str, str]) -> dict[str, str]:
     for name in (*SECRET_FIELDS, "redis_url", "database_url"):
         path = Path(directory) / name
         if path.is_file():
-            out[name] = path.read_text().strip()
+            try:
+                out[name] = path.read_bytes().decode("utf-8").strip()
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = (
+                    "is not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else f"cannot be read ({exc.strerror})"
+                )
+                raise ConfigError(
+                    f"the systemd credential {path} {reason}: write the {name} setting there as UTF-8"
+                ) from None
     return out
 
 

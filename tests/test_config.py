@@ -201,3 +201,10 @@ def test_malformed_config_files_exit_2_for_every_command(tmp_path: Path, command
     assert "Traceback" not in res.stderr
     lines = [line for line in res.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "config file" in lines[0], res.stderr
+
+
+def test_a_credential_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
+    """A systemd credential file in Latin-1: a ConfigError naming the file, not a UnicodeDecodeError."""
+    (tmp_path / "redis_url").write_bytes("redis://:caf\u00e9@127.0.0.1:6379/0".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"the systemd credential .*redis_url is not UTF-8 text"):
+        load_settings(environ={"CREDENTIALS_DIRECTORY": str(tmp_path)})

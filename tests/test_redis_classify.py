@@ -316,10 +316,13 @@ def test_tls_url_on_a_silent_port_says_so_in_the_retry_line() -> None:
 
 
 def test_status_with_a_tls_url_on_a_plain_port_exits_2(server: RedisServer) -> None:
-    """The command line: one line naming the Redis URL, exit 2, no endless retry."""
+    """The command line: one line naming the Redis URL, exit 2, no endless retry; `check` says
+    the same on its redis line."""
     from tests.test_config import run_cli
 
     url = f"rediss://127.0.0.1:{server.port}/0?ssl_cert_reqs=none"
     res = run_cli("status", env={"STREAMPROC_REDIS_URL": url})
     assert res.returncode == 2, res.stderr
     assert "answers plain-text Redis" in res.stderr and "Traceback" not in res.stderr
+    checked = run_cli("check", env={"STREAMPROC_REDIS_URL": url})
+    assert "answers plain-text Redis: use redis://" in checked.stdout, checked.stdout

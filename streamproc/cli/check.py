@@ -58,6 +58,7 @@ def _redis_checks(settings: Settings) -> list[Check]:
     from streamproc.redis import durability, preflight
     from streamproc.redis.classify import translate
     from streamproc.redis.client import connect
+    from streamproc.redis.url import parse_redis_url
 
     where = mask_url(settings.redis_url)
     client = connect(settings.redis_url, cluster=settings.redis_cluster, socket_timeout=10.0)
@@ -87,7 +88,14 @@ def _redis_checks(settings: Settings) -> list[Check]:
             ok, detail = durability.check_line(kept)
             checks.append(Check(_on("redis persistence", node), "ok" if ok else "warn", detail))
     except (rx.RedisError, rx.RedisClusterException) as exc:
-        error = translate(exc, group=settings.group, cluster=settings.redis_cluster)
+        target = parse_redis_url(settings.redis_url, cluster=settings.redis_cluster)
+        error = translate(
+            exc,
+            group=settings.group,
+            cluster=settings.redis_cluster,
+            probe=target.address,
+            tls=target.scheme == "rediss",
+        )
         checks.append(Check("redis", "fail", f"{where}: {error}"))
     finally:
         client.close()

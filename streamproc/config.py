@@ -394,6 +394,8 @@ def _explain(exc: msgspec.ValidationError, given: Mapping[str, Any]) -> str:
         detail = "expected $ (new entries only), 0 (the whole stream) or an entry id such as 1700000000000-0"
     elif field == "db_schema":
         detail = "expected lower-case letters, digits and underscores, at most 63 characters, not starting with a digit"
+    elif field == "streams":
+        detail = "name at least one stream key, e.g. events or events:{0..7}"
     detail = _in_words(detail)
     value = given.get(field)
     if isinstance(value, str | int | float) and field not in (*SECRET_FIELDS, "redis_url", "database_url"):

@@ -173,6 +173,11 @@ def test_a_config_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> Non
         ({"STREAMPROC_REDIS_URL": ""}, "STREAMPROC_REDIS_URL is set but empty: give it a value or remove the line"),
         ({"STREAMPROC_DATABASE_URL": ""}, "STREAMPROC_DATABASE_URL is set but empty"),
         ({"STREAMPROC_BATCH_SIZE": ""}, "STREAMPROC_BATCH_SIZE is set but empty"),
+        (
+            {"STREAMPROC_STREAMS": ", ,"},
+            "invalid streams (STREAMPROC_STREAMS / --streams): name at least one stream key",
+        ),
+        ({"STREAMPROC_ENRICH": "banana"}, "invalid enrich (STREAMPROC_ENRICH / --enrich): expected true or false"),
     ],
 )
 def test_environment_values_are_explained_in_words(env: dict[str, str], needle: str) -> None:

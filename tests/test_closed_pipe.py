@@ -32,7 +32,11 @@ def run_into_closed_pipe(args: tuple[str, ...], env: dict[str, str]) -> subproce
     try:
         return subprocess.run(
             [sys.executable, "-m", "streamproc", *args],
-            stdout=write_end, stderr=subprocess.PIPE, env=env, text=True, timeout=120,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            env=env,
+            text=True,
+            timeout=120,
         )
     finally:
         os.close(write_end)

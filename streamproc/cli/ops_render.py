@@ -100,7 +100,11 @@ ID_WIDTH = 21  # "1700000000000-0" and longer stream ids; a longer one pushes it
 
 
 def stream_dead_letters(
-    write: Callable[[str], object], stream: str, length: int, letters: Iterable[DeadLetter], limit: int,
+    write: Callable[[str], object],
+    stream: str,
+    length: int,
+    letters: Iterable[DeadLetter],
+    limit: int,
     reason: str | None = None,
 ) -> None:
     """The letters listed, then what they are out of (the oldest ``limit``, or those whose reason

@@ -6,6 +6,7 @@ Every wait polls for a state change within a generous deadline; nothing asserts 
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -14,6 +15,8 @@ from pathlib import Path
 import redis
 
 from streamproc.config import Settings
+from streamproc.daemon.health import Health
+from streamproc.daemon.notify import Notifier
 from streamproc.dev.localservers import free_port, start_postgres, start_redis
 from streamproc.postgres.migrate import migrate
 from tests.conftest import Daemons, wait_for
@@ -97,3 +100,16 @@ def test_ready_follows_both_servers(tmp_path: Path, make_settings: Callable[...,
     finally:
         redis_server.stop()
         pg.destroy()
+
+
+def test_start_up_work_is_not_a_hung_loop() -> None:
+    """Liveness counts from the end of start-up: seconds of warm-up (the user-agent rules) and
+    the start-up checks before `ready` never make /healthz answer 503 once the daemon is ready,
+    however short ``liveness_timeout_s`` is."""
+    health = Health(liveness_timeout_s=0.2)
+    notifier = Notifier(health=health)
+    time.sleep(0.3)  # start-up work longer than the liveness timeout
+    assert health.live()[0] is False  # what a loop that stopped turning looks like
+    notifier.ready("consuming s as c")
+    assert health.live() == (True, "ok")
+    assert health.ready()[0] is False  # not ready until the probes have seen both servers

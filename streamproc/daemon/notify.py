@@ -47,6 +47,7 @@ class Notifier:
     def ready(self, status: str) -> None:
         if self.health is not None:
             self.health.started = True
+            self.health.turned()  # start-up is done: the loop's first turn follows, liveness counts from here
         self.send("READY=1", f"STATUS={status}")
 
     def retrying(self, server: str, error: str) -> None:

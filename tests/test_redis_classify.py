@@ -23,7 +23,8 @@ from redis.retry import Retry
 from streamproc.dev.localservers import RedisCluster as LocalCluster
 from streamproc.dev.localservers import RedisServer, free_port, start_redis, start_redis_cluster
 from streamproc.errors import GroupMissing, SourceMisconfigured, SourceUnavailable
-from streamproc.redis.classify import Kind, classify, speaks_postgres, translate
+from streamproc.portprobe import speaks_postgres
+from streamproc.redis.classify import Kind, classify, translate
 from streamproc.redis.source import RedisSource
 from tests.chaos.conftest import host_port
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import enum
 import re
-import socket
 from typing import Final
 
 import psycopg
@@ -37,6 +36,7 @@ from streamproc.errors import (
     SinkUnavailable,
     TransactionAborted,
 )
+from streamproc.portprobe import speaks_redis
 
 
 class Fault(enum.Enum):
@@ -139,7 +139,7 @@ def translate_connect(exc: psycopg.Error, database_url: str, schema: str = "") -
     if not isinstance(error, SinkUnavailable) or "timeout expired" not in str(exc):
         return error
     for host, port in _addresses(database_url):
-        if speaks_redis(host, port):
+        if speaks_redis((host, port)):
             return SinkMisconfigured(
                 f"the Postgres URL points at a Redis server ({host}:{port} answers a Redis PING, not the"
                 " Postgres protocol): set STREAMPROC_DATABASE_URL / --database-url to the Postgres server"
@@ -161,18 +161,6 @@ def _addresses(database_url: str) -> list[tuple[str, int]]:
         if host and not host.startswith("/") and port.isdigit():
             out.append((host, int(port)))
     return out
-
-
-def speaks_redis(host: str, port: int, timeout_s: float = 2.0) -> bool:
-    """True if ``host:port`` answers a plain-text ``PING`` in RESP (``+PONG``, or an error reply
-    such as ``-NOAUTH``). Postgres reads those bytes as a malformed startup packet and closes."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout_s) as sock:
-            sock.sendall(b"PING\r\n")
-            reply = sock.recv(64)
-    except OSError:
-        return False
-    return reply.startswith((b"+PONG", b"-NOAUTH", b"-ERR", b"-WRONGPASS", b"-NOPERM", b"-DENIED"))
 
 
 _DENIED_ON: Final = re.compile(r"permission denied for (?:table|relation|sequence|schema) (\S+)")

@@ -28,13 +28,13 @@ from __future__ import annotations
 
 import enum
 import re
-import socket
 from dataclasses import dataclass
 from typing import Final
 
 import redis.exceptions as rx
 
 from streamproc.errors import GroupMissing, SourceError, SourceMisconfigured, SourceUnavailable
+from streamproc.portprobe import speaks_postgres, speaks_redis
 
 
 class Kind(enum.Enum):
@@ -209,7 +209,7 @@ def translate(
                 " protocol): set STREAMPROC_REDIS_URL / --redis-url to the Redis server"
             )
         if tls and probe is not None and _connecting(exc):
-            if speaks_plain_redis(probe):
+            if speaks_redis(probe):
                 return SourceMisconfigured(
                     f"the Redis URL is rediss:// (TLS) but {probe[0]}:{probe[1]} answers plain-text Redis:"
                     " use redis:// for this port, or Redis's tls-port, in STREAMPROC_REDIS_URL / --redis-url"
@@ -236,25 +236,3 @@ def _connecting(exc: BaseException) -> bool:
     return isinstance(exc, rx.ConnectionError | rx.TimeoutError) and (
         "connecting" in text or "ssl" in text or "tls" in text or "closed by server" in text
     )
-
-
-def speaks_plain_redis(address: tuple[str, int], timeout_s: float = 2.0) -> bool:
-    """True if the server at ``address`` answers a plain-text ``PING`` in RESP (``+PONG``, or an
-    error reply such as ``-NOAUTH``): a TLS port answers with a TLS alert or nothing."""
-    try:
-        with socket.create_connection(address, timeout=timeout_s) as sock:
-            sock.sendall(b"PING\r\n")
-            reply = sock.recv(64)
-    except OSError:
-        return False
-    return reply.startswith((b"+PONG", b"-NOAUTH", b"-ERR", b"-WRONGPASS", b"-NOPERM"))
-
-
-def speaks_postgres(address: tuple[str, int], timeout_s: float = 2.0) -> bool:
-    """True if the server at ``address`` answers a Postgres SSLRequest (``S`` or ``N``)."""
-    try:
-        with socket.create_connection(address, timeout=timeout_s) as sock:
-            sock.sendall(b"\x00\x00\x00\x08\x04\xd2\x16\x2f")
-            return sock.recv(1) in (b"S", b"N")
-    except OSError:
-        return False

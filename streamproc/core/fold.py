@@ -47,23 +47,21 @@ class Hasher:
         h.update(f"{site}\0{value}".encode())  # one update: the same bytes, the same digest
         return int.from_bytes(h.digest(), "big", signed=True)
 
-    def visitor(self, site: str, visitor: str) -> int:
-        key = (site, visitor)
-        hashed = self._visitors.get(key)
+    def _memoised(self, memo: dict[tuple[str, str], int], base: hashlib.blake2b, site: str, value: str) -> int:
+        """``_hash(base, site, value)``, remembered in ``memo`` (emptied at HASH_MEMO_SIZE entries)."""
+        key = (site, value)
+        hashed = memo.get(key)
         if hashed is None:
-            if len(self._visitors) >= HASH_MEMO_SIZE:
-                self._visitors.clear()
-            hashed = self._visitors[key] = self._hash(self._visitor, site, visitor)
+            if len(memo) >= HASH_MEMO_SIZE:
+                memo.clear()
+            hashed = memo[key] = self._hash(base, site, value)
         return hashed
 
+    def visitor(self, site: str, visitor: str) -> int:
+        return self._memoised(self._visitors, self._visitor, site, visitor)
+
     def session(self, site: str, session: str) -> int:
-        key = (site, session)
-        hashed = self._sessions.get(key)
-        if hashed is None:
-            if len(self._sessions) >= HASH_MEMO_SIZE:
-                self._sessions.clear()
-            hashed = self._sessions[key] = self._hash(self._session, site, session)
-        return hashed
+        return self._memoised(self._sessions, self._session, site, session)
 
     def anonymous(self, site: str, day: int, ip: str, ua: str) -> int:
         """Visitor id for an event that carries an IP address and user agent instead.

@@ -10,6 +10,7 @@ not restart.
 from __future__ import annotations
 
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 
@@ -18,6 +19,8 @@ from redis.cluster import RedisCluster
 
 from streamproc.dev.localservers import RedisCluster as LocalCluster
 from streamproc.dev.synth import Generator, SynthEntry
+from streamproc.errors import SourceUnavailable
+from streamproc.redis.source import RedisSource
 from tests.chaos.checks import figure, stop, tail, wait_batches
 from tests.conftest import Daemons
 from tests.test_cluster import SHARDS, cluster, cluster_client, settle, shards, spread  # noqa: F401  # the module-scoped cluster fixture
@@ -146,3 +149,53 @@ def test_slots_migrated_and_a_replica_failed_over_while_the_daemon_runs(
         f"cluster reshard + failover: {len(sent)} entries exact, {logs.count('unavailable, retrying')} retry lines,"
         f" {logs.count('slot map changed')} of them for a moved slot"
     )
+
+
+def test_a_read_blocked_on_a_stream_whose_slot_migrates_away_is_a_retry(cluster: LocalCluster, ns: str) -> None:  # noqa: F811
+    """MIGRATE wakes a read blocked on the moved stream with "UNBLOCKED the stream key no longer
+    exists", the same words as a deleted stream: on a cluster the group is looked up through the
+    slot map first, and a group that followed its stream is a retry, not exit 3 (the CI run of the
+    test above met this in the daemon's 100 ms idle read)."""
+    client = cluster_client(cluster)
+    stream = f"{ns}:mig:{{{ns}}}"  # a slot of its own, not one of the shards' slots
+    client.xgroup_create(stream, "g", id="0", mkstream=True)
+    source = RedisSource(cluster.url, [stream], "g", "c1", socket_timeout_s=60, cluster=True)
+    outcome: list[BaseException | None] = []
+
+    def blocked_read() -> None:
+        try:
+            source._wait_on_next_stream(10, 30_000)
+            outcome.append(None)
+        except BaseException as exc:  # handed to the test's thread
+            outcome.append(exc)
+
+    slot = int(client.keyslot(stream))
+    source_name = client.get_node_from_key(stream).name
+    target_name = next(n.name for n in client.get_primaries() if n.name != source_name)
+    origin, target = node_client(client, source_name), node_client(client, target_name)
+    reader = threading.Thread(target=blocked_read)
+    reader.start()
+    wait_alive_plain(lambda: b"cmd=xreadgroup" in origin.execute_command("CLIENT", "LIST"), "the read to block")
+    origin_id, target_id = node_id(origin), node_id(target)
+    target.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", origin_id)
+    origin.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+    host, port = target_name.rsplit(":", 1)
+    origin.execute_command("MIGRATE", host, port, "", 0, 10_000, "KEYS", stream)
+    for node in client.get_primaries():
+        node_client(client, node.name).execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+    reader.join(60)
+    assert not reader.is_alive(), "the blocked read was not woken by the migration"
+    (exc,) = outcome
+    assert isinstance(exc, SourceUnavailable), f"expected a retry, got {exc!r}"
+    assert "moved to another cluster node" in str(exc)
+    assert source.read_new(10, 100).entries == {}, "the group is read on its new node"
+    source.client.xadd(stream, {"x": "1"})
+    assert [len(e) for e in source.read_new(10, 100).entries.values()] == [1]
+    client.delete(stream)
+
+
+def wait_alive_plain(done: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + STEP_S
+    while not done():
+        assert time.monotonic() < deadline, f"timed out after {STEP_S} s waiting for {what}"
+        time.sleep(0.05)

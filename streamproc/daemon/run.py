@@ -40,7 +40,8 @@ def run_daemon(settings: Settings, drain: bool = False) -> int:
     log.info("starting", **settings.redacted())
     worker.enrichment.warm_up()  # seconds of rule loading, before anything says the daemon is up
     heap.settle()  # the rules just loaded never die: out of the collector's scans (see heap)
-    notifier.watchdog()  # the warm-up was seconds of work, not a hung loop: liveness counts from here
+    health.turned()  # the warm-up was seconds of work, not a hung loop: liveness counts from here
+    # (not a systemd WATCHDOG=1: READY=1 comes first, when the worker starts its loop)
     metrics.init(settings.streams, settings.group)
     metrics.serve(settings.metrics_port, settings.metrics_addr, health)
     refresher = metrics.GroupStateRefresher(

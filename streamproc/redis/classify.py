@@ -112,6 +112,13 @@ def no_such_key(exc: BaseException) -> bool:
     return isinstance(exc, rx.ResponseError) and "no such key" in _PIPELINE_PREFIX.sub("", str(exc)).lower()
 
 
+def stream_gone(exc: BaseException) -> bool:
+    """Whether ``exc`` says the stream or its group is gone (NOGROUP, ``UNBLOCKED the stream
+    key no longer exists``). On a cluster a blocked read gets the latter when MIGRATE moves its
+    stream to another node: check the group through the cluster client before believing it."""
+    return error_code(exc) == "NOGROUP" or bool(_STREAM_GONE.search(_PIPELINE_PREFIX.sub("", str(exc))))
+
+
 def slot_map_changed(exc: BaseException) -> bool:
     """Whether ``exc`` says the cluster's slot map moved under a command: a MOVED or ASK
     redirect (redis-py's MovedError / AskError, also inside a pipeline's reply) or redis-py's
@@ -148,7 +155,7 @@ def classify(exc: BaseException, *, cluster: bool = False) -> Verdict:
         return Verdict(Kind.PERMANENT, f"Redis refused the credentials of the Redis URL: {text}")
     if isinstance(exc, rx.NoPermissionError) or code == "NOPERM":
         return Verdict(Kind.PERMANENT, f"{_PERMANENT_CODES['NOPERM']}: {text}")
-    if code == "NOGROUP" or _STREAM_GONE.search(text):
+    if stream_gone(exc):
         return Verdict(Kind.VANISHED, f"the stream or its consumer group vanished while the daemon ran: {text}")
     if isinstance(exc, rx.InvalidResponse):
         return Verdict(Kind.PERMANENT, f"the server at the Redis URL does not speak the Redis protocol ({text})")

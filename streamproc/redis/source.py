@@ -12,7 +12,7 @@ import redis.exceptions as rx
 from streamproc.config import Settings
 from streamproc.core.entryid import split_entry_id
 from streamproc.errors import GroupMissing, SourceUnavailable
-from streamproc.redis.classify import no_such_key, slot_map_changed, translate
+from streamproc.redis.classify import no_such_key, slot_map_changed, stream_gone, translate
 from streamproc.redis.client import Client, connect, is_cluster, refresh_slot_map
 from streamproc.redis.deadletters import DeadLetter, write_dead_letters
 from streamproc.redis.gaps import read_counting_gaps
@@ -224,7 +224,17 @@ class RedisSource:
         """Block on one stream, a different one each time, so every stream gets its turn."""
         stream = self.streams[self._idle_turn % len(self.streams)]
         self._idle_turn += 1
-        reply = self.client.xreadgroup(self.group, self.consumer, {stream: ">"}, count=count, block=block_ms)
+        try:
+            reply = self.client.xreadgroup(self.group, self.consumer, {stream: ">"}, count=count, block=block_ms)
+        except rx.ResponseError as exc:
+            # MIGRATE moving the stream's slot to another node wakes the read with "UNBLOCKED the
+            # stream key no longer exists" too: the group followed its stream unless it is gone.
+            if not stream_gone(exc) or not self._has_group(stream):
+                raise
+            refresh_slot_map(self.client)
+            raise SourceUnavailable(
+                f"stream {stream!r} moved to another cluster node while the read waited: {exc}"
+            ) from exc
         return list(reply or [])
 
     def own_pending_max_deliveries(self, scan: int = 10_000) -> int:

@@ -241,6 +241,15 @@ def _ts(line: dict[str, Any]) -> float:
     return datetime.fromisoformat(line["timestamp"].replace("Z", "+00:00")).timestamp()
 
 
+def wait_ready(proc: subprocess.Popen[bytes], log: Path, timeout_s: float = 120) -> None:
+    """Wait for the daemon's ``ready`` line; raises RuntimeError if it exits or never says it."""
+    deadline = time.monotonic() + timeout_s
+    while '"event": "ready"' not in log.read_text(errors="replace"):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the daemon did not start: {log.read_text(errors='replace')[-2000:]}")
+        time.sleep(0.05)
+
+
 def latency(
     client: redis.Redis,
     env: dict[str, str],
@@ -270,7 +279,7 @@ def latency(
         proc = subprocess.Popen(
             [sys.executable, "-m", "streamproc", "run"], env=penv, stdout=fh, stderr=subprocess.STDOUT
         )
-    time.sleep(1.5)  # let it connect; not part of any figure
+    wait_ready(proc, log)  # start-up (seconds of rule loading) is not part of any figure
     added: list[bytes] = []
     tick_s, per_tick = 0.01, max(1, rate // 100)
 

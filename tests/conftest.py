@@ -123,6 +123,7 @@ def daemon_env(settings: Settings, **extra: str) -> dict[str, str]:
             "STREAMPROC_GROUP": settings.group,
             "STREAMPROC_CONSUMER": settings.consumer,
             "STREAMPROC_BATCH_SIZE": str(settings.batch_size),
+            "STREAMPROC_BACKLOG_BATCH_SIZE": str(settings.backlog_batch_size),
             "STREAMPROC_BLOCK_MS": str(settings.block_ms),
             "STREAMPROC_MIN_IDLE_MS": str(settings.min_idle_ms),
             "STREAMPROC_RECLAIM_INTERVAL_MS": str(settings.reclaim_interval_ms),

@@ -189,3 +189,29 @@ def test_a_privilege_lost_while_running_stops_the_daemon_instead_of_hanging(
         pg.execute(f'GRANT INSERT ON pageviews_daily TO "{role}"')
         assert daemons.start(settings, "--drain").wait(timeout=60) == 0, daemons.logs()[-2000:]
     assert pg.execute("SELECT sum(views)::int FROM pageviews_daily WHERE path = '/boom'").fetchone() == (1,)
+
+
+def test_reads_grow_while_behind_and_start_over_when_caught_up(
+    make_settings, schema, r, stream, daemons: Daemons
+) -> None:
+    """A backlog is read in doubling batches up to backlog_batch_size (fewer rollup rows per
+    event); the first read that is not full starts over at batch_size. All entries are in the
+    stream before the daemon starts, so the read sizes are known: 500, 1 000, 2 000, 2 000,
+    1 500 (the rest, not full), then nothing. Totals stay exact."""
+    entries = list(Generator(seed=12, days=1, bad_ratio=0).entries(7_000))
+    produce(r, stream, entries)
+    settings = make_settings(batch_size=500, backlog_batch_size=2_000)
+    proc = daemons.start(settings, "--drain")
+    assert proc.wait(timeout=120) == 0, daemons.logs()[-2000:]
+    sizes = [b["entries"] for b in log_lines(proc.logfile, "batch")]  # type: ignore[attr-defined]
+    assert sorted(sizes) == [500, 1_000, 1_500, 2_000, 2_000], sizes  # two flushers: any order
+    assert_totals(settings, entries)
+
+    # Off at or below batch_size: every read asks for batch_size.
+    more = list(Generator(seed=13, days=1, bad_ratio=0).entries(1_200))
+    produce(r, stream, more)
+    flat = make_settings(batch_size=500, backlog_batch_size=100, consumer="c2")
+    proc = daemons.start(flat, "--drain")
+    assert proc.wait(timeout=120) == 0, daemons.logs()[-2000:]
+    assert sorted(b["entries"] for b in log_lines(proc.logfile, "batch")) == [200, 500, 500]  # type: ignore[attr-defined]
+    assert_totals(settings, entries + more)

@@ -27,6 +27,7 @@ HELP: Final = {
     "group": "Consumer group (created with MKSTREAM at start if missing).",
     "consumer": "Stable consumer name, unique per instance.",
     "batch_size": "Entries per read (1-100000).",
+    "backlog_batch_size": "While behind (a read came back full), reads double up to this many entries.",
     "block_ms": "XREADGROUP BLOCK in ms (1-60000).",
     "min_idle_ms": "Reclaim entries idle this long on other consumers, in ms.",
     "reclaim_interval_ms": "How often to look for stalled entries, in ms.",

@@ -96,6 +96,7 @@ class Worker:
         self._stop_reason = "requested"
         self._stop_announced = False
         self._next_reclaim = 0.0
+        self._read_count = settings.batch_size  # grows while behind, see read()
         self._next_prune = 0.0
         self._prune_lock = threading.Lock()
 
@@ -190,9 +191,18 @@ class Worker:
         return self.read()
 
     def read(self) -> Batch:
-        """New entries for this consumer (XREADGROUP); a short block when draining."""
+        """New entries for this consumer (XREADGROUP); a short block when draining.
+
+        Each read asks for ``batch_size`` entries per stream; while the group is behind (the
+        previous read came back full from some stream), twice as many as the previous read, up
+        to ``backlog_batch_size``: a backlog is folded into fewer, larger batches, so fewer
+        rollup rows are written per event. The first read that is not full starts over."""
         block = min(self.settings.block_ms, DRAIN_BLOCK_MS) if self.drain else self.settings.block_ms
-        batch = self.retry.read(lambda: self.source.read_new(self.settings.batch_size, block))
+        count = self._read_count
+        batch = self.retry.read(lambda: self.source.read_new(count, block))
+        full = any(len(entries) >= count for entries in batch.entries.values())
+        ceiling = max(self.settings.batch_size, self.settings.backlog_batch_size)
+        self._read_count = min(2 * count, ceiling) if full else self.settings.batch_size
         if batch.lost:
             self.accounting.lost(batch.lost)
         return batch

@@ -22,7 +22,7 @@ from streamproc.dev.synth import Generator, SynthEntry
 from streamproc.errors import SourceUnavailable
 from streamproc.redis.source import RedisSource
 from tests.chaos.checks import figure, stop, tail, wait_batches
-from tests.conftest import Daemons
+from tests.conftest import Daemons, wait_for
 from tests.test_cluster import SHARDS, cluster, cluster_client, settle, shards, spread  # noqa: F401  # the module-scoped cluster fixture
 from tests.test_crash import assert_totals
 
@@ -175,7 +175,7 @@ def test_a_read_blocked_on_a_stream_whose_slot_migrates_away_is_a_retry(cluster:
     origin, target = node_client(client, source_name), node_client(client, target_name)
     reader = threading.Thread(target=blocked_read)
     reader.start()
-    wait_alive_plain(lambda: b"cmd=xreadgroup" in origin.execute_command("CLIENT", "LIST"), "the read to block")
+    wait_for(lambda: b"cmd=xreadgroup" in origin.execute_command("CLIENT", "LIST"), STEP_S, "the read to block")
     origin_id, target_id = node_id(origin), node_id(target)
     target.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", origin_id)
     origin.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
@@ -192,10 +192,3 @@ def test_a_read_blocked_on_a_stream_whose_slot_migrates_away_is_a_retry(cluster:
     source.client.xadd(stream, {"x": "1"})
     assert [len(e) for e in source.read_new(10, 100).entries.values()] == [1]
     client.delete(stream)
-
-
-def wait_alive_plain(done: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + STEP_S
-    while not done():
-        assert time.monotonic() < deadline, f"timed out after {STEP_S} s waiting for {what}"
-        time.sleep(0.05)

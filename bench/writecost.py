@@ -109,11 +109,15 @@ def measure(
     logdir: Path,
     cwd: Path | None = None,
     batch_size: int = 1000,
+    backlog_batch_size: int | None = None,
 ) -> dict[str, Any]:
-    """One daemon drain of ``entries`` into a fresh schema; its write cost per event."""
+    """One daemon drain of ``entries`` into a fresh schema; its write cost per event.
+    ``backlog_batch_size``: the daemon's setting (None: its default; a checkout older than the
+    setting ignores it)."""
     tag = secrets.token_hex(3)
     schema = f"wc_{mode[:5]}_{tag}"
-    env = yardsticks.daemon_env(redis_url, database_url, schema, STREAMPROC_UNIQUES=mode)
+    extra = {} if backlog_batch_size is None else {"STREAMPROC_BACKLOG_BATCH_SIZE": str(backlog_batch_size)}
+    env = yardsticks.daemon_env(redis_url, database_url, schema, STREAMPROC_UNIQUES=mode, **extra)
     migrate_with(cwd, env)
     stream = f"wc:{tag}"
     yardsticks.load(client, stream, entries)
@@ -167,6 +171,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shapes", default=",".join(SHAPES))
     p.add_argument("--modes", default=",".join(MODES))
     p.add_argument("--batch-size", type=int, default=1000)
+    p.add_argument(
+        "--backlog-batch-size",
+        type=int,
+        default=None,
+        help="the daemon's backlog_batch_size (default: its own default; --batch-size turns the growth off)",
+    )
     p.add_argument("--ab", type=Path, default=None, help="a checkout whose streamproc runs each case right after")
     p.add_argument("--repeat", type=int, default=1, help="runs of each case (alternated with --ab)")
     p.add_argument("--non-durable", action="store_true", help="fsync, synchronous_commit, full_page_writes off")
@@ -181,7 +191,13 @@ def main(argv: list[str] | None = None) -> int:
     modes = [m for m in args.modes.split(",") if m]
     if not set(shapes) <= set(SHAPES) or not set(modes) <= set(MODES) or args.events < 100:
         p.error(f"--shapes from {SHAPES}, --modes from {MODES}, --events >= 100")
-    out: dict[str, Any] = {"events": args.events, "durable": not args.non_durable, "cases": []}
+    out: dict[str, Any] = {
+        "events": args.events,
+        "durable": not args.non_durable,
+        "batch_size": args.batch_size,
+        "backlog_batch_size": args.backlog_batch_size,  # None: each daemon's default
+        "cases": [],
+    }
     with local_servers(durable=not args.non_durable) as s, tempfile.TemporaryDirectory() as logdir:
         client = redis.Redis.from_url(s.redis.url)
         out["wal_compression"] = set_wal_compression(s.postgres.url, args.wal_compression)
@@ -197,7 +213,15 @@ def main(argv: list[str] | None = None) -> int:
                             continue
                         say(f"{shape} / {mode} / {label} ({i + 1}/{args.repeat})")
                         r = measure(
-                            client, s.postgres.url, s.redis.url, entries, mode, Path(logdir), cwd, args.batch_size
+                            client,
+                            s.postgres.url,
+                            s.redis.url,
+                            entries,
+                            mode,
+                            Path(logdir),
+                            cwd,
+                            args.batch_size,
+                            args.backlog_batch_size,
                         )
                         r.update(shape=shape, mode=mode, code=str(cwd or "this"), run=i + 1)
                         r["ratio_to_ceiling"] = round(r["events_per_s"] / ceiling.rate, 4)
@@ -229,7 +253,8 @@ def print_table(out: dict[str, Any]) -> None:
     durability = "durable" if out["durable"] else "NON-DURABLE (fsync, synchronous_commit, full_page_writes off)"
     print(
         f"\nwrite cost per event, Postgres {durability}, wal_compression {out.get('wal_compression', 'off')},"
-        f" {out['events']:,} events per run"
+        f" {out['events']:,} events per run, batch size {out.get('batch_size', 1000):,}, backlog batch size"
+        f" {out.get('backlog_batch_size') or 'default'}"
     )
     print(
         f"{'shape':6} {'mode':12} {'code':24} {'events/s':>9} {'x ceil':>7} {'cpu us':>7} {'start s':>7}"

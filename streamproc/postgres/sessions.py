@@ -4,10 +4,12 @@ Inside a batch's transaction, after the ledger decided which entries count:
 
 1. give each visitor of the batch's sessionless events that has no ``visitor_runs`` row
    one (``INSERT ... ON CONFLICT DO NOTHING`` in key order, its runs merged from none),
-   then lock every visitor's row (``SELECT ... FOR UPDATE`` in key order, held until
-   COMMIT) and read its runs: two workers never sessionise the same visitor at once,
-   none merges stale runs, and row locks are taken in one global key order (creating
-   after locking could take a lower key after a higher one, and deadlock);
+   then lock every other visitor's row (``SELECT ... FOR UPDATE`` in key order, held until
+   COMMIT) and read its runs (a row the INSERT created is this transaction's own until
+   COMMIT: nobody else can lock it, and its runs are the ones just written): two workers
+   never sessionise the same visitor at once, none merges stale runs, and row locks are
+   taken in one global key order (creating after locking could take a lower key after a
+   higher one, and deadlock);
 2. merge (:func:`streamproc.core.sessionize.merge`) and write each visitor's runs back
    (one row per visitor); for runs that absorbed others, move the absorbed runs'
    ``sessions`` and ``sessions_daily`` rows into the survivor;
@@ -98,51 +100,53 @@ def derive(
     keys = sorted(points)
     # Every row lock in key order, like every other write: first create the rows of the
     # visitors not seen yet (INSERT ... ON CONFLICT DO NOTHING in key order, as if they had
-    # no runs), then lock all the batch's rows in key order and read them. Locking the
+    # no runs), then lock the others' rows in key order and read them. Locking the
     # stored rows before creating the missing ones would take a lower key after a higher
     # one whenever a visitor's row appears meanwhile, and deadlock with a batch in order.
     fresh = {k: _plan(k, [], points[k], gap_ms) for k in keys}
     created = _write(conn, _CREATE, [(k, fresh[k], []) for k in keys], keep_from_ms, returning=True)
-    stored = _lock(conn, keys, created)
-    if any(k not in stored for k in keys):  # a prune deleted it meanwhile: start the batch over
+    old = [k for k in keys if k not in created]
+    stored = _lock(conn, old) if old else {}
+    if len(stored) < len(old):  # a prune deleted one meanwhile: start the batch over
         raise psycopg.errors.SerializationFailure("visitor_runs rows deleted while a batch created them")
-    plans = {k: fresh[k] if k in created else _plan(k, stored[k], points[k], gap_ms) for k in keys}
-    changed = [k for k in keys if k not in created and any(m.changed for m in plans[k])]
+    plans = fresh
+    for k in old:
+        plans[k] = _plan(k, stored[k], points[k], gap_ms)
+    changed = [k for k in old if any(m.changed for m in plans[k])]
     _write(conn, _UPDATE, [(k, plans[k], stored[k]) for k in changed], keep_from_ms)
     absorbed = [(k, m, r) for k in keys for m in plans[k] for r in m.absorbed]
     taken = _take(conn, absorbed, approximate) if absorbed else ({}, {})
+    days = out.days
     for key in keys:
         site = key[0]
         for m in plans[key]:
-            pageviews = sum(1 for _, pv in m.points if pv)
+            session = m.session
+            pageviews = 0
+            for ts, is_view in m.points:
+                if is_view:
+                    pageviews += 1
+                    days[(site, ts // DAY_MS, session)] = ()
             events = len(m.points)
             for r in m.absorbed:
                 pv, ev = taken[0].get((site, r.session), (0, 0))
                 pageviews += pv
                 events += ev
-            out.sessions[(site, m.session)] = [m.first_ms, m.last_ms, pageviews, events]
-            for ts, pv in m.points:
-                if pv:
-                    out.days[(site, ts // DAY_MS, m.session)] = ()
-            for day in taken[1].get((site, m.session), ()):
-                out.days[(site, day, m.session)] = ()
+            out.sessions[(site, session)] = [m.first_ms, m.last_ms, pageviews, events]
+            for day in taken[1].get((site, session), ()):
+                days[(site, day, session)] = ()
             out.started += m.kept is None
             out.merged += len(m.absorbed)
     return out
 
 
-def _lock(
-    conn: psycopg.Connection[Any], keys: list[VisitorKey], created: set[VisitorKey]
-) -> dict[VisitorKey, list[Run]]:
-    """Lock the stored rows of ``keys`` (in key order, like every other write) and read their
-    runs; rows this transaction ``created`` have none yet (their runs are this batch's own)."""
+def _lock(conn: psycopg.Connection[Any], keys: list[VisitorKey]) -> dict[VisitorKey, list[Run]]:
+    """Lock the stored rows of ``keys`` (sorted; in key order, like every other write) and
+    read their runs."""
     rows = conn.execute(
         _LOCK_RUNS, (array_literal([s for s, _ in keys], text=True), array_literal([v for _, v in keys], text=False))
     ).fetchall()
     return {
-        (site, visitor): []
-        if (site, visitor) in created
-        else [Run(x, f, last) for x, f, last in zip(sessions, firsts, lasts, strict=True)]
+        (site, visitor): [Run(x, f, last) for x, f, last in zip(sessions, firsts, lasts, strict=True)]
         for site, visitor, sessions, firsts, lasts in rows
     }
 
@@ -169,6 +173,15 @@ def _write(
     lasts: list[str] = []
     last_ms: list[int] = []
     for (site, visitor), merged, runs in rows:
+        if not runs and len(merged) == 1:  # the usual row: one run, new (kept whatever its age)
+            m = merged[0]
+            sites.append(site)
+            visitors.append(visitor)
+            ids.append(f"{{{m.session}}}")
+            firsts.append(f"{{{m.first_ms}}}")
+            lasts.append(f"{{{m.last_ms}}}")
+            last_ms.append(m.last_ms)
+            continue
         fresh = [Run(m.session, m.first_ms, m.last_ms) for m in merged]
         if runs:
             gone = {m.kept.session for m in merged if m.kept is not None}

@@ -299,10 +299,15 @@ class _Batch:
 
     def finish(self) -> None:
         """Page views per dimension value, from the views per profile."""
-        dims = self._shards[R.DIMENSIONS.table]
+        rows = self._shards[R.DIMENSIONS.table].rows
         for (site, day, values), views in self._profiles.items():
             for dim, value in zip(R.DIMENSION_NAMES, values, strict=True):
-                dims.count((site, day, dim, value), views)
+                key = (site, day, dim, value)  # R.count_into, inlined: ~8 keys per page view
+                row = rows.get(key)
+                if row is None:
+                    rows[key] = [views]
+                else:
+                    row[0] += views
 
 
 def profile_hash(values: tuple[str, ...]) -> int:

@@ -39,6 +39,7 @@ def run_daemon(settings: Settings, drain: bool = False) -> int:
     worker.install_signals()  # from here on a stop, even during the warm-up below, exits 0
     log.info("starting", **settings.redacted())
     worker.enrichment.warm_up()  # seconds of rule loading, before anything says the daemon is up
+    worker.urls.warm_up()
     heap.settle()  # the rules just loaded never die: out of the collector's scans (see heap)
     health.turned()  # the warm-up was seconds of work, not a hung loop: liveness counts from here
     # (not a systemd WATCHDOG=1: READY=1 comes first, when the worker starts its loop)

@@ -201,6 +201,62 @@ def test_a_visitor_created_by_a_concurrent_transaction_is_merged_not_overwritten
             sink.close()
 
 
+def test_a_visitor_pruned_between_create_and_lock_restarts_the_batch(database_url, schema) -> None:
+    """A stored visitor row that a prune deletes after the batch's INSERT found it and before
+    the batch locks it makes the batch fail as retryable (40001), and leaves no trace: the
+    batch never writes runs merged from a row that is gone. The batch's own new row is not
+    re-locked, and the check still covers every row it did not create."""
+    import psycopg.errors
+
+    from streamproc.errors import StreamprocError
+    from streamproc.postgres.sink import PostgresSink
+
+    t0 = int(time.time() * 1000) - 3_600_000
+    old, new = ("s", 1), ("s", 2)  # key order: the stored row first, the new one second
+    batch, holder, pruner = (PostgresSink(database_url, schema) for _ in range(3))
+    try:
+        with pruner.transaction() as tx:
+            tx.derive_sessions({old: [(t0, True)]}, TIMEOUT_MS, False)
+        # Another transaction inserting the new visitor holds the batch's INSERT after it
+        # has passed the stored row (ON CONFLICT DO NOTHING takes no lock on it).
+        held = holder.transaction()
+        held.__enter__().derive_sessions({new: [(t0, True)]}, TIMEOUT_MS, False)
+        batch.open()
+        pid = batch.conn.info.backend_pid
+        result: dict[str, Any] = {}
+
+        def run_batch() -> None:
+            try:
+                with batch.transaction() as tx:
+                    tx.derive_sessions({old: [(t0 + 60_000, True)], new: [(t0 + 60_000, True)]}, TIMEOUT_MS, False)
+            except StreamprocError as exc:
+                result["error"] = exc
+
+        worker = threading.Thread(target=run_batch)
+        worker.start()
+
+        def batch_waits() -> bool:
+            with pruner.transaction():
+                row = pruner.conn.execute(
+                    "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = %s", (pid,)
+                ).fetchone()
+            return row == (True,)
+
+        wait_for(batch_waits, 60, "the batch's INSERT to wait for the other transaction's new row")
+        with pruner.transaction():
+            assert pruner.conn.execute("DELETE FROM visitor_runs WHERE visitor = 1").rowcount == 1
+        held.__exit__(RuntimeError, RuntimeError("rolled back"), None)  # ROLLBACK: the batch creates it
+        worker.join(timeout=60)
+        assert not worker.is_alive()
+        error = result.get("error")
+        assert error is not None and isinstance(error.__cause__, psycopg.errors.SerializationFailure), result
+        with pruner.transaction():
+            assert pruner.conn.execute("SELECT count(*) FROM visitor_runs").fetchone() == (0,)
+    finally:
+        for sink in (batch, holder, pruner):
+            sink.close()
+
+
 def test_producer_sessions_are_cut_by_the_inactivity_window(
     make_settings, schema, r, stream, pg, daemons: Daemons
 ) -> None:

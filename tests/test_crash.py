@@ -92,7 +92,7 @@ def test_crash_between_commit_and_ack_counts_once(make_settings, schema, r, stre
     gets the same entries again, the ledger recognises them, nothing is counted twice."""
     entries = list(Generator(seed=5, days=1, bad_ratio=0).entries(5000))
     produce(r, stream, entries)
-    settings = make_settings(batch_size=500)
+    settings = make_settings(batch_size=500, backlog_batch_size=500)  # every batch 500: the arithmetic below
     # Producer retries (same event id) after the three committed batches are duplicates too.
     retries = sum(1 for e in entries[1500:] if e.event and e.event.get("_duplicate"))
     crashed = daemons.start(settings, STREAMPROC_FAILPOINTS="after_commit@3")

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from streamproc.dev.synth import Generator, SynthEntry, produce
 from tests.conftest import Daemons, exit_code, wait_for, wait_ready
@@ -143,14 +144,34 @@ def test_zombie_consumer_late_commit_adds_nothing(make_settings, schema, r, stre
 
 
 def test_several_workers_share_the_group_without_deadlock(make_settings, schema, r, stream, daemons: Daemons) -> None:
-    """Three worker processes on one group, hot overlapping keys: exact totals, no deadlock."""
+    """Three worker processes on one group, hot overlapping keys: exact totals, no deadlock.
+
+    The entries are produced once all three workers read the group (each is a consumer of
+    it): a worker still loading its rules while the others drained everything would take no
+    share, whatever the code."""
     entries = list(Generator(seed=9, days=1, bad_ratio=0.005).entries(30_000))
+    procs = [daemons.start(make_settings(consumer=f"w{i}", batch_size=300)) for i in range(3)]
+    wait_for(lambda: _consumers(r, stream) == 3, 240, "three workers reading the group")
     produce(r, stream, entries)
-    procs = [daemons.start(make_settings(consumer=f"w{i}", batch_size=300), "--drain") for i in range(3)]
+    wait_for(lambda: _settled(r, stream), 240, "the group to be drained")
     for p in procs:
-        assert exit_code(p, 240) == 0, daemons.logs()[-3000:]
+        p.send_signal(signal.SIGTERM)
+    for p in procs:
+        assert exit_code(p, 60) == 0, daemons.logs()[-3000:]
     logs = daemons.logs()
     assert "deadlock" not in logs.lower()
     batches = [log_lines(p.logfile, "batch") for p in procs]  # type: ignore[attr-defined]
     assert all(b for b in batches), "every worker took a share"
     assert_totals(make_settings(), entries)
+
+
+def _consumers(r: Any, stream: str) -> int:
+    try:
+        return len(r.xinfo_consumers(stream, "g"))
+    except redis.ResponseError:  # no stream or group yet: the daemons create them
+        return 0
+
+
+def _settled(r: Any, stream: str) -> bool:
+    (group,) = r.xinfo_groups(stream)
+    return bool(group["pending"] == 0 and group["lag"] == 0)

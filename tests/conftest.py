@@ -89,6 +89,11 @@ def make_settings(redis_url: str, database_url: str, ns: str, stream: str) -> Ca
             "max_event_age_days": 3650,
         }
         base.update(overrides)
+        # A test that picks a batch size gets batches of that size (its faults and counts are
+        # sized by it) unless it asks for reads that grow while behind; a test that picks none
+        # runs the defaults, growth included.
+        if "batch_size" in overrides and "backlog_batch_size" not in overrides:
+            base["backlog_batch_size"] = overrides["batch_size"]
         return load_settings(base, environ={})
 
     return make

@@ -35,7 +35,7 @@ def test_producer_retries_are_taken_back_without_folding_again(make_settings, sc
     every figure still equals the truth."""
     entries = list(Generator(seed=81, days=1, bad_ratio=0).entries(12_000))
     produce(r, stream, entries)
-    settings = make_settings(batch_size=500)
+    settings = make_settings(batch_size=500, backlog_batch_size=500)  # 24 batches: "nearly every batch"
     batches = run_drain(settings, tmp_path)
     with_dups = [b for b in batches if b["duplicates"]]
     assert len(with_dups) >= 10

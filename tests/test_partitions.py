@@ -494,7 +494,7 @@ def test_daemon_totals_exact_across_partitions_and_ledger_dedups_moved_rows(
     since migration 009, holds a range per batch); `maintain` then moves the committed rollup rows out
     of DEFAULT into new partitions; the restarted daemon gets the unacked batch again and the ledger
     recognises every entry of it. Every report total equals the truth."""
-    settings = make_settings(batch_size=500)
+    settings = make_settings(batch_size=500, backlog_batch_size=500)  # batches of 500: the arithmetic below
     entries = list(Generator(seed=17, days=80, bad_ratio=0).entries(6000))
     now_ms = int(time.time() * 1000)
     produce_with_ids(r, stream, entries, now_ms - 6 * DAY_MS + 1, now_ms - DAY_MS // 4)

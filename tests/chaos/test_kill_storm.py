@@ -43,7 +43,12 @@ def test_sigkill_storm_two_workers(make_settings, schema, r, stream, daemons: Da
         r.xreadgroup("g", "w0", {stream: "0"}, count=1)
 
     def start(name: str) -> subprocess.Popen[bytes]:
-        settings = make_settings(consumer=name, batch_size=rng.choice((200, 500, 1000)), max_deliveries=MAX_DELIVERIES)
+        settings = make_settings(
+            consumer=name,
+            batch_size=rng.choice((200, 500, 1000)),
+            backlog_batch_size=rng.choice((1000, 5000)),  # reads that grow under the backlog, or not
+            max_deliveries=MAX_DELIVERIES,
+        )
         return daemons.start(settings)
 
     names = ("w0", "w1")

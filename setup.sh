@@ -6,6 +6,7 @@
 # Extra arguments go to the command (e.g. `./setup.sh test -k crash`, `./setup.sh demo -n 200000`).
 # `./setup.sh test` with no arguments runs the suite on local servers, then the end-to-end,
 # crash and image tests through a Docker engine (deploy/containers/run-tests.sh).
+# The suite runs in STREAMPROC_TEST_WORKERS parallel pytest processes (default 3); 0 runs it serially.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -23,6 +24,8 @@ case "${1:-}" in
     ""|demo|test) ;;
     *) usage >&2; exit 2 ;;   # before installing anything
 esac
+
+TEST_WORKERS=${STREAMPROC_TEST_WORKERS:-3}
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
@@ -108,9 +111,11 @@ case "${1:-}" in
     test)
         shift
         if [ $# -gt 0 ]; then say "running tests"; exec .venv/bin/python -m pytest "$@"; fi
-        say "running the test suite (local servers)"
+        say "running the test suite (local servers, $TEST_WORKERS workers)"
         status=0
-        STREAMPROC_TEST_SERVERS=local .venv/bin/python -m pytest || status=$?
+        # pytest-xdist: each worker starts its own session servers; --dist loadfile keeps a file's
+        # tests (and its module-scoped servers, such as the Redis Cluster) on one worker.
+        STREAMPROC_TEST_SERVERS=local .venv/bin/python -m pytest -n "$TEST_WORKERS" --dist loadfile || status=$?
         say "running the end-to-end, crash and image tests in containers"
         start=$SECONDS
         deploy/containers/run-tests.sh || status=$?

@@ -36,9 +36,42 @@ class ServerError(StreamprocError):
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback TCP port that nothing listens on at the moment of asking.
+
+    Under pytest-xdist (``PYTEST_XDIST_WORKER=gw<i>``, ``PYTEST_XDIST_WORKER_COUNT=<n>``) worker
+    ``i`` only gets ports of its own share, ``port_share(port, n) == i``: two workers never pick
+    the same port between choosing it and their server binding it. Raises ServerError if no port
+    of the share turns up (the port range is nearly full).
+    """
+    index, count = _worker_share()
+    for _ in range(_PICKS_PER_SHARE * count):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port_share(port, count) == index:
+            return port
+    raise ServerError(f"no free loopback port of share {index} of {count}")
+
+
+# Tries per worker before giving up: the kernel hands out ports at random, so a share of 1/n of
+# the range turns up within n tries on average.
+_PICKS_PER_SHARE = 500
+
+
+def port_share(port: int, count: int) -> int:
+    """Which of ``count`` shares ``port`` is in (0 .. count-1). A port and ``port + 10000`` (a
+    Redis Cluster node's bus port) share a share; so do odd and even neighbours, as the kernel
+    prefers one parity for ports bound to port 0."""
+    return (port % 10_000) // 2 % count
+
+
+def _worker_share() -> tuple[int, int]:
+    """(this pytest-xdist worker's index, the number of workers), or (0, 1) outside xdist."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = os.environ.get("PYTEST_XDIST_WORKER_COUNT", "")
+    if not (worker.startswith("gw") and worker[2:].isdigit() and count.isdigit() and int(count) > 0):
+        return 0, 1
+    return int(worker[2:]) % int(count), int(count)
 
 
 def _which(name: str) -> str:

@@ -114,8 +114,9 @@ case "${1:-}" in
         say "running the test suite (local servers, $TEST_WORKERS workers)"
         status=0
         # pytest-xdist: each worker starts its own session servers; --dist loadfile keeps a file's
-        # tests (and its module-scoped servers, such as the Redis Cluster) on one worker.
-        STREAMPROC_TEST_SERVERS=local .venv/bin/python -m pytest -n "$TEST_WORKERS" --dist loadfile || status=$?
+        # tests (and its module-scoped servers, such as the Redis Cluster) on one worker; files go out
+        # in collection order, tests/chaos (few, long tests per file) first, not fewest tests last.
+        STREAMPROC_TEST_SERVERS=local .venv/bin/python -m pytest -n "$TEST_WORKERS" --dist loadfile --no-loadscope-reorder || status=$?
         say "running the end-to-end, crash and image tests in containers"
         start=$SECONDS
         deploy/containers/run-tests.sh || status=$?

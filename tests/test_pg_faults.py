@@ -17,6 +17,7 @@ from psycopg.conninfo import make_conninfo
 from streamproc.dev.localservers import free_port
 from streamproc.errors import EntryRejected, SchemaNotReady, SinkMisconfigured, SinkUnavailable, TransactionAborted
 from streamproc.postgres.faults import Fault, classify, translate
+from streamproc.postgres.sink import PostgresSink
 from tests.conftest import wait_for
 from tests.pgroles import url_as
 
@@ -195,3 +196,23 @@ def test_a_silent_port_stays_transient() -> None:
         port = listener.getsockname()[1]
         with pytest.raises(SinkUnavailable, match="timeout expired"):
             connect(f"postgresql://u@127.0.0.1:{port}/db", "public")
+
+
+def test_a_connection_left_mid_command_is_dropped_and_the_retry_reconnects(database_url: str, schema: str) -> None:
+    """A COMMIT cut by the network can leave libpq mid-command, with psycopg not marking the
+    connection broken: every later statement then fails with "another command is already in
+    progress" and the daemon retried on that connection for ever (seen in the commit-lost chaos
+    test). The state is made here the way libpq reaches it, a query sent and never read: the
+    first call is a transient failure, and the next one runs on a new connection."""
+    sink = PostgresSink(database_url, schema)
+    try:
+        assert sink.known_streams(["s"]) == set()
+        first = sink.conn
+        first.pgconn.send_query(b"SELECT pg_sleep(0)")  # libpq now waits for a reply nobody reads
+        with pytest.raises(SinkUnavailable, match="another command is already in progress"):
+            sink.known_streams(["s"])
+        assert first.closed, "the connection left mid-command was dropped"
+        assert sink.known_streams(["s"]) == set()
+        assert sink.conn is not first
+    finally:
+        sink.close()

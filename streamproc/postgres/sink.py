@@ -206,12 +206,17 @@ class PostgresSink:
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
-        """Translate psycopg errors into streamproc's at the edge (see :mod:`.faults`)."""
+        """Translate psycopg errors into streamproc's at the edge (see :mod:`.faults`).
+
+        A transient failure the server did not answer with a SQLSTATE (the connection was cut,
+        or libpq was left mid-command: "another command is already in progress") leaves the
+        connection in a state psycopg may not mark broken: it is dropped, and the retry opens a
+        new one instead of failing on the old one for ever."""
         try:
             yield
         except psycopg.Error as exc:
             error = translate(exc, "commit", self._schema, self._role())
-            if isinstance(error, SinkUnavailable) and (self._conn is None or self._conn.broken):
+            if isinstance(error, SinkUnavailable) and (self._conn is None or self._conn.broken or not exc.sqlstate):
                 self.close()
             raise error from exc
 

@@ -181,14 +181,7 @@ def test_a_visitor_created_by_a_concurrent_transaction_is_merged_not_overwritten
         worker = threading.Thread(target=run_second)
         worker.start()
 
-        def second_waits() -> bool:
-            with reader.transaction():
-                row = reader.conn.execute(
-                    "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = %s", (pid,)
-                ).fetchone()
-            return row == (True,)
-
-        wait_for(second_waits, 60, "the second transaction to wait for the first's new row")
+        wait_for(lambda: waits_on_a_lock(reader, pid), 60, "the second transaction to wait for the first's new row")
         tx_first.__exit__(None, None, None)  # COMMIT
         worker.join(timeout=60)
         b = result["derived"]
@@ -199,6 +192,15 @@ def test_a_visitor_created_by_a_concurrent_transaction_is_merged_not_overwritten
     finally:
         for sink in (first, second, reader):
             sink.close()
+
+
+def waits_on_a_lock(observer: Any, pid: int) -> bool:
+    """Whether the Postgres backend ``pid`` waits on a lock, as ``observer`` (a sink) sees it."""
+    with observer.transaction():
+        row = observer.conn.execute(
+            "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = %s", (pid,)
+        ).fetchone()
+    return bool(row == (True,))
 
 
 def test_a_visitor_pruned_between_create_and_lock_restarts_the_batch(database_url, schema) -> None:
@@ -235,14 +237,9 @@ def test_a_visitor_pruned_between_create_and_lock_restarts_the_batch(database_ur
         worker = threading.Thread(target=run_batch)
         worker.start()
 
-        def batch_waits() -> bool:
-            with pruner.transaction():
-                row = pruner.conn.execute(
-                    "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = %s", (pid,)
-                ).fetchone()
-            return row == (True,)
-
-        wait_for(batch_waits, 60, "the batch's INSERT to wait for the other transaction's new row")
+        wait_for(
+            lambda: waits_on_a_lock(pruner, pid), 60, "the batch's INSERT to wait for the other transaction's new row"
+        )
         with pruner.transaction():
             assert pruner.conn.execute("DELETE FROM visitor_runs WHERE visitor = 1").rowcount == 1
         held.__exit__(RuntimeError, RuntimeError("rolled back"), None)  # ROLLBACK: the batch creates it

@@ -68,7 +68,7 @@ def produce(r: Any, stream: str, events: list[dict[str, Any]]) -> None:
 
 
 def stored(pg: Any) -> list[tuple[int, int, int, int, frozenset[int]]]:
-    """The sessions cut by the run rule as stored: derived ones and the producer's own ("own")."""
+    """Every stored session of the site: all are cut by the run rule, derived ones and the producer's own."""
     days: dict[int, set[int]] = {}
     for session, day in pg.execute(
         "SELECT session, day - DATE '1970-01-01' FROM sessions_daily WHERE site = %s", (SITE,)
@@ -77,7 +77,7 @@ def stored(pg: Any) -> list[tuple[int, int, int, int, frozenset[int]]]:
     rows = pg.execute(
         "SELECT session, (extract(epoch FROM first_seen) * 1000)::bigint,"
         " (extract(epoch FROM last_seen) * 1000)::bigint,"
-        " pageviews, events FROM sessions WHERE site = %s AND session IN (SELECT unnest(sessions) FROM visitor_runs)",
+        " pageviews, events FROM sessions WHERE site = %s",
         (SITE,),
     ).fetchall()
     return sorted((f, last, pv, n, frozenset(days.get(s, ()))) for s, f, last, pv, n in rows)

@@ -80,3 +80,21 @@ def test_a_session_a_batch_holds_is_left_for_the_next_run(
     assert sessions(pg) == {("a.example", 1)} and len(old) == 3
     assert maintain_json(settings)["pruned"] == {"sessions": 1}
     assert sessions(pg) == set()
+
+
+def test_a_producer_sessions_first_row_stays_while_one_of_its_other_runs_is_retained(
+    make_settings: Callable[..., Any], schema: str, pg: psycopg.Connection[Any]
+) -> None:
+    """A producer session id's first run is stored under the id's own hash, and that row holds
+    the id's other runs (docs/sessions.md): an id first seen 500 days ago and reused 10 days ago
+    keeps its first row (else a later event would not join the recent run); once every run is
+    past retention it goes like any other."""
+    add_sessions(pg, "a.example", 501, 500, 1, 0)
+    add_sessions(pg, "a.example", 10, 10, 1, 1)
+    ms = int(ago(10).timestamp() * 1000)
+    pg.execute("UPDATE sessions SET run_ids = %s, run_firsts = %s, run_lasts = %s WHERE session = 0", ([1], [ms], [ms]))
+    settings = make_settings()
+    assert maintain_json(settings)["pruned"] == {"sessions": 0}
+    assert sessions(pg) == {("a.example", 0), ("a.example", 1)}
+    assert maintain_json(settings, "--retain", "sessions_daily=7")["pruned"] == {"sessions": 2}
+    assert sessions(pg) == set()

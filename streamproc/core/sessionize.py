@@ -125,16 +125,20 @@ class Merged:
         return self.kept is None or (self.kept.first_ms, self.kept.last_ms) != (self.first_ms, self.last_ms)
 
 
-def merge(site: str, visitor: int, runs: list[Run], points: list[Point], gap_ms: int) -> list[Merged]:
+def merge(
+    site: str, visitor: int, runs: list[Run], points: list[Point], gap_ms: int, anchor: int | None = None
+) -> list[Merged]:
     """Merge a visitor's stored ``runs`` (disjoint, each gap between them > ``gap_ms``) with new
     ``points``; returns only the runs that contain new points (the others are untouched).
 
     Adding points can join runs but never split one, so the result is the run
     decomposition of (events of ``runs``) + ``points`` whatever order batches come in.
     A merged run keeps the id of its earliest old run; a run of new points only gets
-    :func:`session_id` of its first point."""
+    :func:`session_id` of its first point. With an ``anchor`` (a producer session's own
+    hash, the id of its first run and its lock): a run that holds the anchor's run keeps
+    the anchor's id, and with no stored runs the earliest run gets it."""
     if not runs:
-        return _runs_of(site, visitor, points, gap_ms)
+        return _runs_of(site, visitor, points, gap_ms, anchor)
     items: list[tuple[int, int, Run | None, Point | None]] = [(r.first_ms, r.last_ms, r, None) for r in runs]
     items += [(p[0], p[0], None, p) for p in points]
     items.sort(key=lambda i: (i[0], i[1], i[2] is None))
@@ -143,20 +147,28 @@ def merge(site: str, visitor: int, runs: list[Run], points: list[Point], gap_ms:
     last = 0
     for item in items:
         if group and item[0] - last > gap_ms:
-            _close(site, visitor, group, out)
+            _close(site, visitor, group, out, anchor)
             group = []
         last = max(last, item[1]) if group else item[1]
         group.append(item)
     if group:
-        _close(site, visitor, group, out)
+        _close(site, visitor, group, out, anchor)
     return out
 
 
-def _close(site: str, visitor: int, group: list[tuple[int, int, Run | None, Point | None]], out: list[Merged]) -> None:
+def _close(
+    site: str,
+    visitor: int,
+    group: list[tuple[int, int, Run | None, Point | None]],
+    out: list[Merged],
+    anchor: int | None,
+) -> None:
     new = [p for _, _, _, p in group if p is not None]
     if not new:
         return  # an old run no new point touches
-    old = sorted((r for _, _, r, _ in group if r is not None), key=lambda r: (r.first_ms, r.session))
+    old = sorted(
+        (r for _, _, r, _ in group if r is not None), key=lambda r: (r.session != anchor, r.first_ms, r.session)
+    )
     first = min(i[0] for i in group)
     last = max(i[1] for i in group)
     kept = old[0] if old else None
@@ -168,13 +180,13 @@ def _ts(point: Point) -> int:
     return point[0]
 
 
-def _runs_of(site: str, visitor: int, points: list[Point], gap_ms: int) -> list[Merged]:
+def _runs_of(site: str, visitor: int, points: list[Point], gap_ms: int, anchor: int | None = None) -> list[Merged]:
     """:func:`merge` of ``points`` with no stored runs (a visitor's first batch, and the plan
     every visitor gets before its row is known to exist): the same runs, the same ids, the
     points in the same order, without the general merge's work."""
     if len(points) == 1:
         ts = points[0][0]
-        return [Merged(session_id(site, visitor, ts), ts, ts, points=list(points))]
+        return [Merged(session_id(site, visitor, ts) if anchor is None else anchor, ts, ts, points=list(points))]
     ordered = sorted(points, key=_ts)  # stable: ties keep their order, as in merge's sort
     out: list[Merged] = []
     start = 0
@@ -183,6 +195,8 @@ def _runs_of(site: str, visitor: int, points: list[Point], gap_ms: int) -> list[
             out.append(_new_run(site, visitor, ordered[start:i]))
             start = i
     out.append(_new_run(site, visitor, ordered[start:]))
+    if anchor is not None:
+        out[0].session = anchor
     return out
 
 

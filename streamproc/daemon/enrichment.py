@@ -57,11 +57,9 @@ class Enrichment:
         if not self.gap_ms:
             return dict(shards), (0, 0)
         points = session_points(counted, self.hasher, self.enricher)
-        producer = producer_session_points(counted, self.hasher, self.enricher)
-        for key, more in producer.items():  # a producer session is its own run owner (docs/sessions.md)
-            points.setdefault(key, []).extend(more)
+        producer = producer_session_points(counted, self.hasher, self.enricher)  # own runs (docs/sessions.md)
         keep_from_ms = int(time.time() * 1000) - self.retention_ms  # the ledger's horizon (docs/sessions.md)
-        derived = tx.derive_sessions(points, self.gap_ms, self.approximate, keep_from_ms)
+        derived = tx.derive_sessions(points, self.gap_ms, self.approximate, keep_from_ms, producer)
         shards = without_producer_sessions(shards, self.approximate)
         return derived.into(shards, self.approximate), (derived.started, derived.merged)
 

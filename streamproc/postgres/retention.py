@@ -25,14 +25,23 @@ _SITES: Final = (
     " SELECT (SELECT site FROM sessions WHERE site > s.site ORDER BY site LIMIT 1) FROM s WHERE s.site IS NOT NULL)"
     " SELECT site FROM s WHERE site IS NOT NULL"
 )
+# A producer session's first row also holds its other runs (docs/sessions.md): it stays while
+# one of them is younger, or a later event would start a session instead of joining that run.
+_NO_LATER_RUN: Final = (
+    "(run_lasts IS NULL OR NOT EXISTS (SELECT 1 FROM unnest(run_lasts) l"
+    " WHERE TIMESTAMPTZ 'epoch' + l * INTERVAL '1 millisecond' >= %s))"
+)
 # Rows locked in key order, as the daemon locks them; rows a batch holds are skipped (left
 # for the next run), so a prune never waits on a daemon or deadlocks with one.
 _DELETE: Final = (
     "WITH old AS (SELECT site, session FROM sessions"
-    " WHERE site = %s AND first_seen < %s AND last_seen < %s ORDER BY session LIMIT %s FOR UPDATE SKIP LOCKED)"
+    f" WHERE site = %s AND first_seen < %s AND last_seen < %s AND {_NO_LATER_RUN}"
+    " ORDER BY session LIMIT %s FOR UPDATE SKIP LOCKED)"
     " DELETE FROM sessions t USING old WHERE t.site = old.site AND t.session = old.session"
 )
-_COUNT: Final = "SELECT count(*) FROM sessions WHERE site = %s AND first_seen < %s AND last_seen < %s"
+_COUNT: Final = (
+    f"SELECT count(*) FROM sessions WHERE site = %s AND first_seen < %s AND last_seen < %s AND {_NO_LATER_RUN}"
+)
 
 
 def prune_sessions(conn: psycopg.Connection[Any], before: dt.datetime, dry_run: bool = False) -> int:
@@ -46,12 +55,12 @@ def prune_sessions(conn: psycopg.Connection[Any], before: dt.datetime, dry_run: 
     for site in sites:
         if dry_run:
             with conn.transaction():
-                row = conn.execute(_COUNT, (site, before, before)).fetchone()
+                row = conn.execute(_COUNT, (site, before, before, before)).fetchone()
             total += int(row[0]) if row else 0
             continue
         while True:
             with conn.transaction():
-                deleted = conn.execute(_DELETE, (site, before, before, BATCH_ROWS)).rowcount
+                deleted = conn.execute(_DELETE, (site, before, before, before, BATCH_ROWS)).rowcount
             total += deleted
             if deleted < BATCH_ROWS:
                 break

@@ -74,7 +74,7 @@ class Derived:
     def into(self, shards: Mapping[str, R.Shard], approximate: bool) -> dict[str, R.Shard]:
         """Copies of ``shards`` with these rows added (``shards`` is left as it was: a retried
         transaction starts again from it). Derived ids never equal a producer session's."""
-        if not self.sessions:
+        if not self.sessions and not self.days:
             return dict(shards)
         out = dict(shards)
         s = shards[R.SESSIONS.table]
@@ -115,28 +115,39 @@ def derive(
     changed = [k for k in old if any(m.changed for m in plans[k])]
     _write(conn, _UPDATE, [(k, plans[k], stored[k]) for k in changed], keep_from_ms)
     absorbed = [(k, m, r) for k in keys for m in plans[k] for r in m.absorbed]
-    taken = _take(conn, absorbed, approximate) if absorbed else ({}, {})
-    days = out.days
+    taken = take_absorbed(conn, absorbed, approximate) if absorbed else ({}, {})
     for key in keys:
-        site = key[0]
-        for m in plans[key]:
-            session = m.session
-            pageviews = 0
-            for ts, is_view in m.points:
-                if is_view:
-                    pageviews += 1
-                    days[(site, ts // DAY_MS, session)] = ()
-            events = len(m.points)
-            for r in m.absorbed:
-                pv, ev = taken[0].get((site, r.session), (0, 0))
-                pageviews += pv
-                events += ev
-            out.sessions[(site, session)] = [m.first_ms, m.last_ms, pageviews, events]
-            for day in taken[1].get((site, session), ()):
-                days[(site, day, session)] = ()
-            out.started += m.kept is None
-            out.merged += len(m.absorbed)
+        add_runs(out, key[0], plans[key], taken)
     return out
+
+
+Taken = tuple[dict[tuple[str, int], tuple[int, int]], dict[tuple[str, int], list[int]]]
+
+
+def add_runs(out: Derived, site: str, merged: list[Merged], taken: Taken, skip: int | None = None) -> None:
+    """Add the ``sessions`` and ``sessions_daily`` rows of one owner's merged runs to ``out``:
+    each run's span, its new points' page views and events plus those ``taken`` from the runs
+    it absorbed, and its page-view days. ``skip``: a run whose ``sessions`` row is already
+    written whole (a producer session's anchor created by this batch): its days only."""
+    days = out.days
+    for m in merged:
+        session = m.session
+        pageviews = 0
+        for ts, is_view in m.points:
+            if is_view:
+                pageviews += 1
+                days[(site, ts // DAY_MS, session)] = ()
+        events = len(m.points)
+        for r in m.absorbed:
+            pv, ev = taken[0].get((site, r.session), (0, 0))
+            pageviews += pv
+            events += ev
+        if session != skip:
+            out.sessions[(site, session)] = [m.first_ms, m.last_ms, pageviews, events]
+        for day in taken[1].get((site, session), ()):
+            days[(site, day, session)] = ()
+        out.started += m.kept is None
+        out.merged += len(m.absorbed)
 
 
 def _lock(conn: psycopg.Connection[Any], keys: list[VisitorKey]) -> dict[VisitorKey, list[Run]]:
@@ -214,9 +225,9 @@ def _array(values: list[int]) -> str:
     return "{" + ",".join(map(str, values)) + "}"
 
 
-def _take(
+def take_absorbed(
     conn: psycopg.Connection[Any], absorbed: list[tuple[VisitorKey, Merged, Run]], approximate: bool
-) -> tuple[dict[tuple[str, int], tuple[int, int]], dict[tuple[str, int], list[int]]]:
+) -> Taken:
     """Remove the absorbed runs' ``sessions`` rows and, with exact sets, their
     ``sessions_daily`` rows; returns their counts and their days, keyed by the survivor."""
     absorbed.sort(key=lambda a: (a[0], a[2].session))

@@ -35,6 +35,7 @@ from streamproc.core.sessionize import Point, VisitorKey
 from streamproc.core.wire import array_literal
 from streamproc.errors import SinkUnavailable
 from streamproc.postgres.faults import translate
+from streamproc.postgres.producer_runs import derive_producer
 from streamproc.postgres.session import Session, Timeouts, connect
 from streamproc.postgres.sessions import Derived
 from streamproc.postgres.sessions import derive as derive_sessions
@@ -368,10 +369,18 @@ class BatchTransaction:
         )
 
     def derive_sessions(
-        self, points: Mapping[VisitorKey, list[Point]], gap_ms: int, approximate: bool, keep_from_ms: int = 0
+        self,
+        points: Mapping[VisitorKey, list[Point]],
+        gap_ms: int,
+        approximate: bool,
+        keep_from_ms: int = 0,
+        producer: Mapping[VisitorKey, list[Point]] | None = None,
     ) -> Derived:
-        """Server-side sessions of the counted entries' sessionless events (:mod:`.sessions`)."""
-        return derive_sessions(self._conn, points, gap_ms, approximate, keep_from_ms)
+        """Server-side sessions of the counted entries' sessionless events (:mod:`.sessions`),
+        then the runs of their producer sessions (``producer``, :mod:`.producer_runs`)."""
+        derived = derive_sessions(self._conn, points, gap_ms, approximate, keep_from_ms)
+        derive_producer(self._conn, producer or {}, gap_ms, approximate, keep_from_ms, derived)
+        return derived
 
     def write(self, shards: Mapping[str, R.Shard], after_each: Callable[[], None] | None = None) -> int:
         """Upsert every non-empty shard; returns the number of rows sent.

@@ -67,7 +67,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     # While the group is behind (a read came back full), each read asks for twice as many
     # entries, up to this: more events folded per rollup row, fewer rows written per event
     # (BENCHMARKS.md). At or below batch_size: every read asks for batch_size.
-    backlog_batch_size: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 5000
+    backlog_batch_size: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 10_000
     block_ms: Annotated[int, msgspec.Meta(ge=1, le=60_000)] = 2000
     min_idle_ms: Annotated[int, msgspec.Meta(ge=1)] = 60_000
     reclaim_interval_ms: Annotated[int, msgspec.Meta(ge=1)] = 5_000

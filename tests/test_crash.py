@@ -71,7 +71,7 @@ def test_kill_9_at_random_moments_under_load(make_settings, schema, r, stream, d
     kills = 0
     for i in range(8):
         settings = make_settings(
-            consumer=f"c{i % 2}", batch_size=rng.choice((50, 300, 1000)), backlog_batch_size=rng.choice((1000, 5000))
+            consumer=f"c{i % 2}", batch_size=rng.choice((50, 300, 1000)), backlog_batch_size=rng.choice((1000, 10_000))
         )
         proc = daemons.start(settings)
         # Killed while it works, not while it loads its user-agent rules (before `ready`).

@@ -46,7 +46,7 @@ def test_sigkill_storm_two_workers(make_settings, schema, r, stream, daemons: Da
         settings = make_settings(
             consumer=name,
             batch_size=rng.choice((200, 500, 1000)),
-            backlog_batch_size=rng.choice((1000, 5000)),  # reads that grow under the backlog, or not
+            backlog_batch_size=rng.choice((1000, 10_000)),  # reads that grow under the backlog, or not
             max_deliveries=MAX_DELIVERIES,
         )
         return daemons.start(settings)

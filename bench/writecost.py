@@ -16,7 +16,10 @@ fresh stream and schema, reporting:
   pays its full-page images alike). These two barely move with machine noise: they
   are the primary figures. Per-table rows per event, the share of updates that
   were HOT and the full-page images per 1 000 events (``pg_stat_wal.wal_fpi``: what
-  ``wal_compression`` shrinks; ``--wal-compression`` sets it) are in the JSON.
+  ``wal_compression`` shrinks; ``--wal-compression`` sets it) are in the JSON;
+- WAL bytes per event by kind of record (``pg_waldump --stats``: heap inserts, the
+  confirmation each ``ON CONFLICT`` insert adds, index entries, index page splits, row
+  locks, updates, full-page images; :mod:`bench.walkinds`).
 
 Postgres keeps its default durability (fsync, synchronous_commit, full_page_writes)
 unless ``--non-durable``. ``--ab DIR`` runs the streamproc checked out in DIR (its own
@@ -40,6 +43,7 @@ import psycopg
 import redis
 
 from bench import yardsticks
+from bench.walkinds import wal_by_kind
 from streamproc.dev.localservers import local_servers
 from streamproc.dev.synth import Generator, SynthEntry
 
@@ -110,10 +114,12 @@ def measure(
     cwd: Path | None = None,
     batch_size: int = 1000,
     backlog_batch_size: int | None = None,
+    wal_dir: Path | None = None,
 ) -> dict[str, Any]:
     """One daemon drain of ``entries`` into a fresh schema; its write cost per event.
     ``backlog_batch_size``: the daemon's setting (None: its default; a checkout older than the
-    setting ignores it)."""
+    setting ignores it). ``wal_dir``: the server's ``pg_wal``, to break the WAL down by kind
+    of record (:mod:`bench.walkinds`)."""
     tag = secrets.token_hex(3)
     schema = f"wc_{mode[:5]}_{tag}"
     extra = {} if backlog_batch_size is None else {"STREAMPROC_BACKLOG_BATCH_SIZE": str(backlog_batch_size)}
@@ -125,13 +131,15 @@ def measure(
         conn.execute("CHECKPOINT")
         before, lsn, fpi = settled_stats(conn, schema), wal_lsn(conn), wal_fpi(conn)
         run = yardsticks.streamproc_run(client, env, stream, None, 1, batch_size, logdir, cwd=cwd)
-        row = conn.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s::pg_lsn)", (lsn,)).fetchone()
+        end = wal_lsn(conn)
+        row = conn.execute("SELECT pg_wal_lsn_diff(%s::pg_lsn, %s::pg_lsn)", (end, lsn)).fetchone()
         wal = int(row[0]) if row else 0
         after = settled_stats(conn, schema)
         fpi = wal_fpi(conn) - fpi
         conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
     client.delete(stream, f"{stream}:dlq")
     n = run.events
+    kinds = wal_by_kind(wal_dir, lsn, end, n) if wal_dir is not None else {}
     per_table: dict[str, float] = {}
     hot_by_table: dict[str, float] = {}
     written = hot = updated = 0
@@ -159,6 +167,7 @@ def measure(
         "full_page_images_per_1000_events": round(fpi / n * 1000, 1),
         "hot_update_share": round(hot / updated, 3) if updated else None,
         "rows_per_event_by_table": per_table,
+        "wal_per_event_by_kind": kinds,
         "hot_update_share_by_table": hot_by_table,
     }
 
@@ -222,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
                             cwd,
                             args.batch_size,
                             args.backlog_batch_size,
+                            s.postgres.data / "pg_wal",
                         )
                         r.update(shape=shape, mode=mode, code=str(cwd or "this"), run=i + 1)
                         r["ratio_to_ceiling"] = round(r["events_per_s"] / ceiling.rate, 4)
@@ -269,6 +279,9 @@ def print_table(out: dict[str, Any]) -> None:
         )
         tables = ", ".join(f"{t} {v:.2f}" for t, v in r["rows_per_event_by_table"].items())
         print(f"{'':20} rows/event: {tables}")
+        kinds = ", ".join(f"{k} {v['bytes']:.0f}" for k, v in r.get("wal_per_event_by_kind", {}).items())
+        if kinds:
+            print(f"{'':20} WAL B/event: {kinds}")
 
 
 if __name__ == "__main__":

@@ -134,7 +134,8 @@ def test_memory_bench_smoke_run(tmp_path: Path, redis_url: str, database_url: st
 
 def test_write_cost_bench_smoke_run(tmp_path: Path) -> None:
     """`python -m bench.writecost` drains both shapes in both modes on its own durable Postgres
-    and reports rows and WAL bytes per event, with the ledger writing far fewer rows than events."""
+    and reports rows and WAL bytes per event (and the WAL by kind of record), with the ledger
+    writing far fewer rows than events."""
     out = tmp_path / "writecost.json"
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}  # its own servers: initdb, pg_ctl, runuser as root
     res = subprocess.run(
@@ -156,6 +157,11 @@ def test_write_cost_bench_smoke_run(tmp_path: Path) -> None:
         assert case["rows_per_event_by_table"]["applied_ranges"] < 0.05  # a row per batch, not per event
         assert case["cpu_us_per_event"] > 0 and case["ratio_to_ceiling"] > 0
         assert 0 <= case["cpu_us_per_event_after_ready"] <= case["cpu_us_per_event"]  # start-up apart
+        kinds = case["wal_per_event_by_kind"]  # pg_waldump's records account for the LSN delta
+        assert kinds["heap inserts"]["records"] > 0.5 and kinds["index entries"]["bytes"] > 0, kinds
+        accounted = sum(k["bytes"] for k in kinds.values())
+        assert 0.9 * case["wal_bytes_per_event"] <= accounted <= case["wal_bytes_per_event"], (accounted, case)
     hard = cases[("hard", "exact")]["rows_per_event_by_table"]
     assert hard["producer_ids"] > 0.9  # the hard shape: a producer id on every event
+    assert "visitor_runs" not in hard  # every event there carries a session: its runs live on its own row
     assert "rows/event" in res.stdout

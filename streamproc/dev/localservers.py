@@ -84,6 +84,12 @@ def _which(name: str) -> str:
     raise ServerError(f"`{name}` not found: {INSTALL_HINT}")
 
 
+def pg_tool(name: str) -> str:
+    """The path of a server binary (``pg_waldump``, ``redis-server``...): on PATH, else the
+    newest under ``/usr/lib/postgresql``. Raises :class:`ServerError` when there is none."""
+    return _which(name)
+
+
 def _pg_version(path: str) -> int:
     try:
         return int(Path(path).parent.parent.name)

@@ -109,15 +109,32 @@ def _columns(others: list[Run]) -> tuple[str | None, str | None, str | None]:
 def _create(
     conn: psycopg.Connection[Any], keys: list[VisitorKey], plans: dict[VisitorKey, list[Merged]], keep_from_ms: int
 ) -> set[VisitorKey]:
-    rows: list[tuple[Any, ...]] = []
-    for key in keys:
+    sites: list[str] = []
+    ids: list[int] = []
+    firsts: list[int] = []
+    lasts: list[int] = []
+    views: list[int] = []
+    events: list[int] = []
+    others: list[tuple[str | None, str | None, str | None]] = []
+    for i, key in enumerate(keys):
         runs = plans[key]
         anchor = runs[0]  # the earliest run holds the anchor's id (merge with anchor=)
-        views = sum(1 for _, is_view in anchor.points if is_view)
-        ids, firsts, lasts = _columns(_others(key, runs, [], keep_from_ms))
-        rows.append((key[0], key[1], anchor.first_ms, anchor.last_ms, views, len(anchor.points), ids, firsts, lasts))
-    columns = list(zip(*rows, strict=True))
-    params = [array_literal(list(c), text=i in (0, 6, 7, 8)) for i, c in enumerate(columns)]
+        points = anchor.points
+        sites.append(key[0])
+        ids.append(key[1])
+        firsts.append(anchor.first_ms)
+        lasts.append(anchor.last_ms)
+        views.append(sum(1 for _, is_view in points if is_view))
+        events.append(len(points))
+        if len(runs) > 1:  # rare: other runs in the id's first batch
+            others += [(None, None, None)] * (i - len(others))
+            others.append(_columns(_others(key, runs, [], keep_from_ms)))
+    params = [
+        array_literal(sites, text=True),
+        *(array_literal(c, text=False) for c in (ids, firsts, lasts, views, events)),
+        # unnest pads shorter arrays with NULLs: with no other runs, three empty arrays
+        *(array_literal([o[j] for o in others], text=True) for j in range(3)),
+    ]
     return {(site, session) for site, session in conn.execute(_CREATE, params).fetchall()}
 
 

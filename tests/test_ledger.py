@@ -19,7 +19,8 @@ import psycopg
 import pytest
 
 from streamproc.core.decode import Accepted, decode_batch
-from streamproc.postgres.sink import Claim, PostgresSink, entry_key
+from streamproc.postgres.batch import Claim, entry_key
+from streamproc.postgres.sink import PostgresSink
 from tests.conftest import wait_for
 from tests.test_crash import assert_totals
 from tests.test_duplicates import run_drain

@@ -13,7 +13,7 @@ from streamproc.core.decode import Decoded
 from streamproc.core.entryid import split_entry_id
 from streamproc.daemon import metrics
 from streamproc.daemon.notify import Notifier
-from streamproc.postgres.sink import Claim
+from streamproc.postgres.batch import Claim
 from streamproc.redis.source import Batch
 
 log = structlog.get_logger("streamproc")

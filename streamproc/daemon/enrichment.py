@@ -16,7 +16,7 @@ from streamproc.core.fold import Hasher
 from streamproc.core.rollups import BOTS, Shard
 from streamproc.core.sessionize import producer_session_points, session_points, without_producer_sessions
 from streamproc.daemon import metrics
-from streamproc.postgres.sink import BatchTransaction
+from streamproc.postgres.batch import BatchTransaction
 
 log = structlog.get_logger("streamproc")
 

@@ -19,7 +19,7 @@ import structlog
 from streamproc.core.decode import Accepted, Decoded, Rejected
 from streamproc.daemon import metrics
 from streamproc.errors import EntryRejected
-from streamproc.postgres.sink import Claim
+from streamproc.postgres.batch import Claim
 from streamproc.redis.source import Batch
 
 log = structlog.get_logger("streamproc")

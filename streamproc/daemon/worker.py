@@ -42,7 +42,8 @@ from streamproc.daemon.retry import Retrier
 from streamproc.daemon.sinks import ThreadSinks
 from streamproc.daemon.startup import StoppedBeforeReady, start
 from streamproc.errors import EntryRejected, SinkError
-from streamproc.postgres.sink import Claim, PostgresSink
+from streamproc.postgres.batch import Claim
+from streamproc.postgres.sink import PostgresSink
 from streamproc.redis.source import Batch, RedisSource
 
 __all__ = ["BatchResult", "Job", "Totals", "Worker", "counted_shards"]

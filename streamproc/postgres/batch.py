@@ -79,7 +79,7 @@ class Claim:
 
 
 class BatchTransaction:
-    """Steps 1 and 2 inside the open transaction."""
+    """Steps 1 to 3 inside the open transaction (step 4, the COMMIT, is the caller's)."""
 
     def __init__(self, conn: psycopg.Connection[Any], stream_ids: Mapping[str, int]) -> None:
         self._conn = conn

@@ -31,7 +31,7 @@ import psycopg.errors
 
 from streamproc.core.sessionize import Merged, Point, Run, VisitorKey, merge
 from streamproc.core.wire import array_literal
-from streamproc.postgres.sessions import DAY_MS, Derived, add_runs, take_absorbed
+from streamproc.postgres.sessions import Derived, add_runs, take_absorbed
 
 _EPOCH_MS: Final = "TIMESTAMPTZ 'epoch' + {} * INTERVAL '1 millisecond'"
 _CREATE: Final = (
@@ -170,6 +170,3 @@ def _update(
 
 def _array(values: list[int]) -> str:
     return "{" + ",".join(map(str, values)) + "}"
-
-
-__all__ = ["DAY_MS", "derive_producer"]

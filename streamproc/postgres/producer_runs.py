@@ -100,9 +100,9 @@ def _columns(others: list[Run]) -> tuple[str | None, str | None, str | None]:
     if not others:
         return None, None, None
     return (
-        _array([r.session for r in others]),
-        _array([r.first_ms for r in others]),
-        _array([r.last_ms for r in others]),
+        array_literal([r.session for r in others], text=False),
+        array_literal([r.first_ms for r in others], text=False),
+        array_literal([r.last_ms for r in others], text=False),
     )
 
 
@@ -166,7 +166,3 @@ def _update(
     columns = list(zip(*changed, strict=True))
     params = [array_literal(list(c), text=i != 1) for i, c in enumerate(columns)]
     conn.execute(_UPDATE, params)
-
-
-def _array(values: list[int]) -> str:
-    return "{" + ",".join(map(str, values)) + "}"

@@ -201,9 +201,9 @@ def _write(
         after = sorted(r for r in fresh if r.last_ms >= keep_from_ms) or [max(fresh, key=_last_ms)]
         sites.append(site)
         visitors.append(visitor)
-        ids.append(_array([r.session for r in after]))
-        firsts.append(_array([r.first_ms for r in after]))
-        lasts.append(_array([r.last_ms for r in after]))
+        ids.append(array_literal([r.session for r in after], text=False))
+        firsts.append(array_literal([r.first_ms for r in after], text=False))
+        lasts.append(array_literal([r.last_ms for r in after], text=False))
         last_ms.append(max(r.last_ms for r in after))
     params = (
         array_literal(sites, text=True),
@@ -219,10 +219,6 @@ def _write(
 
 def _last_ms(run: Run) -> int:
     return run.last_ms
-
-
-def _array(values: list[int]) -> str:
-    return "{" + ",".join(map(str, values)) + "}"
 
 
 def take_absorbed(

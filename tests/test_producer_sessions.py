@@ -21,7 +21,7 @@ from streamproc.postgres.migrate import migrate
 from streamproc.postgres.sink import PostgresSink
 from tests.conftest import wait_for
 from tests.sessions_oracle import sessionize
-from tests.test_sessions import waits_on_a_lock
+from tests.test_sessions import stored, waits_on_a_lock
 
 GAP_MS: Final = 1_800_000
 Batch = dict[VisitorKey, list[Point]]
@@ -33,20 +33,6 @@ def commit(sink: PostgresSink, batch: Batch, approximate: bool = False) -> None:
     with sink.transaction() as tx:
         derived = tx.derive_sessions({}, GAP_MS, approximate, 0, batch)
         tx.write(derived.into(R.new_shards(approximate), approximate))
-
-
-def stored(pg: psycopg.Connection[Any], site: str, approximate: bool = False) -> list[Row]:
-    days: dict[int, set[int]] = {}
-    if not approximate:  # a sketch's members cannot be read back
-        query = "SELECT session, day - DATE '1970-01-01' FROM sessions_daily WHERE site = %s"
-        for session, day in pg.execute(query, (site,)).fetchall():
-            days.setdefault(session, set()).add(day)
-    rows = pg.execute(
-        "SELECT session, (extract(epoch FROM first_seen) * 1000)::bigint,"
-        " (extract(epoch FROM last_seen) * 1000)::bigint, pageviews, events FROM sessions WHERE site = %s",
-        (site,),
-    ).fetchall()
-    return sorted((f, last, pv, n, frozenset(days.get(s, ()))) for s, f, last, pv, n in rows)
 
 
 def expected(site: str, points: dict[int, list[Point]], approximate: bool = False) -> list[Row]:

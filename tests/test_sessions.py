@@ -67,18 +67,19 @@ def produce(r: Any, stream: str, events: list[dict[str, Any]]) -> None:
     pipe.execute()
 
 
-def stored(pg: Any) -> list[tuple[int, int, int, int, frozenset[int]]]:
-    """Every stored session of the site: all are cut by the run rule, derived ones and the producer's own."""
+def stored(pg: Any, site: str = SITE, approximate: bool = False) -> list[tuple[int, int, int, int, frozenset[int]]]:
+    """Every stored session of ``site``: all are cut by the run rule, derived ones and the
+    producer's own. ``approximate``: no days (a sketch's members cannot be read back)."""
     days: dict[int, set[int]] = {}
-    for session, day in pg.execute(
-        "SELECT session, day - DATE '1970-01-01' FROM sessions_daily WHERE site = %s", (SITE,)
-    ).fetchall():
-        days.setdefault(session, set()).add(day)
+    if not approximate:
+        query = "SELECT session, day - DATE '1970-01-01' FROM sessions_daily WHERE site = %s"
+        for session, day in pg.execute(query, (site,)).fetchall():
+            days.setdefault(session, set()).add(day)
     rows = pg.execute(
         "SELECT session, (extract(epoch FROM first_seen) * 1000)::bigint,"
         " (extract(epoch FROM last_seen) * 1000)::bigint,"
         " pageviews, events FROM sessions WHERE site = %s",
-        (SITE,),
+        (site,),
     ).fetchall()
     return sorted((f, last, pv, n, frozenset(days.get(s, ()))) for s, f, last, pv, n in rows)
 
